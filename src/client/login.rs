@@ -1,0 +1,203 @@
+//! A client's way in: first packets (SSL/GSSENC refusal, CancelRequest), the
+//! StartupMessage, password authentication, and the greeting (ParameterStatus,
+//! BackendKeyData, ReadyForQuery). Refusals use PostgreSQL's SQLSTATEs and wording.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM};
+use crate::auth::md5;
+use crate::cancel::{self, CancelEntry};
+use crate::config::AuthType;
+use crate::error::{ClientError, PgError, SqlState};
+use crate::protocol::backend;
+use crate::protocol::codes;
+use crate::protocol::frame::cstr;
+use crate::protocol::startup::{self, FirstPacket, Startup};
+use crate::proxy::{DbPools, Proxy};
+use crate::session::SessionParams;
+
+/// Largest password/SASL message accepted during authentication.
+const MAX_AUTH_MESSAGE: usize = 8192;
+
+/// A logged-in client.
+pub struct LoggedIn {
+    pub user: String,
+    pub database: String,
+    pub pools: Arc<DbPools>,
+    pub params: Arc<SessionParams>,
+}
+
+/// How a login attempt ended, short of success.
+pub enum Refusal {
+    /// Tell the client, then close.
+    Error(PgError),
+    /// Close without a word (a cancel request, a vanished client).
+    Silent,
+}
+
+impl From<ClientError> for Refusal {
+    fn from(e: ClientError) -> Self {
+        Refusal::Error(e.to_pg())
+    }
+}
+
+impl From<std::io::Error> for Refusal {
+    fn from(_: std::io::Error) -> Self {
+        Refusal::Silent
+    }
+}
+
+fn protocol_error(msg: impl Into<String>) -> Refusal {
+    Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg))
+}
+
+/// Runs the whole login. On success the client has been greeted.
+pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> Result<LoggedIn, Refusal> {
+    let startup = read_startup(stream, proxy).await?;
+    let user = startup
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Refusal::Error(PgError::fatal(SqlState::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet")))?
+        .to_string();
+    let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
+    if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
+        return Err(ClientError::Unsupported("pgmux does not pool replication connections".into()).into());
+    }
+    if proxy.clients() > proxy.config.max_client_connections {
+        return Err(ClientError::TooManyClients.into());
+    }
+    let mut out = BytesMut::with_capacity(512);
+    if startup.minor_version > 0 {
+        let unsupported = startup.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+        backend::negotiate_protocol(&mut out, unsupported);
+    }
+    authenticate(stream, proxy, &user, &mut out).await?;
+
+    let Some(pools) = proxy.pools(&database, &user) else {
+        return Err(ClientError::UnknownDatabase(database).into());
+    };
+    let mut settings = startup.params.clone();
+    if let Some(opts) = startup.get("options") {
+        let parsed = startup::split_options(opts).map_err(|m| Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, m)))?;
+        settings.extend(parsed);
+    }
+    let params = Arc::new(SessionParams::from_startup(settings));
+    let server_params = pools.primary.server_params().await.map_err(|e| {
+        let mut pg = e.to_pg();
+        pg.severity = crate::error::Severity::Fatal;
+        Refusal::Error(pg)
+    })?;
+
+    backend::auth_ok(&mut out);
+    for (k, v) in server_params.iter() {
+        let v = params.get(k).unwrap_or(v);
+        backend::parameter_status(&mut out, k, v);
+    }
+    backend::backend_key(&mut out, key.pid, key.secret);
+    backend::ready(&mut out, codes::TXN_IDLE);
+    stream.write_all(&out).await?;
+    Ok(LoggedIn { user, database, pools, params })
+}
+
+/// Reads first packets until a StartupMessage; answers SSL/GSSENC with 'N' and
+/// serves a CancelRequest.
+async fn read_startup(stream: &mut TcpStream, proxy: &Proxy) -> Result<Startup, Refusal> {
+    for _ in 0..3 {
+        let len = stream.read_i32().await?;
+        let len = startup::check_length(len).map_err(|e| protocol_error(e.to_string()))?;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).await?;
+        match startup::parse(&body).map_err(|e| protocol_error(e.to_string()))? {
+            FirstPacket::Ssl | FirstPacket::GssEnc => stream.write_all(b"N").await?,
+            FirstPacket::Cancel { pid, secret } => {
+                if let Some(target) = proxy.cancel.lookup(pid, &secret) {
+                    if let Err(e) = cancel::send_cancel(target).await {
+                        tracing::warn!(error = %e, "forwarding cancel request failed");
+                    }
+                }
+                return Err(Refusal::Silent);
+            }
+            FirstPacket::Startup(s) => return Ok(s),
+        }
+    }
+    Err(protocol_error("too many negotiation packets"))
+}
+
+/// Reads one typed message that must be a password/SASL message ('p').
+async fn read_password_message(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+    let tag = stream.read_u8().await?;
+    let len = stream.read_i32().await?;
+    if tag != codes::PASSWORD {
+        return Err(protocol_error(format!("expected password response, got message type {}", tag)));
+    }
+    if !(4..=MAX_AUTH_MESSAGE as i32).contains(&len) {
+        return Err(protocol_error(format!("invalid message length {len}")));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn authenticate(stream: &mut TcpStream, proxy: &Proxy, user: &str, out: &mut BytesMut) -> Result<(), Refusal> {
+    let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
+    let known = proxy.user(user);
+    match proxy.config.auth_type {
+        AuthType::ScramSha256 => {
+            // An unknown user goes through the same exchange against a throwaway
+            // secret, so the answer does not reveal which user names exist.
+            let dummy;
+            let secret: &ScramSecret = match known {
+                Some(u) => &u.scram,
+                None => {
+                    dummy = ScramSecret::from_password(&rand::random::<u64>().to_string());
+                    &dummy
+                }
+            };
+            backend::auth_sasl(out, &[MECHANISM]);
+            stream.write_all(out).await?;
+            out.clear();
+            let initial = read_password_message(stream).await?;
+            let (mech, rest) = cstr(&initial).ok_or_else(|| protocol_error("malformed SASLInitialResponse"))?;
+            if mech != MECHANISM.as_bytes() || rest.len() < 4 {
+                return Err(protocol_error("client selected an invalid SASL authentication mechanism"));
+            }
+            let data_len = i32::from_be_bytes(rest[..4].try_into().unwrap());
+            let data = &rest[4..];
+            if data_len as isize != data.len() as isize {
+                return Err(protocol_error("malformed SASLInitialResponse"));
+            }
+            let mut server = ScramServer::new(secret);
+            let first = server.client_first(data).map_err(|_| failed())?;
+            backend::auth_sasl_continue(out, first.as_bytes());
+            stream.write_all(out).await?;
+            out.clear();
+            let fin = read_password_message(stream).await?;
+            let server_final = server.client_final(&fin).map_err(|_| failed())?;
+            if known.is_none() {
+                return Err(failed());
+            }
+            backend::auth_sasl_final(out, server_final.as_bytes());
+        }
+        AuthType::Md5 => {
+            let mut salt = [0u8; 4];
+            rand::thread_rng().fill_bytes(&mut salt);
+            backend::auth_md5(out, salt);
+            stream.write_all(out).await?;
+            out.clear();
+            let resp = read_password_message(stream).await?;
+            let resp = resp.strip_suffix(&[0]).unwrap_or(&resp);
+            let ok = known
+                .and_then(|u| u.plaintext.as_deref())
+                .is_some_and(|pw| md5::verify(user, pw, salt, resp));
+            if !ok {
+                return Err(failed());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! A logged-in client between and during transactions.
+//!
+//! The session waits (holding no buffers and no server) until the client sends
+//! something, takes a server connection, brings its settings in line with the
+//! client's, hands both sockets to the [`Relay`] until the transaction boundary,
+//! and gives the connection back. In session mode the connection stays with the
+//! client until it leaves. Whatever way a client leaves, the connection is returned
+//! clean (rolled back, reset) or closed.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::login::LoggedIn;
+use super::relay::{Hold, Relay, RelayEnd, CLIENT_READ_BUF};
+use super::txn::TxnTracker;
+use crate::cancel::{self, CancelEntry, CancelTarget};
+use crate::config::PoolMode;
+use crate::error::{ClientError, PgError};
+use crate::pool::Lease;
+use crate::protocol::backend;
+use crate::protocol::codes;
+use crate::protocol::frame::{Framer, Step};
+use crate::proxy::Proxy;
+use crate::session::sync_query;
+
+pub struct Session<'a> {
+    pub proxy: &'a Proxy,
+    pub stream: TcpStream,
+    pub login: LoggedIn,
+    pub cancel: Arc<CancelEntry>,
+    pub cbuf: BytesMut,
+    pub cframer: Framer,
+}
+
+/// How a session ended, for the log.
+#[derive(Debug)]
+pub enum SessionEnd {
+    ClientLeft,
+    Shutdown,
+    Error(String),
+}
+
+impl Session<'_> {
+    pub async fn run(&mut self) -> SessionEnd {
+        let mut shutdown = self.proxy.shutdown.subscribe();
+        loop {
+            // Idle: no server, no buffer unless the client pipelined ahead.
+            if self.cbuf.len() < 5 {
+                if *shutdown.borrow() {
+                    return self.say_goodbye().await;
+                }
+                tokio::select! {
+                    r = self.stream.readable() => if r.is_err() { return SessionEnd::ClientLeft },
+                    _ = shutdown.changed() => continue,
+                }
+                if self.cbuf.capacity() == 0 {
+                    self.cbuf.reserve(CLIENT_READ_BUF);
+                }
+                match self.stream.try_read_buf(&mut self.cbuf) {
+                    Ok(0) => return SessionEnd::ClientLeft,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return SessionEnd::ClientLeft,
+                }
+            }
+            if self.cbuf[0] == codes::TERMINATE {
+                return SessionEnd::ClientLeft;
+            }
+            let lease = match self.login.pools.primary.checkout().await {
+                Ok(l) => l,
+                Err(e) => {
+                    if let Err(end) = self.refuse_request(&e).await {
+                        return end;
+                    }
+                    continue;
+                }
+            };
+            let end = self.serve_with(lease, &mut shutdown).await;
+            if let Some(end) = end {
+                return end;
+            }
+            if self.cbuf.is_empty() {
+                self.cbuf = BytesMut::new();
+            }
+        }
+    }
+
+    /// Runs the client's traffic on `lease` until the boundary (transaction mode) or
+    /// the end of the session (session mode). Returns `Some` when the session is over.
+    async fn serve_with(&mut self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>) -> Option<SessionEnd> {
+        if let Err(e) = self.sync_settings(&mut lease).await {
+            lease.discard();
+            return self.refuse_request(&e).await.err();
+        }
+        let conn = lease.conn();
+        self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
+        let mode = self.proxy.config.pool.mode;
+        let hold = match mode {
+            PoolMode::Transaction => Hold::UntilBoundary,
+            PoolMode::Session => Hold::Session(shutdown),
+        };
+        let mut txn = TxnTracker::default();
+        let end = Relay {
+            client: &self.stream,
+            cbuf: &mut self.cbuf,
+            cframer: &mut self.cframer,
+            server: lease.conn_mut(),
+            txn: &mut txn,
+            max_message: self.proxy.config.max_message_size.0 as usize,
+        }
+        .run(hold)
+        .await;
+        self.cancel.detach();
+        match end {
+            RelayEnd::Boundary => {
+                lease.release();
+                None
+            }
+            RelayEnd::Shutdown => {
+                self.recycle(lease, &txn).await;
+                Some(self.say_goodbye().await)
+            }
+            RelayEnd::ClientGone => {
+                self.recycle(lease, &txn).await;
+                Some(SessionEnd::ClientLeft)
+            }
+            RelayEnd::ClientProtocol(msg) => {
+                self.recycle(lease, &txn).await;
+                let e = ClientError::Protocol(msg.clone());
+                self.send_error(&e.to_pg()).await;
+                Some(SessionEnd::Error(msg))
+            }
+            RelayEnd::ServerGone(msg) | RelayEnd::ServerProtocol(msg) => {
+                tracing::warn!(server = %lease.pool().name, error = %msg, "server connection lost mid-transaction");
+                lease.discard();
+                self.send_error(&ClientError::ServerLost(msg.clone()).to_pg()).await;
+                Some(SessionEnd::Error(msg))
+            }
+        }
+    }
+
+    /// Applies the client's startup settings to the connection if it differs.
+    async fn sync_settings(&mut self, lease: &mut Lease) -> Result<(), ClientError> {
+        let conn = lease.conn_mut();
+        if Arc::ptr_eq(&conn.session, &self.login.params) {
+            return Ok(());
+        }
+        if let Some(sql) = sync_query(&self.login.params, &conn.session) {
+            let timeout = lease.pool().settings.connect_timeout;
+            let conn = lease.conn_mut();
+            match conn.run_internal(&sql, timeout).await {
+                Ok(r) if r.error.is_none() => {}
+                Ok(r) => return Err(ClientError::ServerRefused(r.error.expect("checked"))),
+                Err(e) => return Err(ClientError::ServerLost(e.to_string())),
+            }
+        }
+        lease.conn_mut().session = self.login.params.clone();
+        Ok(())
+    }
+
+    /// Returns a connection whose client left: clean at a boundary (reset in session
+    /// mode), rolled back if idle in a transaction, otherwise cancelled and closed.
+    async fn recycle(&self, mut lease: Lease, txn: &TxnTracker) {
+        let timeout = lease.pool().settings.connect_timeout;
+        let cleanup = if txn.at_boundary() {
+            match self.proxy.config.pool.mode {
+                PoolMode::Session => Some(self.proxy.config.pool.server_reset_query.clone()),
+                PoolMode::Transaction => None,
+            }
+        } else if txn.quiescent() {
+            Some("ROLLBACK".to_string())
+        } else {
+            let c = lease.conn();
+            let target = CancelTarget { addr: c.peer, pid: c.pid, secret: c.secret };
+            tokio::spawn(async move {
+                let _ = cancel::send_cancel(target).await;
+            });
+            lease.discard();
+            return;
+        };
+        if let Some(sql) = cleanup.filter(|s| !s.is_empty()) {
+            match lease.conn_mut().run_internal(&sql, timeout).await {
+                Ok(r) if r.error.is_none() && r.status == codes::TXN_IDLE => {
+                    // A reset forgets every setting; so must our record of them.
+                    lease.conn_mut().session = Default::default();
+                }
+                _ => {
+                    lease.discard();
+                    return;
+                }
+            }
+        }
+        lease.release();
+    }
+
+    /// Answers the client's pending request with an error, as a server would: the
+    /// error at once, then everything up to its Sync skipped, then ReadyForQuery.
+    async fn refuse_request(&mut self, e: &ClientError) -> Result<(), SessionEnd> {
+        tracing::info!(error = %e, "request refused");
+        let pg = e.to_pg();
+        self.send_error(&pg).await;
+        if e.is_fatal() {
+            return Err(SessionEnd::Error(e.to_string()));
+        }
+        let max = self.proxy.config.max_message_size.0 as usize;
+        loop {
+            let mut end_found = false;
+            let r = self.cframer.scan::<std::convert::Infallible>(&self.cbuf, max, |_| 0, |f| {
+                if matches!(f.tag(), codes::QUERY | codes::FUNCTION_CALL | codes::SYNC) {
+                    end_found = true;
+                    return Ok(Step::Stop);
+                }
+                Ok(Step::Continue)
+            });
+            let n = match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return Err(SessionEnd::Error("invalid message length".into())),
+                Err(never) => match never {},
+            };
+            crate::server::consume(&mut self.cbuf, n);
+            if end_found {
+                let mut out = BytesMut::new();
+                backend::ready(&mut out, codes::TXN_IDLE);
+                return self.stream.write_all(&out).await.map_err(|_| SessionEnd::ClientLeft);
+            }
+            self.cbuf.reserve(CLIENT_READ_BUF);
+            match tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.cbuf).await {
+                Ok(0) | Err(_) => return Err(SessionEnd::ClientLeft),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn send_error(&mut self, e: &PgError) {
+        let mut out = BytesMut::new();
+        backend::error(&mut out, e);
+        let _ = self.stream.write_all(&out).await;
+    }
+
+    async fn say_goodbye(&mut self) -> SessionEnd {
+        let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
+        self.send_error(&e).await;
+        SessionEnd::Shutdown
+    }
+}

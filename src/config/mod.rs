@@ -1,0 +1,364 @@
+//! Configuration: the YAML file, its defaults and its validation.
+//!
+//! [`Config::load`] parses with serde-saphyr (duplicate keys are errors) and
+//! `deny_unknown_fields`, then [`Config::validate`] checks what types cannot
+//! (addresses, sizes, password formats). Every error names the file, line and key.
+//! The parsed config is immutable; a reload builds a new one.
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use units::{ByteSize, Dur};
+
+use crate::auth::scram::ScramSecret;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    #[serde(default = "defaults::max_client_connections")]
+    pub max_client_connections: usize,
+    /// How clients prove their password: `scram-sha-256` (default) or `md5`.
+    #[serde(default)]
+    pub auth_type: AuthType,
+    /// Largest protocol message accepted from a client or a server.
+    #[serde(default = "defaults::max_message_size")]
+    pub max_message_size: ByteSize,
+    /// A client must finish its startup and authentication within this time.
+    #[serde(default = "defaults::startup_timeout")]
+    pub startup_timeout: Dur,
+    /// On SIGTERM, how long running transactions may take to finish.
+    #[serde(default = "defaults::shutdown_timeout")]
+    pub shutdown_timeout: Dur,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    pub users: Vec<UserConfig>,
+    pub databases: BTreeMap<String, DatabaseConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    #[default]
+    Transaction,
+    Session,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(default)]
+    pub mode: PoolMode,
+    /// Server connections per (database, user) on each server.
+    #[serde(default = "defaults::pool_size")]
+    pub size: usize,
+    #[serde(default = "defaults::checkout_timeout")]
+    pub checkout_timeout: Dur,
+    #[serde(default = "defaults::server_idle_timeout")]
+    pub server_idle_timeout: Dur,
+    #[serde(default = "defaults::server_lifetime")]
+    pub server_lifetime: Dur,
+    /// Opening a server connection (TCP and login) must finish within this time.
+    #[serde(default = "defaults::server_connect_timeout")]
+    pub server_connect_timeout: Dur,
+    /// A connection idle for longer than this is checked with an empty query before reuse.
+    #[serde(default = "defaults::server_check_delay")]
+    pub server_check_delay: Dur,
+    /// Sent when a session-mode client leaves, before its connection is reused.
+    #[serde(default = "defaults::server_reset_query")]
+    pub server_reset_query: String,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::default(),
+            size: defaults::pool_size(),
+            checkout_timeout: defaults::checkout_timeout(),
+            server_idle_timeout: defaults::server_idle_timeout(),
+            server_lifetime: defaults::server_lifetime(),
+            server_connect_timeout: defaults::server_connect_timeout(),
+            server_check_delay: defaults::server_check_delay(),
+            server_reset_query: defaults::server_reset_query(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plaintext, or a SCRAM-SHA-256 verifier as stored in `pg_authid`.
+    pub password: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `host:port` of the primary.
+    pub primary: String,
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// Database name on the servers; defaults to the key.
+    #[serde(default)]
+    pub dbname: Option<String>,
+}
+
+mod defaults {
+    use super::{ByteSize, Dur};
+    use std::time::Duration;
+    pub fn listen() -> String {
+        "127.0.0.1:6432".into()
+    }
+    pub fn max_client_connections() -> usize {
+        5000
+    }
+    pub fn max_message_size() -> ByteSize {
+        ByteSize(256 << 20)
+    }
+    pub fn startup_timeout() -> Dur {
+        Dur(Duration::from_secs(15))
+    }
+    pub fn shutdown_timeout() -> Dur {
+        Dur(Duration::from_secs(30))
+    }
+    pub fn pool_size() -> usize {
+        10
+    }
+    pub fn checkout_timeout() -> Dur {
+        Dur(Duration::from_secs(5))
+    }
+    pub fn server_idle_timeout() -> Dur {
+        Dur(Duration::from_secs(600))
+    }
+    pub fn server_lifetime() -> Dur {
+        Dur(Duration::from_secs(3600))
+    }
+    pub fn server_connect_timeout() -> Dur {
+        Dur(Duration::from_secs(5))
+    }
+    pub fn server_check_delay() -> Dur {
+        Dur(Duration::from_secs(30))
+    }
+    pub fn server_reset_query() -> String {
+        "DISCARD ALL".into()
+    }
+}
+
+/// A server address as written in the config (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddr {
+    pub fn parse(s: &str) -> Option<ServerAddr> {
+        let (host, port) = s.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return None;
+        }
+        Some(ServerAddr { host: host.to_string(), port: port.parse().ok()? })
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A configuration error with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.into(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError {
+            file: path.into(),
+            line: e.location().map(|l| l.line() as usize),
+            key: String::new(),
+            message: first_line(&e.to_string()),
+        })?;
+        cfg.validate().map_err(|(key, message)| ConfigError {
+            file: path.into(),
+            line: locate(text, &key),
+            key,
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types cannot; returns (key path, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return err("listen", format!("invalid address \"{}\" (expected ip:port)", self.listen));
+        }
+        if let Some(m) = &self.metrics_listen {
+            if m.parse::<SocketAddr>().is_err() {
+                return err("metrics_listen", format!("invalid address \"{m}\" (expected ip:port)"));
+            }
+        }
+        if self.max_client_connections == 0 {
+            return err("max_client_connections", "must be at least 1".into());
+        }
+        if self.max_message_size.0 < 1024 || self.max_message_size.0 > (1 << 30) {
+            return err("max_message_size", "must be between 1kB and 1GB".into());
+        }
+        if self.pool.size == 0 {
+            return err("pool.size", "must be at least 1".into());
+        }
+        if self.pool.checkout_timeout.0.is_zero() {
+            return err("pool.checkout_timeout", "must be more than 0".into());
+        }
+        if self.users.is_empty() {
+            return err("users", "at least one user is required".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for u in &self.users {
+            let key = format!("users.{}", u.name);
+            if u.name.is_empty() {
+                return err("users", "a user has an empty name".into());
+            }
+            if !seen.insert(&u.name) {
+                return err(&key, format!("user \"{}\" is listed twice", u.name));
+            }
+            if u.password.starts_with("SCRAM-SHA-256$") {
+                if ScramSecret::parse_verifier(&u.password).is_none() {
+                    return err(&format!("{key}.password"), "malformed SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".into());
+                }
+                if self.auth_type == AuthType::Md5 {
+                    return err(&format!("{key}.password"), "auth_type md5 needs a plaintext password, not a SCRAM verifier".into());
+                }
+            } else if u.password.starts_with("md5") && u.password.len() == 35 {
+                return err(&format!("{key}.password"), "md5 hashes are not accepted; give the plaintext password or a SCRAM-SHA-256 verifier".into());
+            }
+        }
+        if self.databases.is_empty() {
+            return err("databases", "at least one database is required".into());
+        }
+        for (name, db) in &self.databases {
+            let key = format!("databases.{name}");
+            if name == "pgbouncer" || name == "pgmux" {
+                return err(&key, format!("\"{name}\" is reserved for the admin console"));
+            }
+            if ServerAddr::parse(&db.primary).is_none() {
+                return err(&format!("{key}.primary"), format!("invalid address \"{}\" (expected host:port)", db.primary));
+            }
+            for r in &db.replicas {
+                if ServerAddr::parse(r).is_none() {
+                    return err(&format!("{key}.replicas"), format!("invalid address \"{r}\" (expected host:port)"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().expect("validated")
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+impl DatabaseConfig {
+    pub fn primary_addr(&self) -> ServerAddr {
+        ServerAddr::parse(&self.primary).expect("validated")
+    }
+    pub fn replica_addrs(&self) -> Vec<ServerAddr> {
+        self.replicas.iter().map(|r| ServerAddr::parse(r).expect("validated")).collect()
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+/// Finds the line (1-based) of a dotted key path such as `databases.app.primary` or
+/// `users.app.password` (a list of users is addressed by `name`).
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let mut line_from = 0;
+    let mut found = None;
+    let lines: Vec<&str> = text.lines().collect();
+    for seg in key.split('.') {
+        let hit = lines.iter().enumerate().skip(line_from).find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{seg}:"))
+                || t.starts_with(&format!("\"{seg}\":"))
+                || t == format!("name: {seg}")
+                || t == format!("name: \"{seg}\"")
+        });
+        match hit {
+            Some((i, _)) => {
+                found = Some(i + 1);
+                line_from = i;
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests;

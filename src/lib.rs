@@ -1,0 +1,30 @@
+//! pgmux: a PostgreSQL connection pooler.
+//!
+//! A map of the crate, from the outside in:
+//! - [`proxy`]: shared state, the accept loop, upkeep, graceful shutdown.
+//! - [`client`]: one client connection: [`client::login`], [`client::session`]
+//!   (between transactions), [`client::relay`] (the hot path), [`client::txn`]
+//!   (when a transaction ends).
+//! - [`pool`]: bounded pools of server connections with a FIFO wait queue.
+//! - [`server`]: one connection to PostgreSQL, and logging in to it.
+//! - [`session`]: the settings a client expects on whatever server it gets.
+//! - [`cancel`]: pgmux's cancel keys and forwarding CancelRequests.
+//! - [`auth`]: SCRAM-SHA-256 and md5, without I/O.
+//! - [`protocol`]: framing, startup packets and the messages pgmux sends.
+//! - [`config`]: the YAML file, defaults, validation with file:line errors.
+//! - [`error`]: errors as clients see them, with SQLSTATEs.
+//! - [`cluster`]: throwaway PostgreSQL primary + replicas for `pgmux demo` and tests.
+
+pub mod auth;
+pub mod cancel;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod pool;
+pub mod protocol;
+pub mod proxy;
+pub mod server;
+pub mod run;
+pub mod session;
+pub mod demo;

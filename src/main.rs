@@ -1,0 +1,84 @@
+//! The `pgmux` command: run the proxy, check a config, or start a local demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgmux::config::Config;
+
+#[derive(Parser)]
+#[command(name = "pgmux", version, about = "PostgreSQL connection pooler and read/write router")]
+struct Cli {
+    /// Configuration file (YAML).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file and exit.
+    Check,
+    /// Start a throwaway primary and two streaming replicas with pgmux in front.
+    Demo {
+        /// Port pgmux listens on.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Number of streaming replicas.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGMUX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, String> {
+    let path = path.ok_or("--config FILE is required")?;
+    Config::load(&path).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => match load(cli.config) {
+            Ok(c) => {
+                println!("config ok: {} database(s), {} user(s)", c.databases.len(), c.users.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Demo { port, replicas }) => {
+            init_logging();
+            run_async(pgmux::demo::run(port, replicas))
+        }
+        None => {
+            init_logging();
+            match load(cli.config) {
+                Ok(c) => run_async(pgmux::run::run(c)),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn run_async(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgmux: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

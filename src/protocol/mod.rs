@@ -1,0 +1,13 @@
+//! Wire protocol: everything about bytes on the wire and nothing about I/O.
+//!
+//! - [`frame`]: finds message boundaries in a byte stream without decoding bodies, so
+//!   the relay can forward `DataRow`s untouched while still seeing `ReadyForQuery`.
+//! - [`startup`]: parses the untyped first packets (StartupMessage, SSLRequest,
+//!   GSSENCRequest, CancelRequest) with PostgreSQL's own limits.
+//! - [`backend`]: encodes the backend messages pgmux itself sends (via `pgwire`).
+//! - [`codes`]: message type bytes, so the rest of the code reads as names.
+
+pub mod backend;
+pub mod codes;
+pub mod frame;
+pub mod startup;

@@ -1,0 +1,184 @@
+//! The running proxy: state shared by all clients, the accept loop, background
+//! upkeep of the pools, and graceful shutdown.
+//!
+//! There is no global state: everything a client needs is reached through the
+//! `Arc<Proxy>` it is given.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::scram::ScramSecret;
+use crate::cancel::CancelRegistry;
+use crate::config::{Config, ServerAddr};
+use crate::pool::{Pool, PoolSettings};
+use crate::server::ServerTarget;
+
+/// A configured user, with what pgmux needs to check its password.
+pub struct UserAuth {
+    pub name: String,
+    pub scram: ScramSecret,
+    pub plaintext: Option<String>,
+    pub admin: bool,
+}
+
+/// The pools of one (database, user): the primary's and each replica's.
+pub struct DbPools {
+    pub primary: Arc<Pool>,
+    pub replicas: Vec<Arc<Pool>>,
+}
+
+pub struct Proxy {
+    pub config: Arc<Config>,
+    users: HashMap<String, UserAuth>,
+    pools: DashMap<(String, String), Arc<DbPools>>,
+    pub cancel: CancelRegistry,
+    clients: AtomicUsize,
+    /// `true` once a graceful shutdown has begun.
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Counts a connected client for as long as it lives.
+pub struct ClientGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Proxy {
+    pub fn new(config: Config) -> Arc<Proxy> {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let (scram, plaintext) = match ScramSecret::parse_verifier(&u.password) {
+                    Some(s) => (s, None),
+                    None => (ScramSecret::from_password(&u.password), Some(u.password.clone())),
+                };
+                (u.name.clone(), UserAuth { name: u.name.clone(), scram, plaintext, admin: u.admin })
+            })
+            .collect();
+        Arc::new(Proxy {
+            config: Arc::new(config),
+            users,
+            pools: DashMap::new(),
+            cancel: CancelRegistry::default(),
+            clients: AtomicUsize::new(0),
+            shutdown: watch::Sender::new(false),
+        })
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserAuth> {
+        self.users.get(name)
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    pub fn client_guard(&self) -> ClientGuard<'_> {
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        ClientGuard(&self.clients)
+    }
+
+    /// The pools for a configured database and user, created on first use.
+    pub fn pools(&self, database: &str, user: &str) -> Option<Arc<DbPools>> {
+        let key = (database.to_string(), user.to_string());
+        if let Some(p) = self.pools.get(&key) {
+            return Some(p.clone());
+        }
+        let db = self.config.databases.get(database)?;
+        let auth = self.users.get(user)?;
+        let settings = PoolSettings::from(&self.config.pool);
+        let make = |addr: ServerAddr| {
+            Pool::new(
+                ServerTarget {
+                    addr,
+                    dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
+                    user: user.to_string(),
+                    password: auth.plaintext.clone(),
+                },
+                settings.clone(),
+            )
+        };
+        let pools = Arc::new(DbPools {
+            primary: make(db.primary_addr()),
+            replicas: db.replica_addrs().into_iter().map(make).collect(),
+        });
+        Some(self.pools.entry(key).or_insert(pools).clone())
+    }
+
+    /// Every pool created so far.
+    pub fn all_pools(&self) -> Vec<Arc<Pool>> {
+        self.pools
+            .iter()
+            .flat_map(|e| std::iter::once(e.primary.clone()).chain(e.replicas.iter().cloned()).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Accepts clients until shutdown begins.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let upkeep = tokio::spawn(self.clone().upkeep());
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(crate::client::serve(stream, self.clone()));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+            }
+        }
+        upkeep.abort();
+    }
+
+    /// Closes idle server connections past their idle timeout or lifetime.
+    async fn upkeep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for p in self.all_pools() {
+                p.reap();
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown and waits until every client has left or
+    /// `shutdown_timeout` has passed. Returns the number of clients still connected.
+    pub async fn drain(&self) -> usize {
+        self.shutdown.send_replace(true);
+        let deadline = Instant::now() + self.config.shutdown_timeout.0;
+        while self.clients() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for p in self.all_pools() {
+            p.close_idle();
+        }
+        self.clients()
+    }
+}
+
+/// Binds the client listener.
+pub async fn bind(config: &Config) -> io::Result<TcpListener> {
+    let addr = config.listen_addr();
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}

@@ -1,0 +1,27 @@
+//! Running the proxy as a process: bind, serve, and react to signals
+//! (SIGTERM: drain then exit; SIGINT: exit now).
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::proxy::{self, Proxy};
+
+/// Serves until a signal says stop.
+pub async fn run(config: Config) -> Result<(), String> {
+    let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(listen = %config.listen, mode = ?config.pool.mode, "pgmux started");
+    let proxy = Proxy::new(config);
+    let server = tokio::spawn(proxy.clone().serve(listener));
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: no new clients; waiting for running transactions");
+            let left = proxy.drain().await;
+            tracing::info!(clients_left = left, "shut down");
+        }
+        _ = int.recv() => tracing::info!("SIGINT: closing now"),
+    }
+    server.abort();
+    Ok(())
+}

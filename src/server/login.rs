@@ -1,0 +1,199 @@
+//! Opening a server connection: TCP, StartupMessage, authentication (trust,
+//! cleartext, md5, SCRAM-SHA-256), then ParameterStatus/BackendKeyData up to the
+//! first ReadyForQuery.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::backend::{ErrorField, ErrorFields, Message};
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{read_message, ServerConn, READ_BUF};
+use crate::config::ServerAddr;
+use crate::error::{PgError, Severity, SqlState};
+use crate::session::SessionParams;
+
+/// Where and as whom to log in.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub addr: ServerAddr,
+    pub dbname: String,
+    pub user: String,
+    /// Plaintext password; `None` when the config holds only a SCRAM verifier.
+    pub password: Option<String>,
+}
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("server refused login: {0}")]
+    Refused(PgError),
+    #[error("{0}")]
+    Auth(String),
+}
+
+impl LoginError {
+    /// The error as a client should see it: the server's own when it gave one.
+    pub fn server_error(&self) -> Option<&PgError> {
+        match self {
+            LoginError::Refused(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Converts a server's ErrorResponse fields.
+pub fn to_pg_error(mut fields: ErrorFields<'_>) -> PgError {
+    let mut e = PgError::error(SqlState::INTERNAL_ERROR, "");
+    while let Ok(Some(f)) = fields.next() {
+        let f: ErrorField<'_> = f;
+        let v = String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'V' => {
+                e.severity = match v.as_str() {
+                    "FATAL" | "PANIC" => Severity::Fatal,
+                    "WARNING" => Severity::Warning,
+                    "NOTICE" => Severity::Notice,
+                    _ => Severity::Error,
+                }
+            }
+            b'C' => e.code = v.into(),
+            b'M' => e.message = v,
+            b'D' => e.detail = Some(v),
+            b'H' => e.hint = Some(v),
+            _ => {}
+        }
+    }
+    e
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Connects and logs in, within `timeout`.
+pub async fn connect(target: &ServerTarget, timeout: Duration) -> Result<ServerConn, LoginError> {
+    match tokio::time::timeout(timeout, connect_inner(target)).await {
+        Ok(r) => r,
+        Err(_) => Err(LoginError::Timeout(timeout)),
+    }
+}
+
+async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> {
+    let mut stream = TcpStream::connect((target.addr.host.as_str(), target.addr.port)).await?;
+    let peer = stream.peer_addr()?;
+    configure_socket(&stream);
+    let mut buf = BytesMut::with_capacity(256);
+    frontend::startup_message(
+        [("user", target.user.as_str()), ("database", target.dbname.as_str())],
+        &mut buf,
+    )?;
+    stream.write_all(&buf).await?;
+    let mut rbuf = BytesMut::with_capacity(READ_BUF);
+    authenticate(&mut stream, &mut rbuf, target).await?;
+
+    let mut params = Vec::new();
+    let (mut pid, mut secret) = (0, 0);
+    loop {
+        match read_message(&mut stream, &mut rbuf).await? {
+            Message::ParameterStatus(p) => {
+                params.push((p.name()?.to_string(), p.value()?.to_string()));
+            }
+            Message::BackendKeyData(k) => {
+                pid = k.process_id();
+                secret = k.secret_key();
+            }
+            Message::ReadyForQuery(_) => break,
+            Message::ErrorResponse(e) => return Err(LoginError::Refused(to_pg_error(e.fields()))),
+            _ => {}
+        }
+    }
+    let now = Instant::now();
+    Ok(ServerConn {
+        stream,
+        rbuf,
+        peer,
+        pid,
+        secret,
+        session: Arc::new(SessionParams::default()),
+        params: Arc::new(params),
+        created: now,
+        last_used: now,
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// TCP_NODELAY, and keepalives so a silent dead server is noticed.
+pub fn configure_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&ka);
+}
+
+async fn authenticate(stream: &mut TcpStream, rbuf: &mut BytesMut, target: &ServerTarget) -> Result<(), LoginError> {
+    let password = || {
+        target.password.as_deref().ok_or_else(|| {
+            LoginError::Auth(format!(
+                "the server asks for a password for user \"{}\" but the config holds only a SCRAM verifier; configure the plaintext password",
+                target.user
+            ))
+        })
+    };
+    let mut out = BytesMut::new();
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        out.clear();
+        match read_message(stream, rbuf).await? {
+            Message::AuthenticationOk => return Ok(()),
+            Message::AuthenticationCleartextPassword => {
+                frontend::password_message(password()?.as_bytes(), &mut out)?;
+            }
+            Message::AuthenticationMd5Password(b) => {
+                let hash = postgres_protocol::authentication::md5_hash(
+                    target.user.as_bytes(),
+                    password()?.as_bytes(),
+                    b.salt(),
+                );
+                frontend::password_message(hash.as_bytes(), &mut out)?;
+            }
+            Message::AuthenticationSasl(b) => {
+                let mut mechs = b.mechanisms();
+                let mut ok = false;
+                while let Some(m) = mechs.next()? {
+                    ok |= m == SCRAM_SHA_256;
+                }
+                if !ok {
+                    return Err(LoginError::Auth("server offers no SASL mechanism pgmux supports".into()));
+                }
+                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                scram = Some(s);
+            }
+            Message::AuthenticationSaslContinue(b) => {
+                let s = scram.as_mut().ok_or_else(|| LoginError::Auth("unexpected SASL continue".into()))?;
+                s.update(b.data())?;
+                frontend::sasl_response(s.message(), &mut out)?;
+            }
+            Message::AuthenticationSaslFinal(b) => {
+                let s = scram.as_mut().ok_or_else(|| LoginError::Auth("unexpected SASL final".into()))?;
+                s.finish(b.data())?;
+                continue;
+            }
+            Message::ErrorResponse(e) => return Err(LoginError::Refused(to_pg_error(e.fields()))),
+            _ => return Err(LoginError::Auth("unsupported authentication request from server".into())),
+        }
+        stream.write_all(&out).await?;
+    }
+}

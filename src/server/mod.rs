@@ -1,0 +1,138 @@
+//! One connection from pgmux to a PostgreSQL server.
+//!
+//! [`ServerConn`] owns the socket, the buffer of bytes read from it, the server's
+//! cancel key, and the session settings pgmux has applied to it. It is opened by
+//! [`login`], lent to one client at a time by the pool, and used directly only for
+//! pgmux's own short queries ([`ServerConn::run_internal`]): health checks, session
+//! sync, rollbacks, resets. Client traffic goes through `client::relay`.
+
+pub mod login;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::message::{backend, frontend};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::error::{PgError, Severity};
+use crate::protocol::codes;
+use crate::session::SessionParams;
+
+pub use login::{LoginError, ServerTarget};
+
+/// Size the server read buffer starts at.
+pub const READ_BUF: usize = 16 * 1024;
+
+/// An open, logged-in server connection.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet forwarded.
+    pub rbuf: BytesMut,
+    /// Where to send a CancelRequest for this connection.
+    pub peer: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+    /// Settings pgmux applied on top of the server's defaults.
+    pub session: Arc<SessionParams>,
+    /// ParameterStatus values the server reported at login.
+    pub params: Arc<Vec<(String, String)>>,
+    pub created: Instant,
+    pub last_used: Instant,
+    pub id: u64,
+}
+
+/// Outcome of one internal query.
+pub struct InternalResult {
+    pub error: Option<PgError>,
+    /// Transaction status of the final ReadyForQuery.
+    pub status: u8,
+}
+
+impl ServerConn {
+    /// Returns false if the idle connection has data waiting or is closed: a server
+    /// that terminated the backend sends a FATAL and closes; either way it is unusable.
+    pub fn idle_is_clean(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Runs one simple query of pgmux's own and reads its answer to ReadyForQuery,
+    /// discarding rows. Used only while no client traffic is in flight.
+    pub async fn run_internal(&mut self, sql: &str, timeout: Duration) -> io::Result<InternalResult> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        match tokio::time::timeout(timeout, self.exchange(out)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "internal query timed out")),
+        }
+    }
+
+    async fn exchange(&mut self, out: BytesMut) -> io::Result<InternalResult> {
+        self.stream.write_all(&out).await?;
+        let mut error = None;
+        loop {
+            match self.read_message().await? {
+                backend::Message::ReadyForQuery(b) => {
+                    return Ok(InternalResult { error, status: b.status() });
+                }
+                backend::Message::ErrorResponse(body) => error = Some(login::to_pg_error(body.fields())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one whole message (internal use only: login and internal queries).
+    pub(crate) async fn read_message(&mut self) -> io::Result<backend::Message> {
+        read_message(&mut self.stream, &mut self.rbuf).await
+    }
+
+    /// Closes politely: Terminate if the socket takes it now, then drop.
+    pub fn close(self) {
+        let _ = self.stream.try_write(&[codes::TERMINATE, 0, 0, 0, 4]);
+    }
+
+    /// Releases memory held for a burst: called when going back to the pool idle.
+    pub fn shrink(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_BUF {
+            self.rbuf = BytesMut::new();
+        }
+    }
+}
+
+/// Reads one backend message from `stream`, buffering in `buf`.
+pub(crate) async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<backend::Message> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if buf.len() >= 5 {
+            let len = i32::from_be_bytes(buf[1..5].try_into().unwrap());
+            if !(4..=(64 << 20)).contains(&len) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("invalid message length {len} from server")));
+            }
+        }
+        if let Some(m) = backend::Message::parse(buf)? {
+            return Ok(m);
+        }
+        buf.reserve(4096);
+        if stream.read_buf(buf).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+        }
+    }
+}
+
+/// An ErrorResponse a server sent, turned into a FATAL/ERROR for logging and clients.
+pub fn is_fatal(e: &PgError) -> bool {
+    e.severity == Severity::Fatal
+}
+
+/// Drops the first `n` bytes of a read buffer, resetting it when empty.
+pub fn consume(buf: &mut BytesMut, n: usize) {
+    if n == buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(n);
+    }
+}

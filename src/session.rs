@@ -1,0 +1,120 @@
+//! Session settings a client expects of whatever server connection it is given.
+//!
+//! In transaction mode many clients share a server connection, so the settings a
+//! client asked for at startup (`application_name`, `client_encoding`, `options=-c
+//! ...`) are kept per client as [`SessionParams`] and applied to a connection when
+//! the client gets it, by [`sync_query`]: only the difference, and nothing when the
+//! connection already matches (the common case, at no cost).
+
+use std::fmt::Write;
+
+/// Settings as (name, value), sorted by lower-cased name, names unique.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionParams {
+    items: Vec<(String, String)>,
+}
+
+/// Startup parameters that are not settings.
+const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+
+impl SessionParams {
+    /// Builds from startup parameters (already with `options` split into settings).
+    pub fn from_startup(params: impl IntoIterator<Item = (String, String)>) -> SessionParams {
+        let mut items: Vec<(String, String)> = Vec::new();
+        for (k, v) in params {
+            let key = k.to_ascii_lowercase();
+            if NOT_SETTINGS.contains(&key.as_str()) || key.starts_with("_pq_.") {
+                continue;
+            }
+            match items.iter_mut().find(|(ik, _)| *ik == key) {
+                Some(slot) => slot.1 = v,
+                None => items.push((key, v)),
+            }
+        }
+        items.sort();
+        SessionParams { items }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let key = key.to_ascii_lowercase();
+        self.items.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(String, String)> {
+        self.items.iter()
+    }
+}
+
+fn quote_literal(out: &mut String, s: &str) {
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+fn quote_ident(out: &mut String, s: &str) {
+    out.push('"');
+    out.push_str(&s.replace('"', "\"\""));
+    out.push('"');
+}
+
+/// The SQL that turns a connection with `server` settings into one with `client`
+/// settings, or `None` when they already match. `set_config` takes a value exactly as
+/// a startup option does (a list such as `search_path` is not re-quoted).
+pub fn sync_query(client: &SessionParams, server: &SessionParams) -> Option<String> {
+    if client == server {
+        return None;
+    }
+    let mut sql = String::new();
+    for (k, v) in &client.items {
+        if server.get(k) != Some(v.as_str()) {
+            sql.push_str("SELECT pg_catalog.set_config(");
+            quote_literal(&mut sql, k);
+            sql.push(',');
+            quote_literal(&mut sql, v);
+            sql.push_str(",false);");
+        }
+    }
+    for (k, _) in &server.items {
+        if client.get(k).is_none() {
+            sql.push_str("RESET ");
+            quote_ident(&mut sql, k);
+            sql.push(';');
+        }
+    }
+    let _ = write!(sql, "");
+    Some(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(items: &[(&str, &str)]) -> SessionParams {
+        SessionParams::from_startup(items.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn identical_needs_nothing() {
+        let a = p(&[("application_name", "x"), ("user", "u")]);
+        assert_eq!(sync_query(&a, &p(&[("application_name", "x")])), None);
+    }
+
+    #[test]
+    fn sets_and_resets_the_difference() {
+        let client = p(&[("application_name", "it's"), ("search_path", "a,b")]);
+        let server = p(&[("application_name", "old"), ("TimeZone", "UTC")]);
+        let q = sync_query(&client, &server).unwrap();
+        assert_eq!(
+            q,
+            "SELECT pg_catalog.set_config(E'application_name',E'it''s',false);\
+             SELECT pg_catalog.set_config(E'search_path',E'a,b',false);\
+             RESET \"timezone\";"
+        );
+    }
+}
