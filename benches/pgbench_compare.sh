@@ -37,7 +37,7 @@
 #                     if it does not exist, the pgmux targets are skipped
 #   OUT=benches/results/pgbench-<timestamp>.csv   raw per-run CSV output
 #   WORKLOADS="select-simple select-extended tpcb-simple"   subset/order to run
-#   PGMUX_LOG=warn    RUST_LOG for pgmux (keep logging quiet, like pgbouncer's)
+#   PGMUX_LOG=warn    log filter for pgmux (keep logging quiet, like pgbouncer's)
 #   PG_BINDIR=$(pg_config --bindir)   PostgreSQL server/client binaries
 #   PGBOUNCER_BIN=pgbouncer            (installed with apt-get if missing + root)
 #   KEEP_TMP=0        1 = keep the temp dir (logs, configs) for inspection
@@ -441,7 +441,7 @@ databases:
 $replicas
 EOF
     log "starting $name (port $port, metrics $mport)"
-    RUST_LOG=$PGMUX_LOG "$PGMUX_BIN" --config "$dir/pgmux.yaml" >"$dir/pgmux.log" 2>&1 &
+    PGMUX_LOG=$PGMUX_LOG "$PGMUX_BIN" --config "$dir/pgmux.yaml" >"$dir/pgmux.log" 2>&1 &
     pid=$!
     POOLER_PIDS+=("$pid")
     if wait_for_sql "$name" "$port" "$pid" "$dir/pgmux.log"; then

@@ -1,4 +1,58 @@
-//! `pgmux demo`: a throwaway primary and replicas with pgmux in front.
-pub async fn run(_port: u16, _replicas: usize) -> Result<(), String> {
-    Err("demo not yet available".into())
+//! `pgmux demo`: a throwaway primary and streaming replicas from the installed
+//! PostgreSQL binaries, pgmux in front of them, the URL to use, and a clean exit on
+//! Ctrl-C (servers stopped, temp dir removed).
+
+use std::path::Path;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::config::Config;
+use crate::proxy::{self, Proxy};
+
+pub async fn run(port: u16, replicas: usize) -> Result<(), String> {
+    eprintln!("starting a throwaway PostgreSQL primary and {replicas} replica(s)...");
+    let spec = ClusterSpec {
+        replicas,
+        users: vec![("app".into(), "app".into(), false), ("admin".into(), "admin".into(), true)],
+        databases: vec!["app".into()],
+    };
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&spec))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not start PostgreSQL: {e}"))?;
+    let replica_list: Vec<String> = cluster.replicas.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\npool:\n  mode: transaction\n  size: 10\nusers:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{}\n    replicas: [{}]\n",
+        cluster.primary.port,
+        replica_list.join(", ")
+    );
+    let config = Config::parse(&yaml, Path::new("<demo>")).map_err(|e| e.to_string())?;
+    let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
+    let proxy = Proxy::new(config);
+    let server = tokio::spawn(proxy.clone().serve(listener));
+
+    println!("pgmux is listening. Point your application at it:\n");
+    println!("  DATABASE_URL=postgres://app:app@127.0.0.1:{port}/app\n");
+    println!("  psql postgres://app:app@127.0.0.1:{port}/app");
+    println!("  primary:  127.0.0.1:{} (superuser postgres/postgres)", cluster.primary.port);
+    for r in &replica_list {
+        println!("  replica:  {r}");
+    }
+    println!("  data in {}\n\nCtrl-C stops pgmux and the servers and removes the data.", cluster.dir().display());
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("\nstopping...");
+    proxy.shutdown.send_replace(true);
+    server.abort();
+    for p in proxy.all_pools() {
+        p.close_idle();
+    }
+    tokio::task::spawn_blocking(move || drop(cluster)).await.map_err(|e| e.to_string())?;
+    eprintln!("done: servers stopped, data removed");
+    Ok(())
 }

@@ -1,0 +1,226 @@
+//! Test harness: one real PostgreSQL primary with two streaming replicas per test
+//! binary (started on first use, stopped at exit), and pgmux processes started per
+//! test with their own config on a free port.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pgmux::cluster::{free_port, Cluster, ClusterSpec};
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+extern "C" fn stop_cluster() {
+    if let Some(c) = CLUSTER.get() {
+        c.stop_all();
+        let _ = std::fs::remove_dir_all(c.dir());
+    }
+}
+
+/// The shared cluster: users `app`/`app` and superuser `postgres`/`postgres`, database `app`.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let spec = ClusterSpec {
+            replicas: 2,
+            users: vec![("app".into(), "app".into(), false), ("admin".into(), "admin".into(), true)],
+            databases: vec!["app".into()],
+        };
+        let c = Cluster::start(&spec).expect("start PostgreSQL cluster");
+        unsafe { libc::atexit(stop_cluster) };
+        c
+    })
+}
+
+/// Settings for one pgmux instance.
+#[derive(Clone)]
+pub struct Setup {
+    pub pool_size: usize,
+    pub checkout_timeout: &'static str,
+    pub mode: &'static str,
+    pub max_clients: usize,
+    /// Extra top-level YAML appended verbatim.
+    pub extra: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { pool_size: 5, checkout_timeout: "5s", mode: "transaction", max_clients: 5000, extra: String::new() }
+    }
+}
+
+pub struct Pgmux {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn pgmux_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgmux")
+}
+
+impl Setup {
+    pub fn yaml(&self, port: u16) -> String {
+        let c = cluster();
+        let replicas: Vec<String> = c.replicas.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
+        format!(
+            "listen: 127.0.0.1:{port}\nmax_client_connections: {max}\npool:\n  mode: {mode}\n  size: {size}\n  checkout_timeout: {to}\nusers:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{primary}\n    replicas: [{replicas}]\n{extra}",
+            max = self.max_clients,
+            mode = self.mode,
+            size = self.pool_size,
+            to = self.checkout_timeout,
+            primary = c.primary.port,
+            replicas = replicas.join(", "),
+            extra = self.extra,
+        )
+    }
+
+    pub fn start(&self) -> Pgmux {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("pgmux.yaml");
+        std::fs::write(&config, self.yaml(port)).unwrap();
+        let log = dir.path().join("pgmux.log");
+        let child = Command::new(pgmux_bin())
+            .arg("--config")
+            .arg(&config)
+            .env("PGMUX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn pgmux");
+        let p = Pgmux { child: Some(child), port, dir, config, log };
+        p.wait_listening();
+        p
+    }
+}
+
+impl Pgmux {
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "pgmux did not start: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn conn_str(&self, user: &str, password: &str, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://app:app@127.0.0.1:{}/app", self.port)
+    }
+
+    /// A tokio-postgres client as user app.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        self.connect_as("app", "app", "app").await.expect("connect through pgmux")
+    }
+
+    /// A client as user app with an application_name, to find its server backends.
+    pub async fn connect_named(&self, app_name: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("{} application_name={app_name}", self.conn_str("app", "app", "app")),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect through pgmux");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    pub async fn connect_as(&self, user: &str, pw: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(user, pw, db), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// Waits for the process to exit; returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pgmux {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A superuser tokio-postgres client straight to a node (bypassing pgmux).
+pub async fn direct(port: u16) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres password=postgres dbname=app"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("direct connection");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or pgmux) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+/// Runs `pgmux check` on YAML text; returns (success, stderr).
+pub fn check_config(yaml: &str) -> (bool, String) {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(yaml.as_bytes()).unwrap();
+    let out = Command::new(pgmux_bin()).arg("check").arg("--config").arg(f.path()).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Counts the primary's backends of user `app` with an application_name (tests run in
+/// parallel on one cluster: each test marks its own clients) in a given state.
+pub async fn app_backends(admin: &tokio_postgres::Client, app_name: &str, state: Option<&str>) -> i64 {
+    let rows = admin
+        .query_one(
+            "select count(*) from pg_stat_activity where usename = 'app' and application_name = $1 and ($2::text is null or state = $2)",
+            &[&app_name, &state],
+        )
+        .await
+        .unwrap();
+    rows.get(0)
+}
+
+/// The message of a server (or pgmux) error.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+pub mod raw;

@@ -1,0 +1,180 @@
+//! A bare-wire client for what drivers never send: hand-built pipelines, truncated
+//! or oversized messages, abrupt disconnects.
+
+#![allow(dead_code)]
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Raw {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+}
+
+/// A backend message reduced to what tests look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    Row(Vec<Option<String>>),
+    Complete(String),
+    Error { code: String, message: String },
+    Ready(u8),
+    Other(u8),
+}
+
+impl Raw {
+    pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut r = Raw { stream, buf: BytesMut::new() };
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        r.send(&out).await;
+        let mut scram = None;
+        loop {
+            out.clear();
+            match r.next_message().await {
+                Message::AuthenticationSasl(_) => {
+                    let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out).unwrap();
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(b) => {
+                    let s = scram.as_mut().unwrap();
+                    s.update(b.data()).unwrap();
+                    frontend::sasl_response(s.message(), &mut out).unwrap();
+                }
+                Message::AuthenticationSaslFinal(b) => scram.as_mut().unwrap().finish(b.data()).unwrap(),
+                Message::ReadyForQuery(_) => return r,
+                Message::ErrorResponse(_) => panic!("login failed"),
+                _ => {}
+            }
+            if !out.is_empty() {
+                r.send(&out).await;
+            }
+        }
+    }
+
+    pub async fn send(&mut self, b: &[u8]) {
+        self.stream.write_all(b).await.unwrap();
+    }
+
+    pub async fn next_message(&mut self) -> Message {
+        loop {
+            if let Some(m) = Message::parse(&mut self.buf).unwrap() {
+                return m;
+            }
+            let n = tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("timed out waiting for the server")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+        }
+    }
+
+    /// Reads the next message, or None when the connection is closed.
+    pub async fn try_next(&mut self) -> Option<Msg> {
+        loop {
+            if self.buf.len() >= 5 {
+                if let Ok(Some(m)) = Message::parse(&mut self.buf) {
+                    return Some(simplify(m));
+                }
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("timed out waiting for the server"),
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> Msg {
+        simplify(self.next_message().await)
+    }
+
+    /// Reads messages up to and including `n` ReadyForQuery.
+    pub async fn until_ready(&mut self, n: usize) -> Vec<Msg> {
+        let mut v = vec![];
+        let mut seen = 0;
+        while seen < n {
+            let m = self.next().await;
+            if matches!(m, Msg::Ready(_)) {
+                seen += 1;
+            }
+            v.push(m);
+        }
+        v
+    }
+
+    pub async fn simple(&mut self, sql: &str) -> Vec<Msg> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).unwrap();
+        self.send(&out).await;
+        self.until_ready(1).await
+    }
+}
+
+fn simplify(m: Message) -> Msg {
+    use fallible_iterator::FallibleIterator;
+    match m {
+        Message::DataRow(d) => {
+            let buf = d.buffer();
+            let vals = d
+                .ranges()
+                .map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned())))
+                .collect()
+                .unwrap();
+            Msg::Row(vals)
+        }
+        Message::CommandComplete(c) => Msg::Complete(c.tag().unwrap().to_string()),
+        Message::ErrorResponse(e) => {
+            let mut code = String::new();
+            let mut message = String::new();
+            let mut f = e.fields();
+            while let Some(f) = f.next().unwrap() {
+                match f.type_() {
+                    b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                    b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                    _ => {}
+                }
+            }
+            Msg::Error { code, message }
+        }
+        Message::ReadyForQuery(r) => Msg::Ready(r.status()),
+        Message::ParseComplete => Msg::Other(b'1'),
+        Message::BindComplete => Msg::Other(b'2'),
+        _ => Msg::Other(0),
+    }
+}
+
+/// Appends Parse(unnamed)/Bind/Execute for `sql` with text parameters.
+pub fn extended(out: &mut BytesMut, sql: &str, params: &[&str]) {
+    frontend::parse("", sql, std::iter::empty(), out).unwrap();
+    frontend::bind(
+        "",
+        "",
+        std::iter::empty::<i16>(),
+        params.iter(),
+        |p, buf| {
+            buf.extend_from_slice(p.as_bytes());
+            Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
+        },
+        Some(0),
+        out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::describe(b'P', "", out).unwrap();
+    frontend::execute("", 0, out).unwrap();
+}
+
+pub fn rows(msgs: &[Msg]) -> Vec<Vec<Option<String>>> {
+    msgs.iter().filter_map(|m| if let Msg::Row(r) = m { Some(r.clone()) } else { None }).collect()
+}
+
+pub fn errors(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter().filter_map(|m| if let Msg::Error { code, .. } = m { Some(code.clone()) } else { None }).collect()
+}
+

@@ -1,0 +1,413 @@
+//! The core proxy against a real PostgreSQL: pooling, the protocol, cancel,
+//! cleanup after vanished clients, refusals, shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::raw::{self, Msg, Raw};
+use common::{app_backends, cluster, direct, message, sqlstate, Setup};
+use postgres_protocol::message::frontend;
+use tokio_postgres::types::Type;
+
+fn mt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn scalar(c: &tokio_postgres::Client, sql: &str) -> String {
+    let msgs = c.simple_query(sql).await.unwrap();
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no row for {sql}: {msgs:?}"))
+}
+
+#[test]
+fn five_hundred_clients_share_a_pool_of_five() {
+    let px = Setup { pool_size: 5, checkout_timeout: "30s", ..Default::default() }.start();
+    mt().block_on(async {
+        let admin = direct(cluster().primary.port).await;
+        let sampler = {
+            tokio::spawn(async move {
+                let mut max = 0;
+                for _ in 0..100 {
+                    max = max.max(app_backends(&admin, "tp_500", None).await);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                max
+            })
+        };
+        let mut tasks = vec![];
+        for i in 0..500i32 {
+            let url = format!("{} application_name=tp_500", px.conn_str("app", "app", "app"));
+            tasks.push(tokio::spawn(async move {
+                let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                for j in 0..3i32 {
+                    let v = scalar(&c, &format!("select {i} * 1000 + {j}")).await;
+                    assert_eq!(v, (i * 1000 + j).to_string());
+                    let row = c.query_typed("select $1::int4 + 1", &[(&(i + j), Type::INT4)]).await.unwrap();
+                    assert_eq!(row[0].get::<_, i32>(0), i + j + 1);
+                }
+                c.simple_query("begin").await.unwrap();
+                let v = scalar(&c, &format!("select {i}")).await;
+                c.simple_query("commit").await.unwrap();
+                v
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), i.to_string());
+        }
+        let max = sampler.await.unwrap();
+        assert!(max <= 5, "pool of 5 opened {max} server connections");
+        assert!(max >= 1);
+    });
+}
+
+#[test]
+fn checkout_timeout_is_an_error_and_the_client_keeps_its_connection() {
+    let px = Setup { pool_size: 1, checkout_timeout: "500ms", ..Default::default() }.start();
+    mt().block_on(async {
+        let holder = px.connect().await;
+        holder.simple_query("begin; select 1").await.unwrap();
+        let waiter = px.connect().await;
+        let t0 = Instant::now();
+        let err = waiter.simple_query("select 1").await.unwrap_err();
+        let waited = t0.elapsed();
+        assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+        assert!(message(&err).contains("no server connection available"), "{err}");
+        assert!(waited >= Duration::from_millis(450) && waited < Duration::from_secs(3), "{waited:?}");
+        // Extended protocol gets the same error, and the connection stays usable.
+        let err = waiter.query_typed("select 1", &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("53300"));
+        holder.simple_query("commit").await.unwrap();
+        assert_eq!(scalar(&waiter, "select 42").await, "42");
+    });
+}
+
+#[test]
+fn pipelined_extended_protocol_with_an_error_in_the_middle() {
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let mut c = Raw::connect(px.port, "app", "app", "app").await;
+        let mut out = BytesMut::new();
+        for i in 0..20 {
+            raw::extended(&mut out, "select $1::int * 2", &[&i.to_string()]);
+            frontend::sync(&mut out);
+        }
+        // One failing batch: the server skips to its Sync, the next batches run.
+        raw::extended(&mut out, "select 1/0", &[]);
+        raw::extended(&mut out, "select 'skipped'", &[]);
+        frontend::sync(&mut out);
+        raw::extended(&mut out, "select 'after'", &[]);
+        frontend::sync(&mut out);
+        c.send(&out).await;
+        let msgs = c.until_ready(22).await;
+        let rows = raw::rows(&msgs);
+        let want: Vec<Vec<Option<String>>> = (0..20)
+            .map(|i| vec![Some((i * 2).to_string())])
+            .chain([vec![Some("after".to_string())]])
+            .collect();
+        assert_eq!(rows, want);
+        assert_eq!(raw::errors(&msgs), vec!["22012".to_string()]);
+
+        // Flush without Sync: results arrive, the server stays attached until Sync.
+        out.clear();
+        raw::extended(&mut out, "select 7", &[]);
+        frontend::flush(&mut out);
+        c.send(&out).await;
+        let mut got = vec![];
+        while !matches!(got.last(), Some(Msg::Complete(_))) {
+            got.push(c.next().await);
+        }
+        assert_eq!(raw::rows(&got), vec![vec![Some("7".to_string())]]);
+        out.clear();
+        frontend::sync(&mut out);
+        c.send(&out).await;
+        assert_eq!(c.next().await, Msg::Ready(b'I'));
+    });
+}
+
+#[test]
+fn tokio_postgres_pipelining_and_transactions() {
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let c = px.connect().await;
+        let (a, b, d) = tokio::join!(
+            c.query_typed("select $1::text", &[(&"a", Type::TEXT)]),
+            c.query_typed("select $1::int8 * 2", &[(&21i64, Type::INT8)]),
+            c.query_typed("select 1/0", &[]),
+        );
+        assert_eq!(a.unwrap()[0].get::<_, &str>(0), "a");
+        assert_eq!(b.unwrap()[0].get::<_, i64>(0), 42);
+        assert_eq!(sqlstate(&d.unwrap_err()).as_deref(), Some("22012"));
+
+        c.simple_query("create table if not exists tp_txn (id int)").await.unwrap();
+        c.simple_query("begin").await.unwrap();
+        c.simple_query("insert into tp_txn values (1)").await.unwrap();
+        let e = c.simple_query("select 1/0").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("22012"));
+        let e = c.simple_query("select 1").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "failed transaction stays on its server");
+        c.simple_query("rollback").await.unwrap();
+        assert_eq!(scalar(&c, "select count(*) from tp_txn").await, "0");
+    });
+}
+
+#[test]
+fn copy_in_and_copy_out() {
+    use futures_util::{SinkExt, StreamExt};
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let c = px.connect().await;
+        c.simple_query("drop table if exists tp_copy; create table tp_copy (id int, t text)").await.unwrap();
+        let sink = c.copy_in("copy tp_copy from stdin").await.unwrap();
+        let mut sink = Box::pin(sink);
+        let mut data = String::new();
+        for i in 0..50_000 {
+            data.push_str(&format!("{i}\trow {i}\n"));
+        }
+        for chunk in data.as_bytes().chunks(7000) {
+            sink.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        let n = sink.as_mut().finish().await.unwrap();
+        assert_eq!(n, 50_000);
+        assert_eq!(scalar(&c, "select sum(id) from tp_copy").await, (49_999i64 * 50_000 / 2).to_string());
+
+        let stream = c.copy_out("copy (select * from tp_copy order by id) to stdout").await.unwrap();
+        let mut stream = Box::pin(stream);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(out, data.as_bytes());
+
+        // A failing COPY FROM STDIN leaves the connection usable.
+        let sink = c.copy_in("copy tp_copy from stdin").await.unwrap();
+        let mut sink = Box::pin(sink);
+        sink.send(bytes::Bytes::from_static(b"not-a-number\tx\n")).await.unwrap();
+        let e = sink.as_mut().finish().await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("22P02"));
+        assert_eq!(scalar(&c, "select count(*) from tp_copy").await, "50000");
+    });
+}
+
+#[test]
+fn cancel_reaches_the_running_query_and_nothing_else() {
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let c = px.connect().await;
+        let token = c.cancel_token();
+        // Cancelling an idle client does nothing.
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        assert_eq!(scalar(&c, "select 1").await, "1");
+
+        let t0 = Instant::now();
+        let sleeper = tokio::spawn(async move { c.simple_query("select pg_sleep(20)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let err = sleeper.await.unwrap().unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn a_client_killed_mid_transaction_leaves_no_transaction_and_no_lock() {
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let admin = direct(cluster().primary.port).await;
+        admin.simple_query("create table if not exists tp_kill (id int); grant all on tp_kill to app").await.unwrap();
+        // Idle in a transaction holding a lock, then the socket just closes.
+        let mut c = Raw::connect(px.port, "app", "app", "app").await;
+        c.simple("set application_name = 'tp_kill'").await;
+        let r = c.simple("begin; lock table tp_kill in access exclusive mode; insert into tp_kill values (1)").await;
+        assert_eq!(r.last(), Some(&Msg::Ready(b'T')));
+        drop(c);
+        // Mid-result: a large result, the client reads a little and vanishes.
+        let mut c = Raw::connect(px.port, "app", "app", "app").await;
+        c.simple("set application_name = 'tp_kill'").await;
+        let mut out = BytesMut::new();
+        frontend::query("select g, repeat('x', 100) from generate_series(1, 5000000) g", &mut out).unwrap();
+        c.send(&out).await;
+        let _ = c.next().await;
+        drop(c);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let idle_in_txn = app_backends(&admin, "tp_kill", Some("idle in transaction")).await;
+            let active = app_backends(&admin, "tp_kill", Some("active")).await;
+            if idle_in_txn == 0 && active == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "idle in transaction: {idle_in_txn}, active: {active}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let c = px.connect().await;
+        c.simple_query("set lock_timeout = '2s'").await.unwrap();
+        c.simple_query("begin; lock table tp_kill in access exclusive mode nowait; rollback").await.unwrap();
+        assert_eq!(scalar(&c, "select count(*) from tp_kill").await, "0", "the abandoned insert was rolled back");
+    });
+}
+
+#[test]
+fn pg_terminate_backend_gives_an_error_and_the_pool_recovers() {
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let admin = direct(cluster().primary.port).await;
+        // Busy connection terminated: its client gets an error.
+        let c = px.connect_named("tp_term").await;
+        let busy = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        admin
+            .simple_query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tp_term' and query like '%pg_sleep(30)%'")
+            .await
+            .unwrap();
+        let err = busy.await.unwrap().unwrap_err();
+        assert!(err.as_db_error().is_some() || err.is_closed(), "{err}");
+
+        // Idle pooled connections terminated: the next clients never notice.
+        let c = px.connect_named("tp_term").await;
+        assert_eq!(scalar(&c, "select 1").await, "1");
+        admin
+            .simple_query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tp_term'")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..10 {
+            assert_eq!(scalar(&c, &format!("select {i}")).await, i.to_string());
+        }
+    });
+}
+
+#[test]
+fn refusals_use_postgresql_sqlstates() {
+    let px = Setup { max_clients: 3, ..Default::default() }.start();
+    mt().block_on(async {
+        let e = px.connect_as("app", "app", "nosuchdb").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("3D000"), "{e}");
+        assert_eq!(message(&e), "database \"nosuchdb\" does not exist");
+        let e = px.connect_as("app", "wrong", "app").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
+        assert_eq!(message(&e), "password authentication failed for user \"app\"");
+        let e = px.connect_as("mallory", "x", "app").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
+
+        let _a = px.connect().await;
+        let _b = px.connect().await;
+        let _c = px.connect().await;
+        let e = px.connect_as("app", "app", "app").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+        assert_eq!(message(&e), "sorry, too many clients already");
+    });
+}
+
+#[test]
+fn startup_parameters_reach_the_server_per_client() {
+    let px = Setup { pool_size: 1, ..Default::default() }.start();
+    mt().block_on(async {
+        let conn = |name: &str, path: &str| {
+            format!("{} application_name={name} options='-c search_path={path}'", px.conn_str("app", "app", "app"))
+        };
+        let (a, ca) = tokio_postgres::connect(&conn("alpha", "a_schema"), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(ca);
+        let (b, cb) = tokio_postgres::connect(&conn("beta", "b_schema,public"), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(cb);
+        let plain = px.connect().await;
+        for _ in 0..3 {
+            // One server connection, three clients in turn: each sees only its own.
+            assert_eq!(scalar(&a, "select current_setting('application_name') || ' ' || current_setting('search_path')").await, "alpha a_schema");
+            assert_eq!(scalar(&b, "select current_setting('application_name') || ' ' || current_setting('search_path')").await, "beta b_schema,public");
+            assert_eq!(scalar(&plain, "select current_setting('application_name') || ' ' || current_setting('search_path')").await, " \"$user\", public");
+        }
+    });
+}
+
+#[test]
+fn session_mode_keeps_state_and_resets_it_for_the_next_client() {
+    let px = Setup { pool_size: 1, mode: "session", checkout_timeout: "10s", ..Default::default() }.start();
+    mt().block_on(async {
+        let a = px.connect().await;
+        a.simple_query("set work_mem = '7MB'").await.unwrap();
+        // Unnamed and named statements both work in session mode.
+        let st = a.prepare("select current_setting('work_mem')").await.unwrap();
+        assert_eq!(a.query_one(&st, &[]).await.unwrap().get::<_, &str>(0), "7MB");
+        drop(a);
+        let b = px.connect().await;
+        assert_eq!(scalar(&b, "show work_mem").await, "4MB");
+    });
+}
+
+#[test]
+fn sqlx_through_pgmux() {
+    use sqlx::Row;
+    mt().block_on(async {
+        // Session mode: sqlx's named-statement cache works as on a direct connection.
+        let px = Setup { pool_size: 4, mode: "session", checkout_timeout: "10s", ..Default::default() }.start();
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&px.url()).await.unwrap();
+        let mut tasks = vec![];
+        for i in 0..40i64 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                let row = sqlx::query("select $1::int8 * 3 as v").bind(i).fetch_one(&pool).await.unwrap();
+                assert_eq!(row.get::<i64, _>("v"), i * 3);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        pool.close().await;
+
+        // Transaction mode, many clients on a pool of 2, inside transactions.
+        let px = Setup { pool_size: 2, ..Default::default() }.start();
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect(&px.url()).await.unwrap();
+        let mut tasks = vec![];
+        for i in 0..50i64 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = pool.begin().await.unwrap();
+                let row = sqlx::query("select $1::int8 as v").bind(i).persistent(false).fetch_one(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+                row.get::<i64, _>("v")
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), i as i64);
+        }
+    });
+}
+
+#[test]
+fn sigterm_lets_running_transactions_finish_then_exits() {
+    let mut px = Setup::default().start();
+    mt().block_on(async {
+        let c = px.connect().await;
+        let idle = px.connect().await;
+        c.simple_query("begin").await.unwrap();
+        px.signal(libc::SIGTERM);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // New clients are refused, the idle one is told to go, the busy one finishes.
+        assert!(px.connect_as("app", "app", "app").await.is_err());
+        assert!(idle.simple_query("select 1").await.is_err());
+        assert_eq!(scalar(&c, "select 5").await, "5");
+        c.simple_query("commit").await.unwrap();
+    });
+    let status = px.wait_exit(Duration::from_secs(10)).expect("pgmux exits after the last transaction");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn pgmux_check_reports_located_errors() {
+    let good = Setup::default().yaml(6432);
+    let (ok, err) = common::check_config(&good);
+    assert!(ok, "{err}");
+    let (ok, err) = common::check_config(&good.replace("  size: 5", "  sise: 5"));
+    assert!(!ok);
+    assert!(err.contains(":5") && err.contains("sise"), "{err}");
+    let (ok, err) = common::check_config(&good.replace("primary: 127.0.0.1", "primary: "));
+    assert!(!ok);
+    assert!(err.contains("databases.app.primary"), "{err}");
+}
