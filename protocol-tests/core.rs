@@ -160,9 +160,11 @@ fn tokio_postgres_pipelining_and_transactions() {
 #[test]
 fn copy_in_and_copy_out() {
     use futures_util::{SinkExt, StreamExt};
-    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    // One server connection: a COPY that did not give it back would starve `other`.
+    let px = Setup { pool_size: 1, checkout_timeout: "8s", ..Default::default() }.start();
     mt().block_on(async {
         let c = px.connect().await;
+        let other = px.connect().await;
         c.simple_query("drop table if exists tp_copy; create table tp_copy (id int, t text)").await.unwrap();
         let sink = c.copy_in("copy tp_copy from stdin").await.unwrap();
         let mut sink = Box::pin(sink);
@@ -176,6 +178,7 @@ fn copy_in_and_copy_out() {
         let n = sink.as_mut().finish().await.unwrap();
         assert_eq!(n, 50_000);
         assert_eq!(scalar(&c, "select sum(id) from tp_copy").await, (49_999i64 * 50_000 / 2).to_string());
+        assert_eq!(scalar(&other, "select 'released after COPY IN'").await, "released after COPY IN");
 
         let stream = c.copy_out("copy (select * from tp_copy order by id) to stdout").await.unwrap();
         let mut stream = Box::pin(stream);
@@ -184,6 +187,7 @@ fn copy_in_and_copy_out() {
             out.extend_from_slice(&chunk.unwrap());
         }
         assert_eq!(out, data.as_bytes());
+        assert_eq!(scalar(&other, "select 'released after COPY OUT'").await, "released after COPY OUT");
 
         // A failing COPY FROM STDIN leaves the connection usable.
         let sink = c.copy_in("copy tp_copy from stdin").await.unwrap();
@@ -192,6 +196,7 @@ fn copy_in_and_copy_out() {
         let e = sink.as_mut().finish().await.unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some("22P02"));
         assert_eq!(scalar(&c, "select count(*) from tp_copy").await, "50000");
+        assert_eq!(scalar(&other, "select 'released after COPY failure'").await, "released after COPY failure");
     });
 }
 

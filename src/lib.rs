@@ -6,6 +6,7 @@
 //!   (between transactions), [`client::relay`] (the hot path), [`client::txn`]
 //!   (when a transaction ends).
 //! - [`pool`]: bounded pools of server connections with a FIFO wait queue.
+//! - [`prepared`]: named statements shared by clients across server connections.
 //! - [`server`]: one connection to PostgreSQL, and logging in to it.
 //! - [`session`]: the settings a client expects on whatever server it gets.
 //! - [`cancel`]: pgmux's cancel keys and forwarding CancelRequests.
@@ -13,6 +14,7 @@
 //! - [`protocol`]: framing, startup packets and the messages pgmux sends.
 //! - [`config`]: the YAML file, defaults, validation with file:line errors.
 //! - [`error`]: errors as clients see them, with SQLSTATEs.
+//! - [`net`]: socket reads that keep tokio's readiness exact.
 //! - [`cluster`]: throwaway PostgreSQL primary + replicas for `pgmux demo` and tests.
 
 pub mod auth;
@@ -21,7 +23,9 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod net;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod proxy;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::auth::scram::ScramSecret;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, ServerAddr};
 use crate::pool::{Pool, PoolSettings};
+use crate::prepared::Registry;
 use crate::server::ServerTarget;
 
 /// A configured user, with what pgmux needs to check its password.
@@ -39,6 +40,8 @@ pub struct Proxy {
     users: HashMap<String, UserAuth>,
     pools: DashMap<(String, String), Arc<DbPools>>,
     pub cancel: CancelRegistry,
+    /// Every distinct named statement clients prepared (transaction mode).
+    pub statements: Registry,
     clients: AtomicUsize,
     /// `true` once a graceful shutdown has begun.
     pub shutdown: watch::Sender<bool>,
@@ -71,6 +74,7 @@ impl Proxy {
             users,
             pools: DashMap::new(),
             cancel: CancelRegistry::default(),
+            statements: Registry::default(),
             clients: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
         })
@@ -97,7 +101,8 @@ impl Proxy {
         }
         let db = self.config.databases.get(database)?;
         let auth = self.users.get(user)?;
-        let settings = PoolSettings::from(&self.config.pool);
+        let mut settings = PoolSettings::from(&self.config.pool);
+        settings.max_prepared_statements = self.config.max_prepared_statements;
         let make = |addr: ServerAddr| {
             Pool::new(
                 ServerTarget {

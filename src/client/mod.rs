@@ -3,10 +3,13 @@
 //! - [`login`]: first packets, authentication, greeting.
 //! - [`session`]: the loop between transactions: checkout, settings sync, release.
 //! - [`relay`]: the hot path forwarding bytes during a transaction.
+//! - [`rewrite`], [`responses`]: named statements shared across server connections.
 //! - [`txn`]: the protocol bookkeeping that says when a transaction is over.
 
 pub mod login;
 pub mod relay;
+pub mod responses;
+pub mod rewrite;
 pub mod session;
 pub mod txn;
 
@@ -15,9 +18,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 use crate::protocol::backend;
+use crate::prepared::ClientStatements;
 use crate::protocol::frame::Framer;
 use crate::proxy::Proxy;
 use login::Refusal;
@@ -28,13 +31,14 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
     let _count = proxy.client_guard();
     let key = proxy.cancel.register();
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let span = tracing::info_span!("client", id = key.entry.pid, %peer);
-    async {
+    // Every log line carries the client id; no span is entered per poll (hot path).
+    let id = key.entry.pid;
+    {
         let timeout = proxy.config.startup_timeout.0;
         let logged_in = match tokio::time::timeout(timeout, login::login(&mut stream, &proxy, &key.entry)).await {
             Ok(Ok(l)) => l,
             Ok(Err(Refusal::Error(e))) => {
-                tracing::info!(error = %e, "login refused");
+                tracing::info!(client = id, %peer, error = %e, "login refused");
                 let mut out = BytesMut::new();
                 backend::error(&mut out, &e);
                 let _ = stream.write_all(&out).await;
@@ -42,11 +46,11 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             }
             Ok(Err(Refusal::Silent)) => return,
             Err(_) => {
-                tracing::info!("startup timed out");
+                tracing::info!(client = id, %peer, "startup timed out");
                 return;
             }
         };
-        tracing::debug!(user = %logged_in.user, database = %logged_in.database, "logged in");
+        tracing::debug!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
         let mut session = Session {
             proxy: &proxy,
             stream,
@@ -54,12 +58,11 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             cancel: key.entry.clone(),
             cbuf: BytesMut::new(),
             cframer: Framer::default(),
+            statements: ClientStatements::new(proxy.statements.client_uid()),
         };
         match session.run().await {
-            SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::debug!("client left"),
-            SessionEnd::Error(e) => tracing::info!(error = %e, "session ended with an error"),
+            SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::debug!(client = id, "client left"),
+            SessionEnd::Error(e) => tracing::info!(client = id, error = %e, "session ended with an error"),
         }
     }
-    .instrument(span)
-    .await
 }

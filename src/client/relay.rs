@@ -14,9 +14,12 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::responses::{drop_ignored_syncs, on_server_message, Edits};
+use super::rewrite::Rewriter;
 use super::txn::TxnTracker;
+use crate::prepared::{ClientStatements, Registry};
 use crate::protocol::codes;
-use crate::protocol::frame::{BadLength, Frame, Framer, Step};
+use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
 use crate::server::{consume, ServerConn, READ_BUF};
 
 /// Size the client read buffer grows by.
@@ -53,6 +56,8 @@ pub struct Relay<'a> {
     pub cframer: &'a mut Framer,
     pub server: &'a mut ServerConn,
     pub txn: &'a mut TxnTracker,
+    /// Transaction mode: the client's statements, rewritten onto shared server names.
+    pub statements: Option<(&'a mut ClientStatements, &'a Registry)>,
     pub max_message: usize,
 }
 
@@ -76,18 +81,20 @@ fn server_inspect(tag: u8) -> usize {
 impl Relay<'_> {
     pub async fn run(mut self, mut hold: Hold<'_>) -> RelayEnd {
         let mut sframer = Framer::default();
-        // Bytes at the front of each buffer that are scanned and due to the other side.
+        let mut edits = Edits::default();
+        // Server bytes at the front of rbuf that are scanned and due to the client.
         let mut s_out = 0usize;
         // The client's first message(s) are already buffered.
-        let (mut c_out, mut client_done) = match self.scan_client() {
+        let mut client_done = match self.scan_client() {
             Ok(r) => r,
             Err(e) => return e,
         };
         loop {
+            let mut c_out = self.server.wbuf.len();
             if c_out > 0 {
-                match self.server.stream.try_write(&self.cbuf[..c_out]) {
+                match self.server.stream.try_write(&self.server.wbuf) {
                     Ok(w) => {
-                        consume(self.cbuf, w);
+                        consume(&mut self.server.wbuf, w);
                         c_out -= w;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -143,23 +150,31 @@ impl Relay<'_> {
                     if rbuf.capacity() - rbuf.len() < 1024 {
                         rbuf.reserve(READ_BUF);
                     }
-                    match self.server.stream.try_read_buf(rbuf) {
+                    match crate::net::read_some(&self.server.stream, rbuf) {
                         Ok(0) => return RelayEnd::ServerGone("server closed the connection".into()),
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => return RelayEnd::ServerGone(e.to_string()),
                     }
                     let txn = &mut *self.txn;
+                    let rewriting = self.statements.is_some();
+                    let (statements, expect) = (&mut self.server.statements, &mut self.server.expect);
                     let scanned = sframer.scan::<Infallible>(rbuf, self.max_message, server_inspect, |f| {
-                        if let Frame::Whole { tag, body } = f {
-                            txn.server_sent(tag, body);
-                        } else {
-                            txn.server_sent(f.tag(), &[]);
+                        let (tag, at, ignored) = match f {
+                            Frame::Whole { tag, body, at } => (tag, at, txn.server_sent(tag, body)),
+                            Frame::Streaming { tag, at, .. } => (tag, at, txn.server_sent(tag, &[])),
+                        };
+                        if rewriting {
+                            on_server_message(tag, at, expect, statements, &mut edits);
+                            if ignored > 0 {
+                                drop_ignored_syncs(expect, ignored);
+                            }
                         }
                         Ok(Step::Continue)
                     });
                     match scanned {
-                        Ok(Ok(n)) => s_out = n,
+                        Ok(Ok(n)) if edits.is_empty() => s_out = n,
+                        Ok(Ok(n)) => s_out = edits.apply(rbuf, n),
                         Ok(Err(bad)) => return RelayEnd::ServerProtocol(describe_bad(bad)),
                         Err(never) => match never {},
                     }
@@ -168,17 +183,14 @@ impl Relay<'_> {
                     if self.cbuf.capacity() - self.cbuf.len() < 1024 {
                         self.cbuf.reserve(CLIENT_READ_BUF);
                     }
-                    match self.client.try_read_buf(self.cbuf) {
+                    match crate::net::read_some(self.client, self.cbuf) {
                         Ok(0) => return RelayEnd::ClientGone,
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return RelayEnd::ClientGone,
                     }
                     match self.scan_client() {
-                        Ok((n, done)) => {
-                            c_out = n;
-                            client_done = done;
-                        }
+                        Ok(done) => client_done = done,
                         Err(e) => return e,
                     }
                 }
@@ -186,30 +198,64 @@ impl Relay<'_> {
         }
     }
 
-    /// Scans buffered client bytes; returns how many to forward and whether the
-    /// client said Terminate (which is not forwarded).
-    fn scan_client(&mut self) -> Result<(usize, bool), RelayEnd> {
+    /// Moves the complete client messages in `cbuf` to the server's write buffer,
+    /// rewritten in transaction mode; returns whether the client said Terminate
+    /// (which is not forwarded).
+    fn scan_client(&mut self) -> Result<bool, RelayEnd> {
         let txn = &mut *self.txn;
+        let ServerConn { wbuf, statements, expect, .. } = &mut *self.server;
+        let mut rewriter = self
+            .statements
+            .as_mut()
+            .map(|(client, registry)| Rewriter { client, server: statements, registry, expect });
+        let buf = &self.cbuf[..];
+        let max = self.max_message;
+        let mut copied = 0;
         let mut terminated = false;
-        let r = self.cframer.scan::<Infallible>(self.cbuf, self.max_message, |_| 0, |f| {
-            let tag = f.tag();
-            if tag == codes::TERMINATE {
-                terminated = true;
-                return Ok(Step::Stop);
+        let mut malformed = None;
+        // Whole messages are needed to rewrite them; only COPY data streams through.
+        let inspect = |tag: u8| if tag == codes::COPY_DATA { 0 } else { max };
+        let r = self.cframer.scan::<Infallible>(buf, max, inspect, |f| {
+            if let Frame::Whole { tag, body, at } = f {
+                wbuf.extend_from_slice(&buf[copied..at]);
+                let end = at + HEADER_LEN + body.len();
+                copied = end;
+                if tag == codes::TERMINATE {
+                    terminated = true;
+                    return Ok(Step::Stop);
+                }
+                if !txn.client_sent(tag) {
+                    // A Sync during COPY IN: the server ignores it; so do we.
+                    wbuf.extend_from_slice(&buf[at..end]);
+                    return Ok(Step::Continue);
+                }
+                match rewriter.as_mut() {
+                    Some(rw) => {
+                        if let Err(m) = rw.message(tag, body, &buf[at..end], wbuf) {
+                            malformed = Some(m);
+                            return Ok(Step::Stop);
+                        }
+                    }
+                    None => wbuf.extend_from_slice(&buf[at..end]),
+                }
+            } else {
+                txn.client_sent(f.tag());
             }
-            txn.client_sent(tag);
             Ok(Step::Continue)
         });
-        match r {
-            Ok(Ok(n)) if terminated => {
-                // Drop the Terminate itself (5 bytes, the last scanned) and what follows.
-                self.cbuf.truncate(n);
-                Ok((n - 5, true))
-            }
-            Ok(Ok(n)) => Ok((n, false)),
-            Ok(Err(bad)) => Err(RelayEnd::ClientProtocol(describe_bad(bad))),
+        let n = match r {
+            Ok(Ok(n)) => n,
+            Ok(Err(bad)) => return Err(RelayEnd::ClientProtocol(describe_bad(bad))),
             Err(never) => match never {},
+        };
+        if let Some(m) = malformed {
+            return Err(RelayEnd::ClientProtocol(m.to_string()));
         }
+        if !terminated {
+            wbuf.extend_from_slice(&buf[copied..n]);
+        }
+        consume(self.cbuf, n);
+        Ok(terminated)
     }
 }
 

@@ -21,6 +21,7 @@ use crate::cancel::{self, CancelEntry, CancelTarget};
 use crate::config::PoolMode;
 use crate::error::{ClientError, PgError};
 use crate::pool::Lease;
+use crate::prepared::ClientStatements;
 use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::{Framer, Step};
@@ -34,6 +35,7 @@ pub struct Session<'a> {
     pub cancel: Arc<CancelEntry>,
     pub cbuf: BytesMut,
     pub cframer: Framer,
+    pub statements: ClientStatements,
 }
 
 /// How a session ended, for the log.
@@ -60,7 +62,7 @@ impl Session<'_> {
                 if self.cbuf.capacity() == 0 {
                     self.cbuf.reserve(CLIENT_READ_BUF);
                 }
-                match self.stream.try_read_buf(&mut self.cbuf) {
+                match crate::net::read_some(&self.stream, &mut self.cbuf) {
                     Ok(0) => return SessionEnd::ClientLeft,
                     Ok(_) => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -104,12 +106,17 @@ impl Session<'_> {
             PoolMode::Session => Hold::Session(shutdown),
         };
         let mut txn = TxnTracker::default();
+        let statements = match mode {
+            PoolMode::Transaction => Some((&mut self.statements, &self.proxy.statements)),
+            PoolMode::Session => None,
+        };
         let end = Relay {
             client: &self.stream,
             cbuf: &mut self.cbuf,
             cframer: &mut self.cframer,
             server: lease.conn_mut(),
             txn: &mut txn,
+            statements,
             max_message: self.proxy.config.max_message_size.0 as usize,
         }
         .run(hold)
@@ -135,7 +142,7 @@ impl Session<'_> {
                 Some(SessionEnd::Error(msg))
             }
             RelayEnd::ServerGone(msg) | RelayEnd::ServerProtocol(msg) => {
-                tracing::warn!(server = %lease.pool().name, error = %msg, "server connection lost mid-transaction");
+                tracing::warn!(client = self.cancel.pid, server = %lease.pool().name, error = %msg, "server connection lost mid-transaction");
                 lease.discard();
                 self.send_error(&ClientError::ServerLost(msg.clone()).to_pg()).await;
                 Some(SessionEnd::Error(msg))
@@ -185,8 +192,12 @@ impl Session<'_> {
         if let Some(sql) = cleanup.filter(|s| !s.is_empty()) {
             match lease.conn_mut().run_internal(&sql, timeout).await {
                 Ok(r) if r.error.is_none() && r.status == codes::TXN_IDLE => {
-                    // A reset forgets every setting; so must our record of them.
-                    lease.conn_mut().session = Default::default();
+                    // A reset forgets settings and statements; so must our records.
+                    let conn = lease.conn_mut();
+                    conn.session = Default::default();
+                    if self.proxy.config.pool.mode == PoolMode::Session {
+                        conn.statements.clear();
+                    }
                 }
                 _ => {
                     lease.discard();
@@ -200,7 +211,7 @@ impl Session<'_> {
     /// Answers the client's pending request with an error, as a server would: the
     /// error at once, then everything up to its Sync skipped, then ReadyForQuery.
     async fn refuse_request(&mut self, e: &ClientError) -> Result<(), SessionEnd> {
-        tracing::info!(error = %e, "request refused");
+        tracing::info!(client = self.cancel.pid, error = %e, "request refused");
         let pg = e.to_pg();
         self.send_error(&pg).await;
         if e.is_fatal() {

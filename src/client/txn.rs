@@ -7,8 +7,11 @@
 //!   server attached until their Sync: results may be pending behind a Flush;
 //! - the transaction ends only at a ReadyForQuery with status `I`.
 //!
-//! COPY needs no special case for release (its ReadyForQuery comes after
-//! CopyDone/CopyFail), only for cleanup after a client vanishes mid-COPY.
+//! COPY FROM STDIN has one twist: the server ignores Sync messages while in copy-in
+//! mode, and drivers send one right after the Execute that starts the COPY, before
+//! they know a COPY started (B/E/S, CopyData..., CopyDone, S). So Syncs sent after
+//! the last Execute/Query and before CopyDone are counted in a window, and dropped
+//! from `pending` when the CopyInResponse shows they were ignored.
 
 use crate::protocol::codes::*;
 
@@ -22,41 +25,74 @@ pub struct TxnTracker {
     pub status: u8,
     /// The server is in COPY FROM STDIN, waiting for client data.
     pub copy_in: bool,
+    /// Syncs sent since the last Execute/Query and before a CopyDone/CopyFail.
+    copy_window: u32,
+    /// The client ended a COPY since the last Execute/Query.
+    copy_ended: bool,
 }
 
 impl Default for TxnTracker {
     fn default() -> Self {
-        TxnTracker { pending: 0, unsynced: false, status: TXN_IDLE, copy_in: false }
+        TxnTracker { pending: 0, unsynced: false, status: TXN_IDLE, copy_in: false, copy_window: 0, copy_ended: false }
     }
 }
 
 impl TxnTracker {
     /// A message the client sent on to the server.
     #[inline]
-    pub fn client_sent(&mut self, tag: u8) {
+    /// Returns false for a Sync the server will ignore (sent during COPY IN).
+    pub fn client_sent(&mut self, tag: u8) -> bool {
         match tag {
-            QUERY | FUNCTION_CALL => self.pending += 1,
+            QUERY => {
+                self.pending += 1;
+                self.copy_window = 0;
+                self.copy_ended = false;
+            }
+            FUNCTION_CALL => self.pending += 1,
             SYNC => {
+                if self.copy_in {
+                    return false;
+                }
                 self.pending += 1;
                 self.unsynced = false;
+                if !self.copy_ended {
+                    self.copy_window += 1;
+                }
             }
-            PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | FLUSH => self.unsynced = true,
-            COPY_DONE | COPY_FAIL => self.copy_in = false,
+            EXECUTE => {
+                self.unsynced = true;
+                self.copy_window = 0;
+                self.copy_ended = false;
+            }
+            PARSE | BIND | DESCRIBE | CLOSE | FLUSH => self.unsynced = true,
+            COPY_DONE | COPY_FAIL => {
+                self.copy_in = false;
+                self.copy_ended = true;
+            }
             _ => {}
         }
+        true
     }
 
     /// A message the server sent; `body` is its body when complete (always for Z).
+    /// Returns how many earlier Syncs a CopyInResponse shows to be ignored.
     #[inline]
-    pub fn server_sent(&mut self, tag: u8, body: &[u8]) {
+    pub fn server_sent(&mut self, tag: u8, body: &[u8]) -> u32 {
         match tag {
             READY_FOR_QUERY => {
                 self.pending = self.pending.saturating_sub(1);
                 self.status = body.first().copied().unwrap_or(TXN_IDLE);
                 self.copy_in = false;
+                0
             }
-            COPY_IN_RESPONSE | COPY_BOTH_RESPONSE => self.copy_in = true,
-            _ => {}
+            COPY_IN_RESPONSE | COPY_BOTH_RESPONSE => {
+                let ignored = self.copy_window;
+                self.pending = self.pending.saturating_sub(ignored);
+                self.copy_window = 0;
+                self.copy_in = !self.copy_ended;
+                ignored
+            }
+            _ => 0,
         }
     }
 
@@ -117,6 +153,29 @@ mod tests {
         }
         assert!(!t.at_boundary());
         t.client_sent(SYNC);
+        t.server_sent(READY_FOR_QUERY, b"I");
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn extended_copy_ignores_the_sync_sent_before_the_data() {
+        let mut t = TxnTracker::default();
+        for tag in [PARSE, BIND, EXECUTE, SYNC, COPY_DATA, COPY_DONE, SYNC] {
+            assert!(t.client_sent(tag));
+        }
+        assert_eq!(t.server_sent(COPY_IN_RESPONSE, b""), 1);
+        assert!(!t.copy_in, "the client already ended the copy");
+        t.server_sent(READY_FOR_QUERY, b"I");
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn sync_during_copy_in_is_ignored() {
+        let mut t = TxnTracker::default();
+        t.client_sent(QUERY);
+        assert_eq!(t.server_sent(COPY_IN_RESPONSE, b""), 0);
+        assert!(!t.client_sent(SYNC));
+        t.client_sent(COPY_DONE);
         t.server_sent(READY_FOR_QUERY, b"I");
         assert!(t.at_boundary());
     }

@@ -40,6 +40,9 @@ pub struct Config {
     /// On SIGTERM, how long running transactions may take to finish.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: Dur,
+    /// Named statements kept prepared per server connection (transaction mode).
+    #[serde(default = "defaults::max_prepared_statements")]
+    pub max_prepared_statements: usize,
     #[serde(default)]
     pub pool: PoolConfig,
     pub users: Vec<UserConfig>,
@@ -142,6 +145,9 @@ mod defaults {
     }
     pub fn shutdown_timeout() -> Dur {
         Dur(Duration::from_secs(30))
+    }
+    pub fn max_prepared_statements() -> usize {
+        256
     }
     pub fn pool_size() -> usize {
         10
@@ -263,6 +269,9 @@ impl Config {
         }
         if self.max_message_size.0 < 1024 || self.max_message_size.0 > (1 << 30) {
             return err("max_message_size", "must be between 1kB and 1GB".into());
+        }
+        if self.max_prepared_statements == 0 {
+            return err("max_prepared_statements", "must be at least 1".into());
         }
         if self.pool.size == 0 {
             return err("pool.size", "must be at least 1".into());

@@ -34,6 +34,7 @@ pub struct PoolSettings {
     pub lifetime: Duration,
     pub connect_timeout: Duration,
     pub check_delay: Duration,
+    pub max_prepared_statements: usize,
 }
 
 impl From<&PoolConfig> for PoolSettings {
@@ -45,6 +46,7 @@ impl From<&PoolConfig> for PoolSettings {
             lifetime: c.server_lifetime.0,
             connect_timeout: c.server_connect_timeout.0,
             check_delay: c.server_check_delay.0,
+            max_prepared_statements: crate::prepared::DEFAULT_CACHE,
         }
     }
 }
@@ -226,7 +228,8 @@ impl Pool {
     async fn open(&self) -> Result<ServerConn, ClientError> {
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
         match server::login::connect(&self.target, self.settings.connect_timeout).await {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                conn.statements = crate::prepared::ServerStatements::with_capacity(self.settings.max_prepared_statements);
                 self.lock().down = None;
                 let mut p = self.server_params.lock().unwrap();
                 if p.is_none() {

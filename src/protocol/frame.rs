@@ -12,11 +12,11 @@ pub const HEADER_LEN: usize = 5;
 /// One message seen by the framer.
 #[derive(Debug)]
 pub enum Frame<'a> {
-    /// The whole message is in the buffer.
-    Whole { tag: u8, body: &'a [u8] },
-    /// Only the start of a message larger than the inspection limit; its `len`
-    /// body bytes stream past without being shown.
-    Streaming { tag: u8, len: usize },
+    /// The whole message is in the buffer, its header at offset `at`.
+    Whole { tag: u8, body: &'a [u8], at: usize },
+    /// Only the start of a message larger than the inspection limit (header at
+    /// `at`); its `len` body bytes stream past without being shown.
+    Streaming { tag: u8, len: usize, at: usize },
 }
 
 impl Frame<'_> {
@@ -97,13 +97,13 @@ impl Framer {
             };
             let end = pos + HEADER_LEN + len;
             let step = if end <= buf.len() {
-                let step = on_frame(Frame::Whole { tag, body: &buf[pos + HEADER_LEN..end] })?;
+                let step = on_frame(Frame::Whole { tag, body: &buf[pos + HEADER_LEN..end], at: pos })?;
                 pos = end;
                 step
             } else if len <= inspect_max(tag) {
                 return Ok(Ok(pos));
             } else {
-                let step = on_frame(Frame::Streaming { tag, len })?;
+                let step = on_frame(Frame::Streaming { tag, len, at: pos })?;
                 self.remaining = len;
                 pos += HEADER_LEN;
                 step
@@ -140,7 +140,7 @@ mod tests {
         let n = f
             .scan::<()>(buf, 1 << 20, |_| inspect, |fr| {
                 seen.push(match fr {
-                    Frame::Whole { tag, body } => (tag, Some(body.to_vec())),
+                    Frame::Whole { tag, body, .. } => (tag, Some(body.to_vec())),
                     Frame::Streaming { tag, .. } => (tag, None),
                 });
                 Ok(Step::Continue)

@@ -120,6 +120,9 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> 
     Ok(ServerConn {
         stream,
         rbuf,
+        wbuf: BytesMut::new(),
+        statements: Default::default(),
+        expect: Default::default(),
         peer,
         pid,
         secret,

@@ -8,6 +8,7 @@
 
 pub mod login;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use postgres_protocol::message::{backend, frontend};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::client::rewrite::Expect;
 use crate::error::{PgError, Severity};
+use crate::prepared::ServerStatements;
 use crate::protocol::codes;
 use crate::session::SessionParams;
 
@@ -32,6 +35,12 @@ pub struct ServerConn {
     pub stream: TcpStream,
     /// Bytes read from the server and not yet forwarded.
     pub rbuf: BytesMut,
+    /// Client messages (possibly rewritten) not yet written to the server.
+    pub wbuf: BytesMut,
+    /// Named statements prepared here (transaction mode).
+    pub statements: ServerStatements,
+    /// Answers still due for messages pgmux rewrote or added.
+    pub expect: VecDeque<Expect>,
     /// Where to send a CancelRequest for this connection.
     pub peer: SocketAddr,
     pub pid: i32,
@@ -56,6 +65,9 @@ impl ServerConn {
     /// Returns false if the idle connection has data waiting or is closed: a server
     /// that terminated the backend sends a FATAL and closes; either way it is unusable.
     pub fn idle_is_clean(&self) -> bool {
+        if crate::net::quiet(&self.stream) {
+            return true;
+        }
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -100,6 +112,10 @@ impl ServerConn {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_BUF {
             self.rbuf = BytesMut::new();
         }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * READ_BUF {
+            self.wbuf = BytesMut::new();
+        }
+        self.expect.clear();
     }
 }
 

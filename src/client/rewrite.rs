@@ -1,0 +1,335 @@
+//! Client messages on their way to the server, rewritten for shared statements.
+//!
+//! In transaction mode, Parse/Bind/Describe/Close naming a client's statement are
+//! renamed to its pgmux-wide name, and the statement is prepared first (a Parse is
+//! slipped in) when the server connection does not have it yet. A client's unnamed
+//! statement is re-sent when the server's unnamed statement is someone else's (a
+//! Parse in one transaction, its Bind in the next). For every message that the server
+//! will answer with ParseComplete/CloseComplete/ReadyForQuery, an [`Expect`] records
+//! what to do with that answer (forward it, hide it, turn a CloseComplete into the
+//! ParseComplete the client expects): see `client::responses`.
+//!
+//! In session mode nothing is rewritten: bytes are copied as they are.
+
+use std::collections::VecDeque;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::prepared::{server_name, ClientStatements, Registry, ServerStatements};
+use crate::protocol::codes::*;
+use crate::protocol::frame::cstr;
+
+/// What to do with one future server answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A ParseComplete. `id`: the registry statement (None: the unnamed one);
+    /// `hidden`: pgmux's own Parse, not shown to the client.
+    Parse { id: Option<u64>, hidden: bool },
+    /// A CloseComplete. `as_parse`: stands in for a ParseComplete (the statement was
+    /// already prepared); `hidden`: pgmux's own eviction of `evicted`.
+    Close { as_parse: bool, hidden: bool, evicted: Option<u64> },
+    /// A ReadyForQuery (after Sync, Query or FunctionCall).
+    Ready,
+}
+
+/// A name no statement has: closing it is a harmless no-op on the server.
+const NO_STATEMENT: &str = "pgmux_none";
+
+pub struct Rewriter<'a> {
+    pub client: &'a mut ClientStatements,
+    pub server: &'a mut ServerStatements,
+    pub registry: &'a Registry,
+    pub expect: &'a mut VecDeque<Expect>,
+}
+
+fn put_msg(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 4;
+    out.reserve(len + 1);
+    out.put_u8(tag);
+    out.put_i32(len as i32);
+    for p in parts {
+        out.put_slice(p);
+    }
+}
+
+fn put_close(out: &mut BytesMut, name: &str) {
+    put_msg(out, CLOSE, &[b"S", name.as_bytes(), b"\0"]);
+}
+
+/// Why a client message could not be understood.
+pub type Malformed = &'static str;
+
+impl Rewriter<'_> {
+    /// Writes the message (rewritten if needed) to `out`. `raw` is the whole message.
+    pub fn message(&mut self, tag: u8, body: &[u8], raw: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
+        match tag {
+            PARSE => self.parse(body, raw, out),
+            BIND => self.bind(body, raw, out),
+            DESCRIBE => self.describe(body, raw, out),
+            CLOSE => self.close(body, raw, out),
+            FUNCTION_CALL => {
+                out.extend_from_slice(raw);
+                self.expect.push_back(Expect::Ready);
+                Ok(())
+            }
+            SYNC => {
+                // The caller passes a Sync here only if the server will answer it.
+                out.extend_from_slice(raw);
+                self.expect.push_back(Expect::Ready);
+                Ok(())
+            }
+            QUERY => {
+                self.query(body);
+                out.extend_from_slice(raw);
+                self.expect.push_back(Expect::Ready);
+                Ok(())
+            }
+            _ => {
+                out.extend_from_slice(raw);
+                Ok(())
+            }
+        }
+    }
+
+    fn parse(&mut self, body: &[u8], raw: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
+        let (name, rest) = cstr(body).ok_or("malformed Parse message")?;
+        if name.is_empty() {
+            self.client.unnamed = Some(bytes::Bytes::copy_from_slice(rest));
+            self.client.unnamed_gen += 1;
+            self.server.unnamed_owner = Some((self.client.uid, self.client.unnamed_gen));
+            out.extend_from_slice(raw);
+            self.expect.push_back(Expect::Parse { id: None, hidden: false });
+            return Ok(());
+        }
+        let def = self.registry.intern(rest);
+        self.client.named.insert(name.into(), def.clone());
+        if self.server.touch(def.id) {
+            // Already prepared on this connection: a no-op Close answers in its place.
+            put_close(out, NO_STATEMENT);
+            self.expect.push_back(Expect::Close { as_parse: true, hidden: false, evicted: None });
+        } else {
+            self.make_room(def.id, out);
+            put_msg(out, PARSE, &[def.server_name.as_bytes(), b"\0", &def.body]);
+            self.expect.push_back(Expect::Parse { id: Some(def.id), hidden: false });
+        }
+        Ok(())
+    }
+
+    /// Records `id` as prepared, closing the least recently used statement if full.
+    fn make_room(&mut self, id: u64, out: &mut BytesMut) {
+        if let Some(old) = self.server.insert(id) {
+            put_close(out, &server_name(old));
+            self.expect.push_back(Expect::Close { as_parse: false, hidden: true, evicted: Some(old) });
+        }
+    }
+
+    /// Makes sure the server has the client's statement `name`; returns its server
+    /// name, or None if the client never prepared it (the server will say so).
+    fn ensure(&mut self, name: &[u8], out: &mut BytesMut) -> Option<String> {
+        let def = self.client.named.get(name)?.clone();
+        if !self.server.touch(def.id) {
+            self.make_room(def.id, out);
+            put_msg(out, PARSE, &[def.server_name.as_bytes(), b"\0", &def.body]);
+            self.expect.push_back(Expect::Parse { id: Some(def.id), hidden: true });
+        }
+        Some(def.server_name.clone())
+    }
+
+    /// Re-sends the client's unnamed statement if the server holds someone else's.
+    fn ensure_unnamed(&mut self, out: &mut BytesMut) {
+        let mine = Some((self.client.uid, self.client.unnamed_gen));
+        if self.server.unnamed_owner == mine {
+            return;
+        }
+        if let Some(body) = &self.client.unnamed {
+            put_msg(out, PARSE, &[b"\0", body]);
+            self.expect.push_back(Expect::Parse { id: None, hidden: true });
+            self.server.unnamed_owner = mine;
+        }
+    }
+
+    fn bind(&mut self, body: &[u8], raw: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
+        let (portal, rest) = cstr(body).ok_or("malformed Bind message")?;
+        let (stmt, params) = cstr(rest).ok_or("malformed Bind message")?;
+        if stmt.is_empty() {
+            self.ensure_unnamed(out);
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        match self.ensure(stmt, out) {
+            Some(server) => put_msg(out, BIND, &[portal, b"\0", server.as_bytes(), b"\0", params]),
+            None => out.extend_from_slice(raw),
+        }
+        Ok(())
+    }
+
+    fn describe(&mut self, body: &[u8], raw: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
+        let (&kind, name) = body.split_first().ok_or("malformed Describe message")?;
+        let (name, _) = cstr(name).ok_or("malformed Describe message")?;
+        if kind == b'S' {
+            if name.is_empty() {
+                self.ensure_unnamed(out);
+            } else if let Some(server) = self.ensure(name, out) {
+                put_msg(out, DESCRIBE, &[b"S", server.as_bytes(), b"\0"]);
+                return Ok(());
+            }
+        }
+        out.extend_from_slice(raw);
+        Ok(())
+    }
+
+    fn close(&mut self, body: &[u8], raw: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
+        let (&kind, name) = body.split_first().ok_or("malformed Close message")?;
+        let (name, _) = cstr(name).ok_or("malformed Close message")?;
+        if kind == b'S' && !name.is_empty() {
+            // Other clients may share the server statement: forget the client's name
+            // only, and let a no-op Close produce the CloseComplete.
+            self.client.named.remove(name);
+            put_close(out, NO_STATEMENT);
+        } else {
+            if kind == b'S' && self.server.unnamed_owner == Some((self.client.uid, self.client.unnamed_gen)) {
+                self.server.unnamed_owner = None;
+            }
+            out.extend_from_slice(raw);
+        }
+        self.expect.push_back(Expect::Close { as_parse: false, hidden: false, evicted: None });
+        Ok(())
+    }
+
+    /// SQL that makes the server forget prepared statements.
+    fn query(&mut self, body: &[u8]) {
+        if contains_ci(body, b"discard") || contains_ci(body, b"deallocate") {
+            self.server.clear();
+            if contains_ci(body, b"all") {
+                self.client.named.clear();
+            }
+        }
+    }
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(out: &BytesMut) -> Vec<(u8, Vec<u8>)> {
+        let mut v = vec![];
+        let mut i = 0;
+        while i < out.len() {
+            let len = i32::from_be_bytes(out[i + 1..i + 5].try_into().unwrap()) as usize;
+            v.push((out[i], out[i + 5..i + 1 + len].to_vec()));
+            i += 1 + len;
+        }
+        v
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn named_statement_is_renamed_and_prepared_once_per_server() {
+        let reg = Registry::default();
+        let mut client = ClientStatements::new(1);
+        let mut server = ServerStatements::default();
+        let mut expect = VecDeque::new();
+        let mut out = BytesMut::new();
+        let mut rw = Rewriter { client: &mut client, server: &mut server, registry: &reg, expect: &mut expect };
+        let parse = b"S_1\0select $1\0\0\0";
+        rw.message(PARSE, parse, &msg(PARSE, parse), &mut out).unwrap();
+        let bind = b"\0S_1\0\0\0\0\0\0\0";
+        rw.message(BIND, bind, &msg(BIND, bind), &mut out).unwrap();
+        let m = body_of(&out);
+        assert_eq!(m[0], (PARSE, b"pgmux_1\0select $1\0\0\0".to_vec()));
+        assert_eq!(m[1], (BIND, b"\0pgmux_1\0\0\0\0\0\0\0".to_vec()));
+        // A second client's Parse of the same SQL on this server: a no-op Close.
+        let mut other = ClientStatements::new(2);
+        out.clear();
+        let mut rw = Rewriter { client: &mut other, server: &mut server, registry: &reg, expect: &mut expect };
+        let parse2 = b"other\0select $1\0\0\0";
+        rw.message(PARSE, parse2, &msg(PARSE, parse2), &mut out).unwrap();
+        assert_eq!(body_of(&out), vec![(CLOSE, b"Spgmux_none\0".to_vec())]);
+        assert_eq!(
+            expect.iter().copied().collect::<Vec<_>>(),
+            vec![
+                Expect::Parse { id: Some(1), hidden: false },
+                Expect::Close { as_parse: true, hidden: false, evicted: None }
+            ]
+        );
+    }
+
+    #[test]
+    fn bind_on_a_fresh_server_prepares_first() {
+        let reg = Registry::default();
+        let mut client = ClientStatements::new(1);
+        let mut old_server = ServerStatements::default();
+        let mut expect = VecDeque::new();
+        let mut out = BytesMut::new();
+        let parse = b"S_1\0select 1\0\0\0";
+        Rewriter { client: &mut client, server: &mut old_server, registry: &reg, expect: &mut expect }
+            .message(PARSE, parse, &msg(PARSE, parse), &mut out)
+            .unwrap();
+        out.clear();
+        expect.clear();
+        let mut new_server = ServerStatements::default();
+        let bind = b"\0S_1\0\0\0\0\0\0\0";
+        Rewriter { client: &mut client, server: &mut new_server, registry: &reg, expect: &mut expect }
+            .message(BIND, bind, &msg(BIND, bind), &mut out)
+            .unwrap();
+        let m = body_of(&out);
+        assert_eq!(m[0], (PARSE, b"pgmux_1\0select 1\0\0\0".to_vec()));
+        assert_eq!(m[1].0, BIND);
+        assert_eq!(expect.front(), Some(&Expect::Parse { id: Some(1), hidden: true }));
+    }
+
+    #[test]
+    fn unnamed_statement_follows_its_client() {
+        let reg = Registry::default();
+        let mut a = ClientStatements::new(1);
+        let mut b = ClientStatements::new(2);
+        let mut server = ServerStatements::default();
+        let mut expect = VecDeque::new();
+        let mut out = BytesMut::new();
+        let pa = b"\0select 'a'\0\0\0";
+        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect }
+            .message(PARSE, pa, &msg(PARSE, pa), &mut out)
+            .unwrap();
+        let pb = b"\0select 'b'\0\0\0";
+        Rewriter { client: &mut b, server: &mut server, registry: &reg, expect: &mut expect }
+            .message(PARSE, pb, &msg(PARSE, pb), &mut out)
+            .unwrap();
+        out.clear();
+        let bind = b"\0\0\0\0\0\0\0\0";
+        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect }
+            .message(BIND, bind, &msg(BIND, bind), &mut out)
+            .unwrap();
+        let m = body_of(&out);
+        assert_eq!(m[0], (PARSE, b"\0select 'a'\0\0\0".to_vec()), "a's unnamed statement re-sent");
+        assert_eq!(m[1].0, BIND);
+    }
+
+    #[test]
+    fn eviction_closes_on_the_server() {
+        let reg = Registry::default();
+        let mut c = ClientStatements::new(1);
+        let mut server = ServerStatements::with_capacity(1);
+        let mut expect = VecDeque::new();
+        let mut out = BytesMut::new();
+        for (i, sql) in [b"a\0select 1\0\0\0", b"b\0select 2\0\0\0"].iter().enumerate() {
+            let _ = i;
+            Rewriter { client: &mut c, server: &mut server, registry: &reg, expect: &mut expect }
+                .message(PARSE, *sql, &msg(PARSE, *sql), &mut out)
+                .unwrap();
+        }
+        let m = body_of(&out);
+        assert_eq!(m[1], (CLOSE, b"Spgmux_1\0".to_vec()));
+        assert_eq!(m[2].0, PARSE);
+        assert_eq!(expect[1], Expect::Close { as_parse: false, hidden: true, evicted: Some(1) });
+    }
+}
