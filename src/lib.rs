@@ -8,6 +8,7 @@
 //! - [`pool`]: bounded pools of server connections with a FIFO wait queue.
 //! - [`prepared`]: named statements shared by clients across server connections.
 //! - [`server`]: one connection to PostgreSQL, and logging in to it.
+//! - [`sql`]: a small SQL lexer and what a query does to the session.
 //! - [`session`]: the settings a client expects on whatever server it gets.
 //! - [`cancel`]: pgmux's cancel keys and forwarding CancelRequests.
 //! - [`auth`]: SCRAM-SHA-256 and md5, without I/O.
@@ -31,4 +32,5 @@ pub mod proxy;
 pub mod server;
 pub mod run;
 pub mod session;
+pub mod sql;
 pub mod demo;

@@ -43,6 +43,33 @@ impl SessionParams {
     pub fn iter(&self) -> impl Iterator<Item = &(String, String)> {
         self.items.iter()
     }
+
+    /// A copy with some settings replaced (`Some`) or removed (`None`).
+    pub fn updated(&self, changes: &[(String, Option<String>)]) -> SessionParams {
+        let mut items = self.items.clone();
+        for (k, v) in changes {
+            let k = k.to_ascii_lowercase();
+            items.retain(|(ik, _)| *ik != k);
+            if let Some(v) = v {
+                items.push((k, v.clone()));
+            }
+        }
+        items.sort();
+        SessionParams { items }
+    }
+}
+
+/// The query that reads the current values of `names` (name, value or NULL).
+pub fn read_query(names: &[String]) -> String {
+    let mut sql = String::from("SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[");
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        quote_literal(&mut sql, n);
+    }
+    sql.push_str("]::text[]) AS n");
+    sql
 }
 
 fn quote_literal(out: &mut String, s: &str) {

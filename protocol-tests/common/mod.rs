@@ -82,10 +82,15 @@ impl Setup {
     }
 
     pub fn start(&self) -> Pgmux {
+        self.start_with(|y| y)
+    }
+
+    /// Starts pgmux with the generated YAML edited by `edit`.
+    pub fn start_with(&self, edit: impl FnOnce(String) -> String) -> Pgmux {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("pgmux.yaml");
-        std::fs::write(&config, self.yaml(port)).unwrap();
+        std::fs::write(&config, edit(self.yaml(port))).unwrap();
         let log = dir.path().join("pgmux.log");
         let child = Command::new(pgmux_bin())
             .arg("--config")

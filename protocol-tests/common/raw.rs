@@ -22,6 +22,7 @@ pub enum Msg {
     Complete(String),
     Error { code: String, message: String },
     Ready(u8),
+    Notification { channel: String, payload: String },
     Other(u8),
 }
 
@@ -143,6 +144,10 @@ fn simplify(m: Message) -> Msg {
             Msg::Error { code, message }
         }
         Message::ReadyForQuery(r) => Msg::Ready(r.status()),
+        Message::NotificationResponse(n) => Msg::Notification {
+            channel: n.channel().unwrap().to_string(),
+            payload: n.message().unwrap().to_string(),
+        },
         Message::ParseComplete => Msg::Other(b'1'),
         Message::BindComplete => Msg::Other(b'2'),
         _ => Msg::Other(0),

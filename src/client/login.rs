@@ -29,7 +29,11 @@ pub struct LoggedIn {
     pub user: String,
     pub database: String,
     pub pools: Arc<DbPools>,
+    /// The settings the client expects now (startup settings plus its SETs).
     pub params: Arc<SessionParams>,
+    /// The settings from its startup packet (what RESET ALL returns to).
+    pub startup: Arc<SessionParams>,
+    pub session_features: crate::config::SessionFeatures,
 }
 
 /// How a login attempt ended, short of success.
@@ -101,7 +105,8 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
     backend::backend_key(&mut out, key.pid, key.secret);
     backend::ready(&mut out, codes::TXN_IDLE);
     stream.write_all(&out).await?;
-    Ok(LoggedIn { user, database, pools, params })
+    let session_features = proxy.config.databases.get(&database).map(|d| d.session_features).unwrap_or_default();
+    Ok(LoggedIn { user, database, pools, startup: params.clone(), params, session_features })
 }
 
 /// Reads first packets until a StartupMessage; answers SSL/GSSENC with 'N' and

@@ -18,6 +18,7 @@ use super::responses::{drop_ignored_syncs, on_server_message, Edits};
 use super::rewrite::Rewriter;
 use super::txn::TxnTracker;
 use crate::prepared::{ClientStatements, Registry};
+use crate::sql::SessionEffects;
 use crate::protocol::codes;
 use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
 use crate::server::{consume, ServerConn, READ_BUF};
@@ -56,9 +57,18 @@ pub struct Relay<'a> {
     pub cframer: &'a mut Framer,
     pub server: &'a mut ServerConn,
     pub txn: &'a mut TxnTracker,
-    /// Transaction mode: the client's statements, rewritten onto shared server names.
-    pub statements: Option<(&'a mut ClientStatements, &'a Registry)>,
+    /// Transaction mode: the client's statements, rewritten onto shared server names,
+    /// and what its queries do to its session.
+    pub statements: Option<TxnRewrite<'a>>,
     pub max_message: usize,
+}
+
+/// What transaction mode needs to rewrite a client's messages.
+pub struct TxnRewrite<'a> {
+    pub client: &'a mut ClientStatements,
+    pub registry: &'a Registry,
+    pub effects: &'a mut SessionEffects,
+    pub reject_session_features: bool,
 }
 
 enum Event {
@@ -207,7 +217,14 @@ impl Relay<'_> {
         let mut rewriter = self
             .statements
             .as_mut()
-            .map(|(client, registry)| Rewriter { client, server: statements, registry, expect });
+            .map(|t| Rewriter {
+                client: &mut *t.client,
+                server: statements,
+                registry: t.registry,
+                expect,
+                effects: &mut *t.effects,
+                reject_session_features: t.reject_session_features,
+            });
         let buf = &self.cbuf[..];
         let max = self.max_message;
         let mut copied = 0;

@@ -18,6 +18,7 @@ use bytes::{BufMut, BytesMut};
 use crate::prepared::{server_name, ClientStatements, Registry, ServerStatements};
 use crate::protocol::codes::*;
 use crate::protocol::frame::cstr;
+use crate::sql::{merge_effects, SessionEffects};
 
 /// What to do with one future server answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,17 @@ pub struct Rewriter<'a> {
     pub server: &'a mut ServerStatements,
     pub registry: &'a Registry,
     pub expect: &'a mut VecDeque<Expect>,
+    /// What the client's queries in this transaction do to its session.
+    pub effects: &'a mut SessionEffects,
+    /// Refuse session-only features instead of pinning the client.
+    pub reject_session_features: bool,
+}
+
+/// SQL that fails with a clear error in place of a refused statement.
+fn rejection_sql(reason: &str) -> String {
+    format!(
+        "DO $pgmux$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'pgmux: {reason} needs a server connection of its own, and this database is configured with session_features: reject', HINT = 'Use session_features: pin, or a session-mode pool.'; END$pgmux$"
+    )
 }
 
 fn put_msg(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
@@ -79,8 +91,11 @@ impl Rewriter<'_> {
                 Ok(())
             }
             QUERY => {
-                self.query(body);
-                out.extend_from_slice(raw);
+                let text = body.strip_suffix(&[0]).unwrap_or(body);
+                match self.note_effects(text) {
+                    Some(reason) => put_msg(out, QUERY, &[rejection_sql(reason).as_bytes(), b"\0"]),
+                    None => out.extend_from_slice(raw),
+                }
                 self.expect.push_back(Expect::Ready);
                 Ok(())
             }
@@ -93,11 +108,25 @@ impl Rewriter<'_> {
 
     fn parse(&mut self, body: &[u8], raw: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
         let (name, rest) = cstr(body).ok_or("malformed Parse message")?;
+        let (query, _) = cstr(rest).ok_or("malformed Parse message")?;
+        let rejected;
+        let rest = match self.note_effects(query) {
+            Some(reason) => {
+                // Parse the failing statement instead: its Execute gives the error.
+                rejected = [rejection_sql(reason).as_bytes(), b"\0\0\0"].concat();
+                &rejected[..]
+            }
+            None => rest,
+        };
         if name.is_empty() {
             self.client.unnamed = Some(bytes::Bytes::copy_from_slice(rest));
             self.client.unnamed_gen += 1;
             self.server.unnamed_owner = Some((self.client.uid, self.client.unnamed_gen));
-            out.extend_from_slice(raw);
+            if rest.len() == body.len() - 1 {
+                out.extend_from_slice(raw);
+            } else {
+                put_msg(out, PARSE, &[b"\0", rest]);
+            }
             self.expect.push_back(Expect::Parse { id: None, hidden: false });
             return Ok(());
         }
@@ -196,19 +225,23 @@ impl Rewriter<'_> {
         Ok(())
     }
 
-    /// SQL that makes the server forget prepared statements.
-    fn query(&mut self, body: &[u8]) {
-        if contains_ci(body, b"discard") || contains_ci(body, b"deallocate") {
+    /// Records the session effects of SQL text; DISCARD ALL / DEALLOCATE ALL make the
+    /// server (and the client) forget statements from here on. Returns the reason
+    /// when the text uses a session-only feature that is to be refused.
+    fn note_effects(&mut self, sql: &[u8]) -> Option<&'static str> {
+        let forgot = self.effects.forget_statements;
+        let pinned = self.effects.pin.is_some();
+        merge_effects(sql, self.effects);
+        if self.effects.forget_statements && !forgot {
             self.server.clear();
-            if contains_ci(body, b"all") {
-                self.client.named.clear();
-            }
+            self.client.named.clear();
+            self.client.unnamed = None;
         }
+        if self.reject_session_features && !pinned {
+            return self.effects.pin.take();
+        }
+        None
     }
-}
-
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -240,7 +273,7 @@ mod tests {
         let mut server = ServerStatements::default();
         let mut expect = VecDeque::new();
         let mut out = BytesMut::new();
-        let mut rw = Rewriter { client: &mut client, server: &mut server, registry: &reg, expect: &mut expect };
+        let mut rw = Rewriter { client: &mut client, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false };
         let parse = b"S_1\0select $1\0\0\0";
         rw.message(PARSE, parse, &msg(PARSE, parse), &mut out).unwrap();
         let bind = b"\0S_1\0\0\0\0\0\0\0";
@@ -251,7 +284,7 @@ mod tests {
         // A second client's Parse of the same SQL on this server: a no-op Close.
         let mut other = ClientStatements::new(2);
         out.clear();
-        let mut rw = Rewriter { client: &mut other, server: &mut server, registry: &reg, expect: &mut expect };
+        let mut rw = Rewriter { client: &mut other, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false };
         let parse2 = b"other\0select $1\0\0\0";
         rw.message(PARSE, parse2, &msg(PARSE, parse2), &mut out).unwrap();
         assert_eq!(body_of(&out), vec![(CLOSE, b"Spgmux_none\0".to_vec())]);
@@ -272,14 +305,14 @@ mod tests {
         let mut expect = VecDeque::new();
         let mut out = BytesMut::new();
         let parse = b"S_1\0select 1\0\0\0";
-        Rewriter { client: &mut client, server: &mut old_server, registry: &reg, expect: &mut expect }
+        Rewriter { client: &mut client, server: &mut old_server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
             .message(PARSE, parse, &msg(PARSE, parse), &mut out)
             .unwrap();
         out.clear();
         expect.clear();
         let mut new_server = ServerStatements::default();
         let bind = b"\0S_1\0\0\0\0\0\0\0";
-        Rewriter { client: &mut client, server: &mut new_server, registry: &reg, expect: &mut expect }
+        Rewriter { client: &mut client, server: &mut new_server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
             .message(BIND, bind, &msg(BIND, bind), &mut out)
             .unwrap();
         let m = body_of(&out);
@@ -297,16 +330,16 @@ mod tests {
         let mut expect = VecDeque::new();
         let mut out = BytesMut::new();
         let pa = b"\0select 'a'\0\0\0";
-        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect }
+        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
             .message(PARSE, pa, &msg(PARSE, pa), &mut out)
             .unwrap();
         let pb = b"\0select 'b'\0\0\0";
-        Rewriter { client: &mut b, server: &mut server, registry: &reg, expect: &mut expect }
+        Rewriter { client: &mut b, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
             .message(PARSE, pb, &msg(PARSE, pb), &mut out)
             .unwrap();
         out.clear();
         let bind = b"\0\0\0\0\0\0\0\0";
-        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect }
+        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
             .message(BIND, bind, &msg(BIND, bind), &mut out)
             .unwrap();
         let m = body_of(&out);
@@ -323,7 +356,7 @@ mod tests {
         let mut out = BytesMut::new();
         for (i, sql) in [b"a\0select 1\0\0\0", b"b\0select 2\0\0\0"].iter().enumerate() {
             let _ = i;
-            Rewriter { client: &mut c, server: &mut server, registry: &reg, expect: &mut expect }
+            Rewriter { client: &mut c, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
                 .message(PARSE, *sql, &msg(PARSE, *sql), &mut out)
                 .unwrap();
         }

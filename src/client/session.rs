@@ -15,10 +15,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::login::LoggedIn;
-use super::relay::{Hold, Relay, RelayEnd, CLIENT_READ_BUF};
+use super::relay::{Hold, Relay, RelayEnd, TxnRewrite, CLIENT_READ_BUF};
 use super::txn::TxnTracker;
 use crate::cancel::{self, CancelEntry, CancelTarget};
-use crate::config::PoolMode;
+use crate::config::{PoolMode, SessionFeatures};
 use crate::error::{ClientError, PgError};
 use crate::pool::Lease;
 use crate::prepared::ClientStatements;
@@ -26,7 +26,8 @@ use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::{Framer, Step};
 use crate::proxy::Proxy;
-use crate::session::sync_query;
+use crate::session::{read_query, sync_query, SessionParams};
+use crate::sql::SessionEffects;
 
 pub struct Session<'a> {
     pub proxy: &'a Proxy,
@@ -92,7 +93,8 @@ impl Session<'_> {
     }
 
     /// Runs the client's traffic on `lease` until the boundary (transaction mode) or
-    /// the end of the session (session mode). Returns `Some` when the session is over.
+    /// the end of the session (session mode, or a client pinned by a session-only
+    /// feature). Returns `Some` when the session is over.
     async fn serve_with(&mut self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>) -> Option<SessionEnd> {
         if let Err(e) = self.sync_settings(&mut lease).await {
             lease.discard();
@@ -101,42 +103,73 @@ impl Session<'_> {
         let conn = lease.conn();
         self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
         let mode = self.proxy.config.pool.mode;
-        let hold = match mode {
-            PoolMode::Transaction => Hold::UntilBoundary,
-            PoolMode::Session => Hold::Session(shutdown),
-        };
-        let mut txn = TxnTracker::default();
-        let statements = match mode {
-            PoolMode::Transaction => Some((&mut self.statements, &self.proxy.statements)),
-            PoolMode::Session => None,
-        };
-        let end = Relay {
-            client: &self.stream,
-            cbuf: &mut self.cbuf,
-            cframer: &mut self.cframer,
-            server: lease.conn_mut(),
-            txn: &mut txn,
-            statements,
-            max_message: self.proxy.config.max_message_size.0 as usize,
+        let reject = self.login.session_features == SessionFeatures::Reject;
+        let mut pinned = false;
+        loop {
+            let mut txn = TxnTracker::default();
+            let mut effects = SessionEffects::default();
+            let hold = if mode == PoolMode::Session || pinned { Hold::Session(&mut *shutdown) } else { Hold::UntilBoundary };
+            let statements = (mode == PoolMode::Transaction).then(|| TxnRewrite {
+                client: &mut self.statements,
+                registry: &self.proxy.statements,
+                effects: &mut effects,
+                reject_session_features: reject,
+            });
+            let end = Relay {
+                client: &self.stream,
+                cbuf: &mut self.cbuf,
+                cframer: &mut self.cframer,
+                server: lease.conn_mut(),
+                txn: &mut txn,
+                statements,
+                max_message: self.proxy.config.max_message_size.0 as usize,
+            }
+            .run(hold)
+            .await;
+            if let Some(reason) = effects.pin.filter(|_| !pinned) {
+                pinned = true;
+                tracing::info!(client = self.cancel.pid, reason, "client pinned to its server connection for the rest of its session");
+            }
+            if end == RelayEnd::Boundary && (!effects.settings.is_empty() || effects.reset_all) {
+                if let Err(e) = self.refresh_settings(&mut lease, &effects).await {
+                    tracing::warn!(client = self.cancel.pid, error = %e, "could not read back session settings");
+                    self.cancel.detach();
+                    lease.discard();
+                    return None;
+                }
+            }
+            if end == RelayEnd::Boundary && pinned {
+                continue;
+            }
+            self.cancel.detach();
+            if pinned && end != RelayEnd::Boundary {
+                // Temporary tables, listeners, advisory locks: nothing to hand on.
+                lease.discard();
+                return Some(match end {
+                    RelayEnd::Shutdown => self.say_goodbye().await,
+                    _ => SessionEnd::ClientLeft,
+                });
+            }
+            return self.after_relay(end, lease, &txn).await;
         }
-        .run(hold)
-        .await;
-        self.cancel.detach();
+    }
+
+    async fn after_relay(&mut self, end: RelayEnd, lease: Lease, txn: &TxnTracker) -> Option<SessionEnd> {
         match end {
             RelayEnd::Boundary => {
                 lease.release();
                 None
             }
             RelayEnd::Shutdown => {
-                self.recycle(lease, &txn).await;
+                self.recycle(lease, txn).await;
                 Some(self.say_goodbye().await)
             }
             RelayEnd::ClientGone => {
-                self.recycle(lease, &txn).await;
+                self.recycle(lease, txn).await;
                 Some(SessionEnd::ClientLeft)
             }
             RelayEnd::ClientProtocol(msg) => {
-                self.recycle(lease, &txn).await;
+                self.recycle(lease, txn).await;
                 let e = ClientError::Protocol(msg.clone());
                 self.send_error(&e.to_pg()).await;
                 Some(SessionEnd::Error(msg))
@@ -148,6 +181,45 @@ impl Session<'_> {
                 Some(SessionEnd::Error(msg))
             }
         }
+    }
+
+    /// After a transaction that ran SET/RESET: reads the settings back from the
+    /// server, so the client keeps them on every later connection (and a rolled-back
+    /// or LOCAL setting is not kept).
+    async fn refresh_settings(&mut self, lease: &mut Lease, fx: &SessionEffects) -> Result<(), String> {
+        let mut names = fx.settings.clone();
+        names.sort();
+        names.dedup();
+        let mut changes = Vec::new();
+        if !names.is_empty() {
+            let timeout = lease.pool().settings.connect_timeout;
+            let r = lease.conn_mut().run_internal(&read_query(&names), timeout).await.map_err(|e| e.to_string())?;
+            if let Some(e) = r.error {
+                return Err(e.to_string());
+            }
+            for row in r.rows {
+                if let [Some(name), value] = &row[..] {
+                    changes.push((name.clone(), value.clone()));
+                }
+            }
+        }
+        let conn = lease.conn_mut();
+        let (client_base, server_base) = if fx.reset_all {
+            (self.login.startup.clone(), Arc::new(SessionParams::default()))
+        } else {
+            (self.login.params.clone(), conn.session.clone())
+        };
+        let client = client_base.updated(&changes);
+        let server = server_base.updated(&changes);
+        if client == server {
+            let shared = Arc::new(client);
+            conn.session = shared.clone();
+            self.login.params = shared;
+        } else {
+            conn.session = Arc::new(server);
+            self.login.params = Arc::new(client);
+        }
+        Ok(())
     }
 
     /// Applies the client's startup settings to the connection if it differs.

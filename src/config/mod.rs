@@ -126,6 +126,19 @@ pub struct DatabaseConfig {
     /// Database name on the servers; defaults to the key.
     #[serde(default)]
     pub dbname: Option<String>,
+    /// Transaction mode: what to do when a client uses a session-only feature
+    /// (LISTEN, temporary tables, WITH HOLD cursors, session advisory locks, LOAD,
+    /// SQL PREPARE): `pin` it to its server connection, or `reject` the statement.
+    #[serde(default)]
+    pub session_features: SessionFeatures,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionFeatures {
+    #[default]
+    Pin,
+    Reject,
 }
 
 mod defaults {

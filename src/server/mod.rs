@@ -59,6 +59,8 @@ pub struct InternalResult {
     pub error: Option<PgError>,
     /// Transaction status of the final ReadyForQuery.
     pub status: u8,
+    /// Rows, as text (pgmux's internal queries use the simple protocol).
+    pub rows: Vec<Vec<Option<String>>>,
 }
 
 impl ServerConn {
@@ -86,12 +88,22 @@ impl ServerConn {
     async fn exchange(&mut self, out: BytesMut) -> io::Result<InternalResult> {
         self.stream.write_all(&out).await?;
         let mut error = None;
+        let mut rows = Vec::new();
         loop {
             match self.read_message().await? {
                 backend::Message::ReadyForQuery(b) => {
-                    return Ok(InternalResult { error, status: b.status() });
+                    return Ok(InternalResult { error, status: b.status(), rows });
                 }
                 backend::Message::ErrorResponse(body) => error = Some(login::to_pg_error(body.fields())),
+                backend::Message::DataRow(row) => {
+                    use fallible_iterator::FallibleIterator;
+                    let buf = row.buffer();
+                    let values = row
+                        .ranges()
+                        .map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned())))
+                        .collect()?;
+                    rows.push(values);
+                }
                 _ => {}
             }
         }

@@ -1,0 +1,202 @@
+//! Reading SQL text, as far as pgmux must: session effects of a query (settings it
+//! changes, features that tie a client to its server connection).
+
+pub mod lexer;
+
+use lexer::{Lexer, Tok};
+
+/// What a query does to the session, beyond its own transaction.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SessionEffects {
+    /// Settings changed with SET/RESET (lower-case GUC names).
+    pub settings: Vec<String>,
+    /// RESET ALL or DISCARD ALL/DISCARD PLANS...: settings go back to defaults.
+    pub reset_all: bool,
+    /// DISCARD ALL / DEALLOCATE ALL: the server forgets prepared statements.
+    pub forget_statements: bool,
+    /// A session-only feature that needs this very server connection from now on.
+    pub pin: Option<&'static str>,
+}
+
+impl SessionEffects {
+    pub fn is_empty(&self) -> bool {
+        self == &SessionEffects::default()
+    }
+}
+
+fn lower(w: &[u8]) -> String {
+    String::from_utf8_lossy(w).to_ascii_lowercase()
+}
+
+fn is(t: Option<&Tok<'_>>, kw: &str) -> bool {
+    matches!(t, Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw.as_bytes()))
+}
+
+/// The GUC name a `SET`/`RESET` statement targets, from the words after the verb.
+fn setting_name(toks: &[Tok<'_>]) -> Option<String> {
+    let mut i = 0;
+    if is(toks.first(), "session") {
+        i = 1;
+    }
+    let t = toks.get(i);
+    if is(t, "local") || is(t, "transaction") || is(t, "constraints") {
+        return None;
+    }
+    if i == 1 && is(t, "authorization") {
+        return Some("session_authorization".into());
+    }
+    if is(t, "session") && is(toks.get(i + 1), "authorization") {
+        return Some("session_authorization".into());
+    }
+    if is(t, "time") && is(toks.get(i + 1), "zone") {
+        return Some("timezone".into());
+    }
+    if is(t, "names") {
+        return Some("client_encoding".into());
+    }
+    if is(t, "schema") {
+        return Some("search_path".into());
+    }
+    if is(t, "xml") && is(toks.get(i + 1), "option") {
+        return Some("xmloption".into());
+    }
+    let name = match t? {
+        Tok::Word(w) | Tok::Quoted(w) => lower(w),
+        _ => return None,
+    };
+    // Custom settings: `SET my.var = ...`.
+    if toks.get(i + 1) == Some(&Tok::Dot) {
+        if let Some(Tok::Word(w) | Tok::Quoted(w)) = toks.get(i + 2) {
+            return Some(format!("{name}.{}", lower(w)));
+        }
+    }
+    Some(name)
+}
+
+const SESSION_ADVISORY_LOCKS: &[&str] =
+    &["pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"];
+
+/// Tokens kept from the start of each statement: enough for every rule below.
+const HEAD: usize = 6;
+
+/// Reads every statement of a query string for its session effects, in one pass
+/// and without allocating (this runs on every simple query in transaction mode).
+pub fn session_effects(sql: &[u8]) -> SessionEffects {
+    let mut fx = SessionEffects::default();
+    merge_effects(sql, &mut fx);
+    fx
+}
+
+/// Like [`session_effects`], adding to `fx`.
+pub fn merge_effects(sql: &[u8], fx: &mut SessionEffects) {
+    let mut head: [Tok<'_>; HEAD] = [Tok::Other; HEAD];
+    let mut n = 0;
+    let mut prev = Tok::Other;
+    let mut lexer = Lexer::new(sql);
+    loop {
+        let t = lexer.next();
+        match t {
+            Some(Tok::Semicolon) | None => {
+                statement_effects(&head[..n], fx);
+                n = 0;
+                if t.is_none() {
+                    return;
+                }
+            }
+            Some(t) => {
+                if n < HEAD {
+                    head[n] = t;
+                    n += 1;
+                }
+                if fx.pin.is_none() {
+                    if t == Tok::LParen && matches!(prev, Tok::Word(f) if SESSION_ADVISORY_LOCKS.iter().any(|l| f.eq_ignore_ascii_case(l.as_bytes()))) {
+                        fx.pin = Some("session advisory lock");
+                    }
+                    if is(Some(&prev), "with") && is(Some(&t), "hold") && is(head.first(), "declare") {
+                        fx.pin = Some("WITH HOLD cursor");
+                    }
+                }
+                prev = t;
+            }
+        }
+    }
+}
+
+fn statement_effects(toks: &[Tok<'_>], fx: &mut SessionEffects) {
+    let Some(Tok::Word(verb)) = toks.first() else { return };
+    let rest = &toks[1..];
+    let verb = |kw: &str| verb.eq_ignore_ascii_case(kw.as_bytes());
+    if verb("set") {
+        fx.settings.extend(setting_name(rest));
+    } else if verb("reset") {
+        if is(rest.first(), "all") {
+            fx.reset_all = true;
+        } else {
+            fx.settings.extend(setting_name(rest));
+        }
+    } else if verb("discard") {
+        if is(rest.first(), "all") {
+            fx.reset_all = true;
+            fx.forget_statements = true;
+        }
+    } else if verb("deallocate") {
+        let r = if is(rest.first(), "prepare") { &rest[1..] } else { rest };
+        if is(r.first(), "all") {
+            fx.forget_statements = true;
+        }
+    } else if verb("listen") {
+        fx.pin = Some("LISTEN");
+    } else if verb("load") {
+        fx.pin = Some("LOAD");
+    } else if verb("prepare") {
+        fx.pin = Some("SQL PREPARE");
+    } else if verb("create") {
+        let mut r = rest;
+        if is(r.first(), "or") && is(r.get(1), "replace") {
+            r = &r[2..];
+        }
+        if is(r.first(), "global") || is(r.first(), "local") {
+            r = &r[1..];
+        }
+        if is(r.first(), "temp") || is(r.first(), "temporary") {
+            fx.pin = Some("temporary table");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fx(s: &str) -> SessionEffects {
+        session_effects(s.as_bytes())
+    }
+
+    #[test]
+    fn settings() {
+        assert_eq!(fx("SET search_path = a, b").settings, ["search_path"]);
+        assert_eq!(fx("set SESSION statement_timeout to '5s'").settings, ["statement_timeout"]);
+        assert_eq!(fx("SET LOCAL work_mem = '1MB'").settings, Vec::<String>::new());
+        assert_eq!(fx("SET TIME ZONE 'UTC'; set role app; SET SESSION AUTHORIZATION x").settings, ["timezone", "role", "session_authorization"]);
+        assert_eq!(fx("set my.var = 1; RESET work_mem").settings, ["my.var", "work_mem"]);
+        assert_eq!(fx("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").settings, Vec::<String>::new());
+        assert!(fx("RESET ALL").reset_all);
+        let d = fx("DISCARD ALL");
+        assert!(d.reset_all && d.forget_statements);
+        assert!(fx("deallocate prepare all").forget_statements);
+        assert!(fx("select 'set x = 1' -- ; set y = 2").is_empty());
+    }
+
+    #[test]
+    fn session_only_features() {
+        assert_eq!(fx("LISTEN chan").pin, Some("LISTEN"));
+        assert_eq!(fx("create temp table t (x int)").pin, Some("temporary table"));
+        assert_eq!(fx("CREATE GLOBAL TEMPORARY TABLE t (x int)").pin, Some("temporary table"));
+        assert_eq!(fx("declare c cursor with hold for select 1").pin, Some("WITH HOLD cursor"));
+        assert_eq!(fx("select pg_advisory_lock(1)").pin, Some("session advisory lock"));
+        assert_eq!(fx("select pg_advisory_xact_lock(1)").pin, None);
+        assert_eq!(fx("select 'pg_advisory_lock(1)'").pin, None);
+        assert_eq!(fx("create table t (x int)").pin, None);
+        assert_eq!(fx("PREPARE p AS select 1").pin, Some("SQL PREPARE"));
+    }
+}
