@@ -236,3 +236,27 @@ fn discard_all_and_deallocate_in_transaction_mode() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     });
 }
+
+#[test]
+fn a_migration_under_a_prepared_select_star_heals() {
+    let px = Setup { pool_size: 1, ..Default::default() }.start();
+    mt().block_on(async {
+        let c = px.connect().await;
+        c.simple_query("drop table if exists tp_mig; create table tp_mig (a int); insert into tp_mig values (1)").await.unwrap();
+        let s = c.prepare("select * from tp_mig").await.unwrap();
+        assert_eq!(c.query_one(&s, &[]).await.unwrap().len(), 1);
+        let other = px.connect().await;
+        let s_other = other.prepare("select * from tp_mig").await.unwrap();
+        c.simple_query("alter table tp_mig add column b int default 2").await.unwrap();
+        // PostgreSQL refuses the stale statement once...
+        let e = c.query_one(&s, &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+        // ...and the driver's re-prepare really re-prepares on the server, for everyone.
+        let s2 = c.prepare("select * from tp_mig").await.unwrap();
+        let row = c.query_one(&s2, &[]).await.unwrap();
+        assert_eq!((row.len(), row.get::<_, i32>(1)), (2, 2));
+        let s_other2 = other.prepare("select * from tp_mig").await.unwrap();
+        assert_eq!(other.query_one(&s_other2, &[]).await.unwrap().len(), 2);
+        drop(s_other);
+    });
+}

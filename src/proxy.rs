@@ -42,9 +42,19 @@ pub struct Proxy {
     pub cancel: CancelRegistry,
     /// Every distinct named statement clients prepared (transaction mode).
     pub statements: Registry,
+    pub counters: ProxyCounters,
     clients: AtomicUsize,
     /// `true` once a graceful shutdown has begun.
     pub shutdown: watch::Sender<bool>,
+}
+
+/// Process-wide event counts (read by admin commands and metrics).
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Server connections whose statements were dropped after a stale-plan error.
+    pub stale_plans: std::sync::atomic::AtomicU64,
+    /// Clients pinned to a server connection by a session-only feature.
+    pub pinned_sessions: std::sync::atomic::AtomicU64,
 }
 
 /// Counts a connected client for as long as it lives.
@@ -75,6 +85,7 @@ impl Proxy {
             pools: DashMap::new(),
             cancel: CancelRegistry::default(),
             statements: Registry::default(),
+            counters: ProxyCounters::default(),
             clients: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
         })

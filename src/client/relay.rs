@@ -81,10 +81,11 @@ enum Event {
 
 #[inline]
 fn server_inspect(tag: u8) -> usize {
-    if tag == codes::READY_FOR_QUERY {
-        1
-    } else {
-        0
+    match tag {
+        codes::READY_FOR_QUERY => 1,
+        // Errors are read whole (they are small) to notice stale cached plans.
+        codes::ERROR_RESPONSE => 8192,
+        _ => 0,
     }
 }
 
@@ -170,12 +171,12 @@ impl Relay<'_> {
                     let rewriting = self.statements.is_some();
                     let (statements, expect) = (&mut self.server.statements, &mut self.server.expect);
                     let scanned = sframer.scan::<Infallible>(rbuf, self.max_message, server_inspect, |f| {
-                        let (tag, at, ignored) = match f {
-                            Frame::Whole { tag, body, at } => (tag, at, txn.server_sent(tag, body)),
-                            Frame::Streaming { tag, at, .. } => (tag, at, txn.server_sent(tag, &[])),
+                        let (tag, at, body, ignored) = match f {
+                            Frame::Whole { tag, body, at } => (tag, at, body, txn.server_sent(tag, body)),
+                            Frame::Streaming { tag, at, .. } => (tag, at, &[][..], txn.server_sent(tag, &[])),
                         };
                         if rewriting {
-                            on_server_message(tag, at, expect, statements, &mut edits);
+                            on_server_message(tag, at, body, expect, statements, &mut edits);
                             if ignored > 0 {
                                 drop_ignored_syncs(expect, ignored);
                             }

@@ -49,7 +49,14 @@ impl Edits {
 
 /// Handles one server message (header at `at`) against the expectations.
 #[inline]
-pub fn on_server_message(tag: u8, at: usize, expect: &mut VecDeque<Expect>, server: &mut ServerStatements, edits: &mut Edits) {
+pub fn on_server_message(
+    tag: u8,
+    at: usize,
+    body: &[u8],
+    expect: &mut VecDeque<Expect>,
+    server: &mut ServerStatements,
+    edits: &mut Edits,
+) {
     match tag {
         PARSE_COMPLETE | CLOSE_COMPLETE => match expect.pop_front() {
             Some(Expect::Parse { hidden, .. }) => {
@@ -68,6 +75,11 @@ pub fn on_server_message(tag: u8, at: usize, expect: &mut VecDeque<Expect>, serv
             None => {}
         },
         ERROR_RESPONSE => {
+            if is_stale_plan(body) {
+                // A table changed under a prepared statement: every statement here
+                // may be stale; they are dropped at the end of the transaction.
+                server.stale = true;
+            }
             // The server skips everything up to the next Sync.
             while let Some(e) = expect.front().copied() {
                 match e {
@@ -90,6 +102,14 @@ pub fn on_server_message(tag: u8, at: usize, expect: &mut VecDeque<Expect>, serv
         }
         _ => {}
     }
+}
+
+/// The error PostgreSQL raises when a prepared statement's result columns changed
+/// (`ALTER TABLE` under a `SELECT *`): SQLSTATE 0A000, "cached plan must not change
+/// result type".
+pub fn is_stale_plan(body: &[u8]) -> bool {
+    let has = |field: &[u8]| body.windows(field.len()).any(|w| w == field);
+    has(b"C0A000\0") && has(b"cached plan must not change result type")
 }
 
 /// A CopyInResponse showed that the next `ignored` Syncs get no answer.
@@ -121,7 +141,7 @@ mod tests {
         let mut server = ServerStatements::default();
         let mut edits = Edits::default();
         for (tag, at) in [(b'1', 0), (b'3', 5), (b'2', 10), (b'Z', 15)] {
-            on_server_message(tag, at, &mut expect, &mut server, &mut edits);
+            on_server_message(tag, at, b"", &mut expect, &mut server, &mut edits);
         }
         let len = edits.apply(&mut buf, 21);
         assert_eq!(len, 16);
@@ -141,7 +161,8 @@ mod tests {
         ]
         .into();
         let mut edits = Edits::default();
-        on_server_message(b'E', 0, &mut expect, &mut server, &mut edits);
+        on_server_message(b'E', 0, b"SERROR\0C0A000\0Mcached plan must not change result type\0\0", &mut expect, &mut server, &mut edits);
+        assert!(server.stale);
         assert_eq!(expect.len(), 2);
         assert!(!server.touch(7), "the failed Parse did not prepare it");
         assert!(server.touch(3), "the skipped Close did not close it");

@@ -128,6 +128,7 @@ impl Session<'_> {
             .await;
             if let Some(reason) = effects.pin.filter(|_| !pinned) {
                 pinned = true;
+                self.proxy.counters.pinned_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(client = self.cancel.pid, reason, "client pinned to its server connection for the rest of its session");
             }
             if end == RelayEnd::Boundary && (!effects.settings.is_empty() || effects.reset_all) {
@@ -136,6 +137,22 @@ impl Session<'_> {
                     self.cancel.detach();
                     lease.discard();
                     return None;
+                }
+            }
+            if end == RelayEnd::Boundary && lease.conn().statements.stale {
+                // Re-prepared on next use, with the table's new columns.
+                let timeout = lease.pool().settings.connect_timeout;
+                match lease.conn_mut().run_internal("DEALLOCATE ALL", timeout).await {
+                    Ok(r) if r.error.is_none() => {
+                        lease.conn_mut().statements.clear();
+                        self.proxy.counters.stale_plans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!(client = self.cancel.pid, "prepared statements dropped after \"cached plan must not change result type\"");
+                    }
+                    _ => {
+                        self.cancel.detach();
+                        lease.discard();
+                        return None;
+                    }
                 }
             }
             if end == RelayEnd::Boundary && pinned {

@@ -94,6 +94,8 @@ pub struct ServerStatements {
     cap: usize,
     /// Whose unnamed statement the server holds: (client uid, parse generation).
     pub unnamed_owner: Option<(u64, u64)>,
+    /// A statement here hit "cached plan must not change result type": drop them all.
+    pub stale: bool,
 }
 
 impl Default for ServerStatements {
@@ -104,7 +106,7 @@ impl Default for ServerStatements {
 
 impl ServerStatements {
     pub fn with_capacity(cap: usize) -> Self {
-        ServerStatements { entries: HashMap::new(), tick: 0, cap: cap.max(1), unnamed_owner: None }
+        ServerStatements { entries: HashMap::new(), tick: 0, cap: cap.max(1), unnamed_owner: None, stale: false }
     }
 
     /// True if prepared here; marks it recently used.
@@ -140,6 +142,7 @@ impl ServerStatements {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.unnamed_owner = None;
+        self.stale = false;
     }
 
     pub fn len(&self) -> usize {
