@@ -416,3 +416,42 @@ fn pgmux_check_reports_located_errors() {
     assert!(!ok);
     assert!(err.contains("databases.app.primary"), "{err}");
 }
+
+#[test]
+fn a_server_that_is_down_gives_a_quick_clean_error() {
+    let dead = pgmux::cluster::free_port();
+    let extra = format!("  down:\n    primary: 127.0.0.1:{dead}\n    dbname: app\n");
+    let px = Setup::default().start_with(|y| format!("{y}{extra}"));
+    mt().block_on(async {
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let e = px.connect_as("app", "app", "down").await.unwrap_err();
+            assert_eq!(sqlstate(&e).as_deref(), Some("08001"), "{e}");
+            assert!(message(&e).contains(&format!("cannot connect to server 127.0.0.1:{dead}")), "{e}");
+            assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        }
+        // The other database is unaffected.
+        let c = px.connect().await;
+        assert_eq!(scalar(&c, "select 1").await, "1");
+    });
+}
+
+#[test]
+fn idle_server_connections_close_after_server_idle_timeout() {
+    let setup = Setup { pool_size: 3, pool_extra: "  server_idle_timeout: 1s\n".into(), ..Default::default() };
+    let px = setup.start();
+    mt().block_on(async {
+        let admin = direct(cluster().primary.port).await;
+        let clients: Vec<_> = futures_util::future::join_all((0..3).map(|_| px.connect_named("tp_idle"))).await;
+        // Three concurrent transactions open three server connections.
+        futures_util::future::join_all(clients.iter().map(|c| c.simple_query("select pg_sleep(0.3)"))).await;
+        assert_eq!(app_backends(&admin, "tp_idle", None).await, 3);
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while app_backends(&admin, "tp_idle", None).await > 0 {
+            assert!(Instant::now() < deadline, "idle server connections were not closed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // And new ones open on demand.
+        assert_eq!(scalar(&clients[0], "select 7").await, "7");
+    });
+}

@@ -45,11 +45,20 @@ pub struct Setup {
     pub max_clients: usize,
     /// Extra top-level YAML appended verbatim.
     pub extra: String,
+    /// Extra lines for the `pool:` block (indented by two spaces).
+    pub pool_extra: String,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { pool_size: 5, checkout_timeout: "5s", mode: "transaction", max_clients: 5000, extra: String::new() }
+        Setup {
+            pool_size: 5,
+            checkout_timeout: "5s",
+            mode: "transaction",
+            max_clients: 5000,
+            extra: String::new(),
+            pool_extra: String::new(),
+        }
     }
 }
 
@@ -70,7 +79,7 @@ impl Setup {
         let c = cluster();
         let replicas: Vec<String> = c.replicas.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
         format!(
-            "listen: 127.0.0.1:{port}\nmax_client_connections: {max}\npool:\n  mode: {mode}\n  size: {size}\n  checkout_timeout: {to}\nusers:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{primary}\n    replicas: [{replicas}]\n{extra}",
+            "listen: 127.0.0.1:{port}\nmax_client_connections: {max}\npool:\n  mode: {mode}\n  size: {size}\n  checkout_timeout: {to}\n{pool_extra}users:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{primary}\n    replicas: [{replicas}]\n{extra}",
             max = self.max_clients,
             mode = self.mode,
             size = self.pool_size,
@@ -78,6 +87,7 @@ impl Setup {
             primary = c.primary.port,
             replicas = replicas.join(", "),
             extra = self.extra,
+            pool_extra = self.pool_extra,
         )
     }
 
