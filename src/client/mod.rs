@@ -35,7 +35,10 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
     let id = key.entry.pid;
     {
         let timeout = proxy.config.startup_timeout.0;
-        let logged_in = match tokio::time::timeout(timeout, login::login(&mut stream, &proxy, &key.entry)).await {
+        // Boxed: the login's state is large and short-lived; an idle client keeps
+        // only the session's.
+        let login = Box::pin(login::login(&mut stream, &proxy, &key.entry));
+        let logged_in = match tokio::time::timeout(timeout, login).await {
             Ok(Ok(l)) => l,
             Ok(Err(Refusal::Error(e))) => {
                 tracing::info!(client = id, %peer, error = %e, "login refused");
@@ -64,5 +67,25 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::debug!(client = id, "client left"),
             SessionEnd::Error(e) => tracing::info!(client = id, error = %e, "session ended with an error"),
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn future_sizes() {
+        let proxy = crate::proxy::Proxy::new(crate::config::Config::parse(include_str!("../../configs/pgmux.yaml"), std::path::Path::new("x")).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let key = proxy.cancel.register();
+            let mut s2 = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let lf = super::login::login(&mut s2, &proxy, &key.entry);
+            eprintln!("login future: {} bytes", std::mem::size_of_val(&lf));
+            drop(lf);
+            let f = super::serve(s, proxy.clone());
+            eprintln!("serve future: {} bytes", std::mem::size_of_val(&f));
+        });
     }
 }

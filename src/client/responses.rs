@@ -21,20 +21,15 @@ const CLOSE_COMPLETE: u8 = b'3';
 pub struct Edits {
     /// Offsets of 5-byte messages to remove (pgmux's own Parse/Close answers).
     pub hide: Vec<usize>,
-    /// Offsets of CloseCompletes to turn into ParseCompletes.
-    pub as_parse: Vec<usize>,
 }
 
 impl Edits {
     pub fn is_empty(&self) -> bool {
-        self.hide.is_empty() && self.as_parse.is_empty()
+        self.hide.is_empty()
     }
 
     /// Applies the edits to `buf[..len]`; returns the new length of that prefix.
     pub fn apply(&mut self, buf: &mut BytesMut, len: usize) -> usize {
-        for &at in &self.as_parse {
-            buf[at] = PARSE_COMPLETE;
-        }
         let mut len = len;
         for &at in self.hide.iter().rev() {
             buf.copy_within(at + 5.., at);
@@ -42,7 +37,6 @@ impl Edits {
             len -= 5;
         }
         self.hide.clear();
-        self.as_parse.clear();
         len
     }
 }
@@ -64,10 +58,8 @@ pub fn on_server_message(
                     edits.hide.push(at);
                 }
             }
-            Some(Expect::Close { as_parse, hidden, .. }) => {
-                if as_parse {
-                    edits.as_parse.push(at);
-                } else if hidden {
+            Some(Expect::Close { hidden, .. }) => {
+                if hidden {
                     edits.hide.push(at);
                 }
             }
@@ -130,11 +122,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hides_and_renames() {
+    fn hides_pgmux_own_answers() {
         let mut buf = BytesMut::from(&b"1\0\0\0\x043\0\0\0\x042\0\0\0\x04Z\0\0\0\x05I"[..]);
         let mut expect: VecDeque<Expect> = [
             Expect::Parse { id: Some(1), hidden: true },
-            Expect::Close { as_parse: true, hidden: false, evicted: None },
+            Expect::Close { hidden: false, evicted: None },
             Expect::Ready,
         ]
         .into();
@@ -145,7 +137,7 @@ mod tests {
         }
         let len = edits.apply(&mut buf, 21);
         assert_eq!(len, 16);
-        assert_eq!(&buf[..], b"1\0\0\0\x042\0\0\0\x04Z\0\0\0\x05I");
+        assert_eq!(&buf[..], b"3\0\0\0\x042\0\0\0\x04Z\0\0\0\x05I");
         assert!(expect.is_empty());
     }
 
@@ -155,7 +147,7 @@ mod tests {
         server.insert(7);
         let mut expect: VecDeque<Expect> = [
             Expect::Parse { id: Some(7), hidden: true },
-            Expect::Close { as_parse: false, hidden: true, evicted: Some(3) },
+            Expect::Close { hidden: true, evicted: Some(3) },
             Expect::Ready,
             Expect::Ready,
         ]

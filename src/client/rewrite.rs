@@ -6,8 +6,9 @@
 //! statement is re-sent when the server's unnamed statement is someone else's (a
 //! Parse in one transaction, its Bind in the next). For every message that the server
 //! will answer with ParseComplete/CloseComplete/ReadyForQuery, an [`Expect`] records
-//! what to do with that answer (forward it, hide it, turn a CloseComplete into the
-//! ParseComplete the client expects): see `client::responses`.
+//! what to do with that answer (forward it, or hide pgmux's own): see
+//! `client::responses`. A client's Parse always really prepares (Close, then Parse),
+//! so it gets a plan for today's schema even if the statement was prepared before.
 //!
 //! In session mode nothing is rewritten: bytes are copied as they are.
 
@@ -26,9 +27,9 @@ pub enum Expect {
     /// A ParseComplete. `id`: the registry statement (None: the unnamed one);
     /// `hidden`: pgmux's own Parse, not shown to the client.
     Parse { id: Option<u64>, hidden: bool },
-    /// A CloseComplete. `as_parse`: stands in for a ParseComplete (the statement was
-    /// already prepared); `hidden`: pgmux's own eviction of `evicted`.
-    Close { as_parse: bool, hidden: bool, evicted: Option<u64> },
+    /// A CloseComplete. `hidden`: pgmux's own Close (of `evicted`, when the LRU
+    /// made room).
+    Close { hidden: bool, evicted: Option<u64> },
     /// A ReadyForQuery (after Sync, Query or FunctionCall).
     Ready,
 }
@@ -91,6 +92,8 @@ impl Rewriter<'_> {
                 Ok(())
             }
             QUERY => {
+                // A simple query destroys the server's unnamed statement.
+                self.server.unnamed_owner = None;
                 let text = body.strip_suffix(&[0]).unwrap_or(body);
                 match self.note_effects(text) {
                     Some(reason) => put_msg(out, QUERY, &[rejection_sql(reason).as_bytes(), b"\0"]),
@@ -132,23 +135,29 @@ impl Rewriter<'_> {
         }
         let def = self.registry.intern(rest);
         self.client.named.insert(name.into(), def.clone());
-        if self.server.touch(def.id) {
-            // Already prepared on this connection: a no-op Close answers in its place.
-            put_close(out, NO_STATEMENT);
-            self.expect.push_back(Expect::Close { as_parse: true, hidden: false, evicted: None });
-        } else {
+        // A client's Parse promises a fresh plan (the statement may be here already,
+        // planned before a schema change), so it is always prepared again.
+        if !self.server.touch(def.id) {
             self.make_room(def.id, out);
-            put_msg(out, PARSE, &[def.server_name.as_bytes(), b"\0", &def.body]);
-            self.expect.push_back(Expect::Parse { id: Some(def.id), hidden: false });
         }
+        self.prepare(def.id, &def.server_name, &def.body, false, out);
         Ok(())
+    }
+
+    /// Close-then-Parse of a server statement: the Close (a no-op if it is not
+    /// there) keeps this right even if our record of the server drifted.
+    fn prepare(&mut self, id: u64, name: &str, body: &[u8], hidden: bool, out: &mut BytesMut) {
+        put_close(out, name);
+        self.expect.push_back(Expect::Close { hidden: true, evicted: None });
+        put_msg(out, PARSE, &[name.as_bytes(), b"\0", body]);
+        self.expect.push_back(Expect::Parse { id: Some(id), hidden });
     }
 
     /// Records `id` as prepared, closing the least recently used statement if full.
     fn make_room(&mut self, id: u64, out: &mut BytesMut) {
         if let Some(old) = self.server.insert(id) {
             put_close(out, &server_name(old));
-            self.expect.push_back(Expect::Close { as_parse: false, hidden: true, evicted: Some(old) });
+            self.expect.push_back(Expect::Close { hidden: true, evicted: Some(old) });
         }
     }
 
@@ -158,8 +167,7 @@ impl Rewriter<'_> {
         let def = self.client.named.get(name)?.clone();
         if !self.server.touch(def.id) {
             self.make_room(def.id, out);
-            put_msg(out, PARSE, &[def.server_name.as_bytes(), b"\0", &def.body]);
-            self.expect.push_back(Expect::Parse { id: Some(def.id), hidden: true });
+            self.prepare(def.id, &def.server_name, &def.body, true, out);
         }
         Some(def.server_name.clone())
     }
@@ -221,7 +229,7 @@ impl Rewriter<'_> {
             }
             out.extend_from_slice(raw);
         }
-        self.expect.push_back(Expect::Close { as_parse: false, hidden: false, evicted: None });
+        self.expect.push_back(Expect::Close { hidden: false, evicted: None });
         Ok(())
     }
 
@@ -279,22 +287,20 @@ mod tests {
         let bind = b"\0S_1\0\0\0\0\0\0\0";
         rw.message(BIND, bind, &msg(BIND, bind), &mut out).unwrap();
         let m = body_of(&out);
-        assert_eq!(m[0], (PARSE, b"pgmux_1\0select $1\0\0\0".to_vec()));
-        assert_eq!(m[1], (BIND, b"\0pgmux_1\0\0\0\0\0\0\0".to_vec()));
-        // A second client's Parse of the same SQL on this server: a no-op Close.
+        assert_eq!(m[0], (CLOSE, b"Spgmux_1\0".to_vec()));
+        assert_eq!(m[1], (PARSE, b"pgmux_1\0select $1\0\0\0".to_vec()));
+        assert_eq!(m[2], (BIND, b"\0pgmux_1\0\0\0\0\0\0\0".to_vec()));
+        // A second client's Parse of the same SQL on this server: prepared afresh
+        // under the same server name (the old one closed, silently).
         let mut other = ClientStatements::new(2);
         out.clear();
         let mut rw = Rewriter { client: &mut other, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false };
         let parse2 = b"other\0select $1\0\0\0";
         rw.message(PARSE, parse2, &msg(PARSE, parse2), &mut out).unwrap();
-        assert_eq!(body_of(&out), vec![(CLOSE, b"Spgmux_none\0".to_vec())]);
-        assert_eq!(
-            expect.iter().copied().collect::<Vec<_>>(),
-            vec![
-                Expect::Parse { id: Some(1), hidden: false },
-                Expect::Close { as_parse: true, hidden: false, evicted: None }
-            ]
-        );
+        assert_eq!(body_of(&out), vec![(CLOSE, b"Spgmux_1\0".to_vec()), (PARSE, b"pgmux_1\0select $1\0\0\0".to_vec())]);
+        let close = Expect::Close { hidden: true, evicted: None };
+        let parse = Expect::Parse { id: Some(1), hidden: false };
+        assert_eq!(expect.iter().copied().collect::<Vec<_>>(), vec![close, parse, close, parse]);
     }
 
     #[test]
@@ -316,9 +322,10 @@ mod tests {
             .message(BIND, bind, &msg(BIND, bind), &mut out)
             .unwrap();
         let m = body_of(&out);
-        assert_eq!(m[0], (PARSE, b"pgmux_1\0select 1\0\0\0".to_vec()));
-        assert_eq!(m[1].0, BIND);
-        assert_eq!(expect.front(), Some(&Expect::Parse { id: Some(1), hidden: true }));
+        assert_eq!(m[0], (CLOSE, b"Spgmux_1\0".to_vec()));
+        assert_eq!(m[1], (PARSE, b"pgmux_1\0select 1\0\0\0".to_vec()));
+        assert_eq!(m[2].0, BIND);
+        assert_eq!(expect[1], Expect::Parse { id: Some(1), hidden: true });
     }
 
     #[test]
@@ -361,8 +368,9 @@ mod tests {
                 .unwrap();
         }
         let m = body_of(&out);
-        assert_eq!(m[1], (CLOSE, b"Spgmux_1\0".to_vec()));
-        assert_eq!(m[2].0, PARSE);
-        assert_eq!(expect[1], Expect::Close { as_parse: false, hidden: true, evicted: Some(1) });
+        // a: Close+Parse; b: eviction Close of a, then Close+Parse of b.
+        assert_eq!(m[2], (CLOSE, b"Spgmux_1\0".to_vec()));
+        assert_eq!(expect[2], Expect::Close { hidden: true, evicted: Some(1) });
+        assert_eq!(m[4].0, PARSE);
     }
 }

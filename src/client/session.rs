@@ -54,7 +54,7 @@ impl Session<'_> {
             // Idle: no server, no buffer unless the client pipelined ahead.
             if self.cbuf.len() < 5 {
                 if *shutdown.borrow() {
-                    return self.say_goodbye().await;
+                    return Box::pin(self.say_goodbye()).await;
                 }
                 tokio::select! {
                     r = self.stream.readable() => if r.is_err() { return SessionEnd::ClientLeft },
@@ -76,7 +76,7 @@ impl Session<'_> {
             let lease = match self.login.pools.primary.checkout().await {
                 Ok(l) => l,
                 Err(e) => {
-                    if let Err(end) = self.refuse_request(&e).await {
+                    if let Err(end) = Box::pin(self.refuse_request(&e)).await {
                         return end;
                     }
                     continue;
@@ -96,9 +96,9 @@ impl Session<'_> {
     /// the end of the session (session mode, or a client pinned by a session-only
     /// feature). Returns `Some` when the session is over.
     async fn serve_with(&mut self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>) -> Option<SessionEnd> {
-        if let Err(e) = self.sync_settings(&mut lease).await {
+        if let Err(e) = Box::pin(self.sync_settings(&mut lease)).await {
             lease.discard();
-            return self.refuse_request(&e).await.err();
+            return Box::pin(self.refuse_request(&e)).await.err();
         }
         let conn = lease.conn();
         self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
@@ -132,7 +132,7 @@ impl Session<'_> {
                 tracing::info!(client = self.cancel.pid, reason, "client pinned to its server connection for the rest of its session");
             }
             if end == RelayEnd::Boundary && (!effects.settings.is_empty() || effects.reset_all) {
-                if let Err(e) = self.refresh_settings(&mut lease, &effects).await {
+                if let Err(e) = Box::pin(self.refresh_settings(&mut lease, &effects)).await {
                     tracing::warn!(client = self.cancel.pid, error = %e, "could not read back session settings");
                     self.cancel.detach();
                     lease.discard();
@@ -142,7 +142,7 @@ impl Session<'_> {
             if end == RelayEnd::Boundary && lease.conn().statements.stale {
                 // Re-prepared on next use, with the table's new columns.
                 let timeout = lease.pool().settings.connect_timeout;
-                match lease.conn_mut().run_internal("DEALLOCATE ALL", timeout).await {
+                match Box::pin(lease.conn_mut().run_internal("DEALLOCATE ALL", timeout)).await {
                     Ok(r) if r.error.is_none() => {
                         lease.conn_mut().statements.clear();
                         self.proxy.counters.stale_plans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -163,11 +163,11 @@ impl Session<'_> {
                 // Temporary tables, listeners, advisory locks: nothing to hand on.
                 lease.discard();
                 return Some(match end {
-                    RelayEnd::Shutdown => self.say_goodbye().await,
+                    RelayEnd::Shutdown => Box::pin(self.say_goodbye()).await,
                     _ => SessionEnd::ClientLeft,
                 });
             }
-            return self.after_relay(end, lease, &txn).await;
+            return Box::pin(self.after_relay(end, lease, &txn)).await;
         }
     }
 

@@ -51,6 +51,14 @@ impl From<&PoolConfig> for PoolSettings {
     }
 }
 
+/// The verdict on an idle connection about to be lent.
+enum Vetted {
+    Fit(ServerConn),
+    /// Idle for longer than `server_check_delay`: check it first.
+    Check(ServerConn),
+    Unfit,
+}
+
 /// What a waiter is handed.
 enum Grant {
     /// An idle connection.
@@ -165,16 +173,23 @@ impl Pool {
             };
             let grant = match next {
                 Some(g) => g,
-                None => self.wait(deadline).await?,
+                None => Box::pin(self.wait(deadline)).await?,
             };
             match grant {
                 Grant::Conn(conn) => {
-                    if let Some(conn) = self.vet(conn).await {
+                    let conn = match self.vet(conn) {
+                        Vetted::Fit(conn) => Some(conn),
+                        Vetted::Check(conn) => Box::pin(self.check(conn)).await,
+                        Vetted::Unfit => None,
+                    };
+                    if let Some(conn) = conn {
                         return Ok(Lease::new(self.clone(), conn));
                     }
                     self.forget_one();
                 }
-                Grant::Slot => return self.open().await.map(|c| Lease::new(self.clone(), c)),
+                // Boxed, like the check below: rare paths with large futures stay out of
+                // every client task's size.
+                Grant::Slot => return Box::pin(self.open()).await.map(|c| Lease::new(self.clone(), c)),
             }
         }
     }
@@ -206,22 +221,27 @@ impl Pool {
         }
     }
 
-    /// Checks an idle connection before lending it; closes it if unfit.
-    async fn vet(&self, mut conn: ServerConn) -> Option<ServerConn> {
+    /// Looks at an idle connection before lending it (no I/O); closes it if unfit.
+    fn vet(&self, conn: ServerConn) -> Vetted {
         if !conn.idle_is_clean() || conn.created.elapsed() >= self.settings.lifetime {
             conn.close();
-            return None;
+            return Vetted::Unfit;
         }
         if conn.last_used.elapsed() >= self.settings.check_delay {
-            match conn.run_internal("", self.settings.connect_timeout).await {
-                Ok(r) if r.error.is_none() && r.status == b'I' => {}
-                _ => {
-                    conn.close();
-                    return None;
-                }
+            return Vetted::Check(conn);
+        }
+        Vetted::Fit(conn)
+    }
+
+    /// Checks a connection idle for long with an empty query; closes it if broken.
+    async fn check(&self, mut conn: ServerConn) -> Option<ServerConn> {
+        match conn.run_internal("", self.settings.connect_timeout).await {
+            Ok(r) if r.error.is_none() && r.status == b'I' => Some(conn),
+            _ => {
+                conn.close();
+                None
             }
         }
-        Some(conn)
     }
 
     /// Opens a new connection in a slot already counted in `total`.

@@ -77,6 +77,8 @@ impl ServerConn {
     /// Runs one simple query of pgmux's own and reads its answer to ReadyForQuery,
     /// discarding rows. Used only while no client traffic is in flight.
     pub async fn run_internal(&mut self, sql: &str, timeout: Duration) -> io::Result<InternalResult> {
+        // A simple query destroys the unnamed statement.
+        self.statements.unnamed_owner = None;
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
         match tokio::time::timeout(timeout, self.exchange(out)).await {
