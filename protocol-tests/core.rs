@@ -455,3 +455,28 @@ fn idle_server_connections_close_after_server_idle_timeout() {
         assert_eq!(scalar(&clients[0], "select 7").await, "7");
     });
 }
+
+#[test]
+fn flush_never_strands_a_server_connection() {
+    let px = Setup { pool_size: 1, checkout_timeout: "3s", ..Default::default() }.start();
+    mt().block_on(async {
+        // Sync then Flush (psycopg ends every pipeline so): the transaction is over.
+        let mut a = Raw::connect(px.port, "app", "app", "app").await;
+        let mut out = BytesMut::new();
+        raw::extended(&mut out, "select 1", &[]);
+        frontend::sync(&mut out);
+        frontend::flush(&mut out);
+        a.send(&out).await;
+        a.until_ready(1).await;
+        let b = px.connect().await;
+        assert_eq!(scalar(&b, "select 'b got the server'").await, "b got the server");
+        // Execute + Flush, results read, then the client vanishes without a Sync.
+        let mut out = BytesMut::new();
+        raw::extended(&mut out, "select 2", &[]);
+        frontend::flush(&mut out);
+        a.send(&out).await;
+        while !matches!(a.next().await, Msg::Complete(_)) {}
+        drop(a);
+        assert_eq!(scalar(&b, "select 'b again'").await, "b again");
+    });
+}

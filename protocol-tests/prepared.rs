@@ -260,3 +260,41 @@ fn a_migration_under_a_prepared_select_star_heals() {
         drop(s_other);
     });
 }
+
+#[test]
+fn a_stale_plan_is_retried_transparently_when_the_client_describes() {
+    let px = Setup { pool_size: 1, ..Default::default() }.start();
+    mt().block_on(async {
+        let setup = px.connect().await;
+        setup.simple_query("drop table if exists tp_retry; create table tp_retry (a int); insert into tp_retry values (1)").await.unwrap();
+        // Like node-postgres: Parse once, then Bind/Describe(portal)/Execute/Sync each time.
+        let mut c = Raw::connect(px.port, "app", "app", "app").await;
+        let mut out = BytesMut::new();
+        frontend::parse("q", "select * from tp_retry", std::iter::empty(), &mut out).unwrap();
+        frontend::sync(&mut out);
+        c.send(&out).await;
+        c.until_ready(1).await;
+        let msgs = run_described(&mut c, "q").await;
+        assert_eq!(raw::rows(&msgs), vec![vec![Some("1".to_string())]]);
+        setup.simple_query("alter table tp_retry add column b text default 'new'").await.unwrap();
+        // The statement is stale; the client gets the new shape, not an error.
+        let msgs = run_described(&mut c, "q").await;
+        assert!(raw::errors(&msgs).is_empty(), "{msgs:?}");
+        assert_eq!(raw::rows(&msgs), vec![vec![Some("1".to_string()), Some("new".to_string())]]);
+        let msgs = run_described(&mut c, "q").await;
+        assert_eq!(raw::rows(&msgs), vec![vec![Some("1".to_string()), Some("new".to_string())]]);
+    });
+}
+
+/// Bind/Describe(portal)/Execute/Sync of a named statement, as node-postgres sends.
+async fn run_described(c: &mut Raw, stmt: &str) -> Vec<raw::Msg> {
+    let mut out = BytesMut::new();
+    bind_execute(&mut out, stmt, &[]);
+    let execute_at = out.len() - 10; // Execute: tag, length, "" portal, max rows
+    let mut msg = BytesMut::from(&out[..execute_at]);
+    frontend::describe(b'P', "", &mut msg).unwrap();
+    msg.extend_from_slice(&out[execute_at..]);
+    frontend::sync(&mut msg);
+    c.send(&msg).await;
+    c.until_ready(1).await
+}

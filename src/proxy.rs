@@ -53,6 +53,8 @@ pub struct Proxy {
 pub struct ProxyCounters {
     /// Server connections whose statements were dropped after a stale-plan error.
     pub stale_plans: std::sync::atomic::AtomicU64,
+    /// Requests retried transparently after a stale-plan error.
+    pub stale_plan_retries: std::sync::atomic::AtomicU64,
     /// Clients pinned to a server connection by a session-only feature.
     pub pinned_sessions: std::sync::atomic::AtomicU64,
 }

@@ -9,6 +9,7 @@
 pub mod login;
 pub mod relay;
 pub mod responses;
+pub mod retry;
 pub mod rewrite;
 pub mod session;
 pub mod txn;

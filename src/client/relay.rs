@@ -15,9 +15,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::responses::{drop_ignored_syncs, on_server_message, Edits};
+use super::retry::Retry;
 use super::rewrite::Rewriter;
 use super::txn::TxnTracker;
 use crate::prepared::{ClientStatements, Registry};
+use crate::proxy::ProxyCounters;
 use crate::sql::SessionEffects;
 use crate::protocol::codes;
 use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
@@ -61,6 +63,7 @@ pub struct Relay<'a> {
     /// and what its queries do to its session.
     pub statements: Option<TxnRewrite<'a>>,
     pub max_message: usize,
+    pub counters: &'a ProxyCounters,
 }
 
 /// What transaction mode needs to rewrite a client's messages.
@@ -83,8 +86,9 @@ enum Event {
 fn server_inspect(tag: u8) -> usize {
     match tag {
         codes::READY_FOR_QUERY => 1,
-        // Errors are read whole (they are small) to notice stale cached plans.
-        codes::ERROR_RESPONSE => 8192,
+        // Errors (and notices) are read whole (they are small) to notice stale cached
+        // plans and to be able to hide them during a retry.
+        codes::ERROR_RESPONSE | codes::NOTICE_RESPONSE => 8192,
         _ => 0,
     }
 }
@@ -93,10 +97,12 @@ impl Relay<'_> {
     pub async fn run(mut self, mut hold: Hold<'_>) -> RelayEnd {
         let mut sframer = Framer::default();
         let mut edits = Edits::default();
+        let mut retry = Retry::new(self.statements.is_some() && matches!(hold, Hold::UntilBoundary));
+        self.server.replay.clear();
         // Server bytes at the front of rbuf that are scanned and due to the client.
         let mut s_out = 0usize;
         // The client's first message(s) are already buffered.
-        let mut client_done = match self.scan_client() {
+        let mut client_done = match self.scan_client(&mut retry) {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -170,24 +176,47 @@ impl Relay<'_> {
                     let txn = &mut *self.txn;
                     let rewriting = self.statements.is_some();
                     let (statements, expect) = (&mut self.server.statements, &mut self.server.expect);
+                    let mut partial_hidden = false;
                     let scanned = sframer.scan::<Infallible>(rbuf, self.max_message, server_inspect, |f| {
+                        let f_is_streaming = matches!(f, Frame::Streaming { .. });
                         let (tag, at, body, ignored) = match f {
                             Frame::Whole { tag, body, at } => (tag, at, body, txn.server_sent(tag, body)),
                             Frame::Streaming { tag, at, .. } => (tag, at, &[][..], txn.server_sent(tag, &[])),
                         };
-                        if rewriting {
-                            on_server_message(tag, at, body, expect, statements, &mut edits);
+                        let len = HEADER_LEN + body.len();
+                        if retry.hiding() {
+                            if f_is_streaming {
+                                partial_hidden = true;
+                            }
+                            edits.hide.push((at, len));
+                            retry.server_message(tag, body, txn);
+                        } else if rewriting {
+                            let hidden = on_server_message(tag, at, body, expect, statements, &mut edits);
                             if ignored > 0 {
                                 drop_ignored_syncs(expect, ignored);
+                            }
+                            if !hidden && retry.server_message(tag, body, txn) {
+                                edits.hide.push((at, len));
                             }
                         }
                         Ok(Step::Continue)
                     });
+                    if partial_hidden {
+                        // Only small messages come between the error and its ReadyForQuery.
+                        return RelayEnd::ServerProtocol("unexpectedly large message during a retry".into());
+                    }
                     match scanned {
                         Ok(Ok(n)) if edits.is_empty() => s_out = n,
                         Ok(Ok(n)) => s_out = edits.apply(rbuf, n),
                         Ok(Err(bad)) => return RelayEnd::ServerProtocol(describe_bad(bad)),
                         Err(never) => match never {},
+                    }
+                    if retry.due() {
+                        tracing::info!(server = %self.server.peer, "stale cached plan: statements prepared again, request retried");
+                        self.counters.stale_plan_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Err(e) = self.replay(&mut retry) {
+                            return e;
+                        }
                     }
                 }
                 Ok(Event::ClientReadable) => {
@@ -200,7 +229,7 @@ impl Relay<'_> {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return RelayEnd::ClientGone,
                     }
-                    match self.scan_client() {
+                    match self.scan_client(&mut retry) {
                         Ok(done) => client_done = done,
                         Err(e) => return e,
                     }
@@ -211,70 +240,105 @@ impl Relay<'_> {
 
     /// Moves the complete client messages in `cbuf` to the server's write buffer,
     /// rewritten in transaction mode; returns whether the client said Terminate
-    /// (which is not forwarded).
-    fn scan_client(&mut self) -> Result<bool, RelayEnd> {
-        let txn = &mut *self.txn;
-        let ServerConn { wbuf, statements, expect, .. } = &mut *self.server;
-        let mut rewriter = self
-            .statements
-            .as_mut()
-            .map(|t| Rewriter {
-                client: &mut *t.client,
-                server: statements,
-                registry: t.registry,
-                expect,
-                effects: &mut *t.effects,
-                reject_session_features: t.reject_session_features,
-            });
-        let buf = &self.cbuf[..];
-        let max = self.max_message;
-        let mut copied = 0;
-        let mut terminated = false;
-        let mut malformed = None;
-        // Whole messages are needed to rewrite them; only COPY data streams through.
-        let inspect = |tag: u8| if tag == codes::COPY_DATA { 0 } else { max };
-        let r = self.cframer.scan::<Infallible>(buf, max, inspect, |f| {
-            if let Frame::Whole { tag, body, at } = f {
-                wbuf.extend_from_slice(&buf[copied..at]);
-                let end = at + HEADER_LEN + body.len();
-                copied = end;
-                if tag == codes::TERMINATE {
-                    terminated = true;
-                    return Ok(Step::Stop);
-                }
-                if !txn.client_sent(tag) {
-                    // A Sync during COPY IN: the server ignores it; so do we.
-                    wbuf.extend_from_slice(&buf[at..end]);
-                    return Ok(Step::Continue);
-                }
-                match rewriter.as_mut() {
-                    Some(rw) => {
-                        if let Err(m) = rw.message(tag, body, &buf[at..end], wbuf) {
-                            malformed = Some(m);
-                            return Ok(Step::Stop);
-                        }
-                    }
-                    None => wbuf.extend_from_slice(&buf[at..end]),
-                }
-            } else {
-                txn.client_sent(f.tag());
-            }
-            Ok(Step::Continue)
-        });
-        let n = match r {
-            Ok(Ok(n)) => n,
-            Ok(Err(bad)) => return Err(RelayEnd::ClientProtocol(describe_bad(bad))),
-            Err(never) => match never {},
-        };
-        if let Some(m) = malformed {
-            return Err(RelayEnd::ClientProtocol(m.to_string()));
-        }
-        if !terminated {
-            wbuf.extend_from_slice(&buf[copied..n]);
-        }
+    /// (which is not forwarded). While a stale-plan retry is still possible, the
+    /// client's bytes are kept for it.
+    fn scan_client(&mut self, retry: &mut Retry) -> Result<bool, RelayEnd> {
+        let (n, terminated) = forward_client_bytes(
+            &self.cbuf[..],
+            self.cframer,
+            self.txn,
+            self.server,
+            self.statements.as_mut(),
+            self.max_message,
+        )?;
+        retry.keep(&mut self.server.replay, &self.cbuf[..n]);
         consume(self.cbuf, n);
         Ok(terminated)
     }
+
+    /// Sends the kept request again after "cached plan must not change result type":
+    /// first `DEALLOCATE ALL` (its answer hidden), then the client's bytes, rewritten
+    /// afresh so that every statement is prepared again.
+    fn replay(&mut self, retry: &mut Retry) -> Result<(), RelayEnd> {
+        let server = &mut *self.server;
+        postgres_protocol::message::frontend::query("DEALLOCATE ALL", &mut server.wbuf).expect("short query");
+        self.txn.client_sent(codes::QUERY);
+        server.statements.clear();
+        server.expect.clear();
+        retry.replaying();
+        let bytes = std::mem::take(&mut server.replay);
+        let r = forward_client_bytes(&bytes, &mut Framer::default(), self.txn, server, self.statements.as_mut(), self.max_message);
+        self.server.replay = bytes;
+        self.server.replay.clear();
+        r.map(|_| ())
+    }
+}
+
+/// Frames client bytes and appends them (rewritten when `statements` is given) to the
+/// server's write buffer. Returns how many bytes were used and whether a Terminate
+/// was met.
+fn forward_client_bytes(
+    buf: &[u8],
+    framer: &mut Framer,
+    txn: &mut TxnTracker,
+    server: &mut ServerConn,
+    statements: Option<&mut TxnRewrite<'_>>,
+    max: usize,
+) -> Result<(usize, bool), RelayEnd> {
+    let ServerConn { wbuf, statements: server_statements, expect, .. } = server;
+    let mut rewriter = statements.map(|t| Rewriter {
+        client: &mut *t.client,
+        server: server_statements,
+        registry: t.registry,
+        expect,
+        effects: &mut *t.effects,
+        reject_session_features: t.reject_session_features,
+    });
+    let mut copied = 0;
+    let mut terminated = false;
+    let mut malformed = None;
+    // Whole messages are needed to rewrite them; only COPY data streams through.
+    let inspect = |tag: u8| if tag == codes::COPY_DATA { 0 } else { max };
+    let r = framer.scan::<Infallible>(buf, max, inspect, |f| {
+        if let Frame::Whole { tag, body, at } = f {
+            wbuf.extend_from_slice(&buf[copied..at]);
+            let end = at + HEADER_LEN + body.len();
+            copied = end;
+            if tag == codes::TERMINATE {
+                terminated = true;
+                return Ok(Step::Stop);
+            }
+            if !txn.client_sent(tag) {
+                // A Sync during COPY IN: the server ignores it; so do we.
+                wbuf.extend_from_slice(&buf[at..end]);
+                return Ok(Step::Continue);
+            }
+            match rewriter.as_mut() {
+                Some(rw) => {
+                    if let Err(m) = rw.message(tag, body, &buf[at..end], wbuf) {
+                        malformed = Some(m);
+                        return Ok(Step::Stop);
+                    }
+                }
+                None => wbuf.extend_from_slice(&buf[at..end]),
+            }
+        } else {
+            txn.client_sent(f.tag());
+        }
+        Ok(Step::Continue)
+    });
+    let n = match r {
+        Ok(Ok(n)) => n,
+        Ok(Err(bad)) => return Err(RelayEnd::ClientProtocol(describe_bad(bad))),
+        Err(never) => match never {},
+    };
+    if let Some(m) = malformed {
+        return Err(RelayEnd::ClientProtocol(m.to_string()));
+    }
+    if !terminated {
+        wbuf.extend_from_slice(&buf[copied..n]);
+    }
+    Ok((n, terminated))
 }
 
 fn describe_bad(b: BadLength) -> String {

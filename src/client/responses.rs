@@ -19,8 +19,9 @@ const CLOSE_COMPLETE: u8 = b'3';
 /// Changes to make to the scanned server bytes before they go to the client.
 #[derive(Debug, Default)]
 pub struct Edits {
-    /// Offsets of 5-byte messages to remove (pgmux's own Parse/Close answers).
-    pub hide: Vec<usize>,
+    /// (offset, length) of messages to remove: pgmux's own Parse/Close answers, and
+    /// the answer to a request that is being retried.
+    pub hide: Vec<(usize, usize)>,
 }
 
 impl Edits {
@@ -31,17 +32,18 @@ impl Edits {
     /// Applies the edits to `buf[..len]`; returns the new length of that prefix.
     pub fn apply(&mut self, buf: &mut BytesMut, len: usize) -> usize {
         let mut len = len;
-        for &at in self.hide.iter().rev() {
-            buf.copy_within(at + 5.., at);
-            buf.truncate(buf.len() - 5);
-            len -= 5;
+        for &(at, n) in self.hide.iter().rev() {
+            buf.copy_within(at + n.., at);
+            buf.truncate(buf.len() - n);
+            len -= n;
         }
         self.hide.clear();
         len
     }
 }
 
-/// Handles one server message (header at `at`) against the expectations.
+/// Handles one server message (header at `at`) against the expectations; returns
+/// true if it is to be hidden from the client.
 #[inline]
 pub fn on_server_message(
     tag: u8,
@@ -50,18 +52,14 @@ pub fn on_server_message(
     expect: &mut VecDeque<Expect>,
     server: &mut ServerStatements,
     edits: &mut Edits,
-) {
+) -> bool {
     match tag {
         PARSE_COMPLETE | CLOSE_COMPLETE => match expect.pop_front() {
-            Some(Expect::Parse { hidden, .. }) => {
+            Some(Expect::Parse { hidden, .. } | Expect::Close { hidden, .. }) => {
                 if hidden {
-                    edits.hide.push(at);
+                    edits.hide.push((at, 5));
                 }
-            }
-            Some(Expect::Close { hidden, .. }) => {
-                if hidden {
-                    edits.hide.push(at);
-                }
+                return hidden;
             }
             Some(Expect::Ready) => expect.push_front(Expect::Ready),
             None => {}
@@ -94,6 +92,7 @@ pub fn on_server_message(
         }
         _ => {}
     }
+    false
 }
 
 /// The error PostgreSQL raises when a prepared statement's result columns changed

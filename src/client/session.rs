@@ -123,6 +123,7 @@ impl Session<'_> {
                 txn: &mut txn,
                 statements,
                 max_message: self.proxy.config.max_message_size.0 as usize,
+                counters: &self.proxy.counters,
             }
             .run(hold)
             .await;

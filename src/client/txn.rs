@@ -29,11 +29,13 @@ pub struct TxnTracker {
     copy_window: u32,
     /// The client ended a COPY since the last Execute/Query.
     copy_ended: bool,
+    /// The client sent a Describe in this transaction (it will learn result shapes).
+    pub described: bool,
 }
 
 impl Default for TxnTracker {
     fn default() -> Self {
-        TxnTracker { pending: 0, unsynced: false, status: TXN_IDLE, copy_in: false, copy_window: 0, copy_ended: false }
+        TxnTracker { pending: 0, unsynced: false, status: TXN_IDLE, copy_in: false, copy_window: 0, copy_ended: false, described: false }
     }
 }
 
@@ -64,7 +66,13 @@ impl TxnTracker {
                 self.copy_window = 0;
                 self.copy_ended = false;
             }
-            PARSE | BIND | DESCRIBE | CLOSE | FLUSH => self.unsynced = true,
+            DESCRIBE => {
+                self.unsynced = true;
+                self.described = true;
+            }
+            PARSE | BIND | CLOSE => self.unsynced = true,
+            // A Flush only asks for output; alone (psycopg sends Sync, Flush) it
+            // opens nothing.
             COPY_DONE | COPY_FAIL => {
                 self.copy_in = false;
                 self.copy_ended = true;
@@ -99,7 +107,7 @@ impl TxnTracker {
     /// Nothing in flight and no transaction open: the server may serve someone else.
     #[inline]
     pub fn at_boundary(&self) -> bool {
-        self.pending == 0 && !self.unsynced && self.status == TXN_IDLE
+        self.pending == 0 && !self.unsynced && self.status == TXN_IDLE && !self.copy_in
     }
 
     /// Nothing in flight, but maybe inside a transaction block: a ROLLBACK cleans it.
@@ -176,6 +184,31 @@ mod tests {
         assert_eq!(t.server_sent(COPY_IN_RESPONSE, b""), 0);
         assert!(!t.client_sent(SYNC));
         t.client_sent(COPY_DONE);
+        t.server_sent(READY_FOR_QUERY, b"I");
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn a_flush_after_sync_opens_nothing() {
+        let mut t = TxnTracker::default();
+        for tag in [PARSE, BIND, EXECUTE, SYNC, FLUSH] {
+            t.client_sent(tag);
+        }
+        t.server_sent(READY_FOR_QUERY, b"I");
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn copy_in_mode_holds_the_server_even_with_no_answer_due() {
+        let mut t = TxnTracker::default();
+        for tag in [BIND, EXECUTE, SYNC] {
+            t.client_sent(tag);
+        }
+        assert_eq!(t.server_sent(COPY_IN_RESPONSE, b""), 1);
+        assert_eq!(t.pending, 0);
+        assert!(!t.at_boundary(), "the client still owes copy data");
+        t.client_sent(COPY_DONE);
+        t.client_sent(SYNC);
         t.server_sent(READY_FOR_QUERY, b"I");
         assert!(t.at_boundary());
     }

@@ -123,6 +123,7 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> 
         wbuf: BytesMut::new(),
         statements: Default::default(),
         expect: Default::default(),
+        replay: BytesMut::new(),
         peer,
         pid,
         secret,

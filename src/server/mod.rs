@@ -41,6 +41,8 @@ pub struct ServerConn {
     pub statements: ServerStatements,
     /// Answers still due for messages pgmux rewrote or added.
     pub expect: VecDeque<Expect>,
+    /// The current request's client bytes, kept for a stale-plan retry.
+    pub replay: BytesMut,
     /// Where to send a CancelRequest for this connection.
     pub peer: SocketAddr,
     pub pid: i32,
@@ -130,6 +132,9 @@ impl ServerConn {
             self.wbuf = BytesMut::new();
         }
         self.expect.clear();
+        if self.replay.capacity() > 4 * READ_BUF {
+            self.replay = BytesMut::new();
+        }
     }
 }
 
