@@ -23,6 +23,9 @@
 #   select-simple     pgbench -M simple   -S   (select-only, simple protocol)
 #   select-extended   pgbench -M extended -S   (select-only, extended protocol)
 #   tpcb-simple       pgbench -M simple        (default TPC-B-like read/write)
+#   select-prepared   pgbench -M prepared -S   (select-only, named prepared statements;
+#                     PgBouncer 1.18 has no prepared-statement support in transaction
+#                     mode and fails this one)
 #
 # Knobs (environment variables):
 #   CLIENTS=50        pgbench client connections (-c)
@@ -86,6 +89,7 @@ declare -A WORKLOAD_FLAGS=(
     [select-simple]="-M simple -S"
     [select-extended]="-M extended -S"
     [tpcb-simple]="-M simple"
+    [select-prepared]="-M prepared -S"
 )
 
 # Runtime state, filled in as things start (used by cleanup).

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::raw::{self, Raw};
+use common::raw::{self, Msg, Raw};
 use common::{cluster, direct, sqlstate, Setup};
 use postgres_protocol::message::frontend;
 
@@ -297,4 +297,32 @@ async fn run_described(c: &mut Raw, stmt: &str) -> Vec<raw::Msg> {
     frontend::sync(&mut msg);
     c.send(&msg).await;
     c.until_ready(1).await
+}
+
+#[test]
+fn sql_deallocate_of_a_protocol_level_statement() {
+    // PHP PDO prepares with the protocol and deallocates with SQL.
+    let px = Setup { pool_size: 1, ..Default::default() }.start();
+    mt().block_on(async {
+        let mut c = Raw::connect(px.port, "app", "app", "app").await;
+        let other = px.connect().await;
+        let mut out = BytesMut::new();
+        frontend::parse("pdo_stmt_00000001", "select 5", std::iter::empty(), &mut out).unwrap();
+        frontend::sync(&mut out);
+        c.send(&out).await;
+        c.until_ready(1).await;
+        let msgs = c.simple("DEALLOCATE pdo_stmt_00000001").await;
+        assert!(raw::errors(&msgs).is_empty(), "{msgs:?}");
+        assert!(msgs.contains(&Msg::Complete("DEALLOCATE".into())), "{msgs:?}");
+        // Gone for the client, as on a direct connection; others are not affected.
+        let mut out = BytesMut::new();
+        bind_execute(&mut out, "pdo_stmt_00000001", &[]);
+        frontend::sync(&mut out);
+        c.send(&out).await;
+        assert_eq!(raw::errors(&c.until_ready(1).await), vec!["26000".to_string()]);
+        assert_eq!(other.query_one("select 6", &[]).await.unwrap().get::<_, i32>(0), 6);
+        // A name the client never prepared is PostgreSQL's business.
+        let msgs = c.simple("DEALLOCATE nope").await;
+        assert_eq!(raw::errors(&msgs), vec!["26000".to_string()]);
+    });
 }

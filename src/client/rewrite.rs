@@ -48,6 +48,30 @@ pub struct Rewriter<'a> {
     pub reject_session_features: bool,
 }
 
+/// Answers like `DEALLOCATE name` (ending with CommandComplete "DEALLOCATE") without
+/// touching any statement but its own.
+const DEALLOCATE_STANDIN: &str = "PREPARE pgmux_deallocate AS SELECT 1; DEALLOCATE pgmux_deallocate";
+
+/// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`).
+fn deallocate_target(sql: &[u8]) -> Option<Vec<u8>> {
+    use crate::sql::lexer::{Lexer, Tok};
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).take(5).collect();
+    let is = |t: &Tok<'_>, kw: &str| matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(kw.as_bytes()));
+    let rest = match toks.as_slice() {
+        [first, rest @ ..] if is(first, "deallocate") => rest,
+        _ => return None,
+    };
+    let rest = match rest {
+        [p, rest @ ..] if is(p, "prepare") => rest,
+        _ => rest,
+    };
+    match rest {
+        [Tok::Word(w)] | [Tok::Word(w), Tok::Semicolon] if !w.eq_ignore_ascii_case(b"all") => Some(w.to_ascii_lowercase()),
+        [Tok::Quoted(w)] | [Tok::Quoted(w), Tok::Semicolon] => Some(w.to_vec()),
+        _ => None,
+    }
+}
+
 /// SQL that fails with a clear error in place of a refused statement.
 fn rejection_sql(reason: &str) -> String {
     format!(
@@ -97,7 +121,16 @@ impl Rewriter<'_> {
                 let text = body.strip_suffix(&[0]).unwrap_or(body);
                 match self.note_effects(text) {
                     Some(reason) => put_msg(out, QUERY, &[rejection_sql(reason).as_bytes(), b"\0"]),
-                    None => out.extend_from_slice(raw),
+                    None => match deallocate_target(text).filter(|n| self.client.named.contains_key(&n[..])) {
+                        // `DEALLOCATE name` of a protocol-level statement (PHP PDO does
+                        // this): forget the client's name; the server answers with a
+                        // DEALLOCATE of its own so the client sees the usual tag.
+                        Some(name) => {
+                            self.client.named.remove(&name[..]);
+                            put_msg(out, QUERY, &[DEALLOCATE_STANDIN.as_bytes(), b"\0"]);
+                        }
+                        None => out.extend_from_slice(raw),
+                    },
                 }
                 self.expect.push_back(Expect::Ready);
                 Ok(())
@@ -352,6 +385,14 @@ mod tests {
         let m = body_of(&out);
         assert_eq!(m[0], (PARSE, b"\0select 'a'\0\0\0".to_vec()), "a's unnamed statement re-sent");
         assert_eq!(m[1].0, BIND);
+    }
+
+    #[test]
+    fn deallocate_targets() {
+        assert_eq!(deallocate_target(b"DEALLOCATE pdo_stmt_00000001"), Some(b"pdo_stmt_00000001".to_vec()));
+        assert_eq!(deallocate_target(b"deallocate prepare \"S_1\";"), Some(b"S_1".to_vec()));
+        assert_eq!(deallocate_target(b"DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target(b"DEALLOCATE a; select 1"), None);
     }
 
     #[test]
