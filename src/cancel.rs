@@ -21,12 +21,32 @@ pub struct CancelTarget {
     pub secret: i32,
 }
 
-/// One client's cancel entry.
+/// What the admin console shows about a client (set once it has logged in).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub user: String,
+    pub database: String,
+    pub addr: SocketAddr,
+    pub connected: std::time::SystemTime,
+    pub application_name: String,
+}
+
+/// A client's state, for SHOW CLIENTS and SHOW POOLS.
+pub mod state {
+    pub const LOGIN: u8 = 0;
+    pub const IDLE: u8 = 1;
+    pub const WAITING: u8 = 2;
+    pub const ACTIVE: u8 = 3;
+}
+
+/// One client's cancel entry, which is also its row in SHOW CLIENTS.
 #[derive(Debug)]
 pub struct CancelEntry {
     pub pid: i32,
     pub secret: i32,
     target: Mutex<Option<CancelTarget>>,
+    pub info: std::sync::OnceLock<ClientInfo>,
+    pub state: std::sync::atomic::AtomicU8,
 }
 
 impl CancelEntry {
@@ -35,6 +55,15 @@ impl CancelEntry {
     }
     pub fn detach(&self) {
         *self.target.lock().unwrap() = None;
+    }
+
+    /// The server this client is using, if any.
+    pub fn target(&self) -> Option<CancelTarget> {
+        *self.target.lock().unwrap()
+    }
+
+    pub fn set_state(&self, s: u8) {
+        self.state.store(s, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -61,7 +90,13 @@ impl CancelRegistry {
         let mut rng = rand::thread_rng();
         loop {
             let pid = rng.gen_range(1..i32::MAX);
-            let entry = Arc::new(CancelEntry { pid, secret: rng.gen(), target: Mutex::new(None) });
+            let entry = Arc::new(CancelEntry {
+                pid,
+                secret: rng.gen(),
+                target: Mutex::new(None),
+                info: std::sync::OnceLock::new(),
+                state: std::sync::atomic::AtomicU8::new(state::LOGIN),
+            });
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.map.entry(pid) {
                 v.insert(entry.clone());
                 return CancelGuard { registry: self, entry };
@@ -81,6 +116,11 @@ impl CancelRegistry {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Every connected client (for the admin console).
+    pub fn entries(&self) -> Vec<Arc<CancelEntry>> {
+        self.map.iter().map(|e| e.value().clone()).collect()
     }
 
     pub fn is_empty(&self) -> bool {

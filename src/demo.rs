@@ -10,7 +10,7 @@ use crate::cluster::{Cluster, ClusterSpec};
 use crate::config::Config;
 use crate::proxy::{self, Proxy};
 
-pub async fn run(port: u16, replicas: usize) -> Result<(), String> {
+pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), String> {
     eprintln!("starting a throwaway PostgreSQL primary and {replicas} replica(s)...");
     let spec = ClusterSpec {
         replicas,
@@ -23,18 +23,24 @@ pub async fn run(port: u16, replicas: usize) -> Result<(), String> {
         .map_err(|e| format!("could not start PostgreSQL: {e}"))?;
     let replica_list: Vec<String> = cluster.replicas.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\npool:\n  mode: transaction\n  size: 10\nusers:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{}\n    replicas: [{}]\n",
+        "listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\npool:\n  mode: transaction\n  size: 10\nusers:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{}\n    replicas: [{}]\n",
         cluster.primary.port,
         replica_list.join(", ")
     );
     let config = Config::parse(&yaml, Path::new("<demo>")).map_err(|e| e.to_string())?;
     let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
+    let metrics = tokio::net::TcpListener::bind(("127.0.0.1", metrics_port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{metrics_port}: {e} (try --metrics-port)"))?;
     let proxy = Proxy::new(config);
     let server = tokio::spawn(proxy.clone().serve(listener));
+    tokio::spawn(crate::metrics::http::serve(metrics, proxy.clone()));
 
     println!("pgmux is listening. Point your application at it:\n");
     println!("  DATABASE_URL=postgres://app:app@127.0.0.1:{port}/app\n");
     println!("  psql postgres://app:app@127.0.0.1:{port}/app");
+    println!("  admin console: psql postgres://admin:admin@127.0.0.1:{port}/pgbouncer  (SHOW POOLS;)");
+    println!("  metrics: http://127.0.0.1:{metrics_port}/metrics");
     println!("  primary:  127.0.0.1:{} (superuser postgres/postgres)", cluster.primary.port);
     for r in &replica_list {
         println!("  replica:  {r}");

@@ -2,9 +2,11 @@
 //!
 //! A map of the crate, from the outside in:
 //! - [`proxy`]: shared state, the accept loop, upkeep, graceful shutdown.
+//! - [`admin`]: the PgBouncer-compatible admin console (SHOW POOLS ...).
 //! - [`client`]: one client connection: [`client::login`], [`client::session`]
 //!   (between transactions), [`client::relay`] (the hot path), [`client::txn`]
 //!   (when a transaction ends).
+//! - [`router`]: read/write routing: [`router::classify`] says whether a statement may run on a replica.
 //! - [`pool`]: bounded pools of server connections with a FIFO wait queue.
 //! - [`prepared`]: named statements shared by clients across server connections.
 //! - [`server`]: one connection to PostgreSQL, and logging in to it.
@@ -15,20 +17,26 @@
 //! - [`protocol`]: framing, startup packets and the messages pgmux sends.
 //! - [`config`]: the YAML file, defaults, validation with file:line errors.
 //! - [`error`]: errors as clients see them, with SQLSTATEs.
+//! - [`import`]: `pgmux import-pgbouncer`: pgbouncer.ini and userlist.txt as pgmux YAML.
+//! - [`metrics`]: Prometheus metrics and the /metrics, /healthz, /readyz endpoint.
 //! - [`net`]: socket reads that keep tokio's readiness exact.
 //! - [`cluster`]: throwaway PostgreSQL primary + replicas for `pgmux demo` and tests.
 
+pub mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod import;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
 pub mod proxy;
+pub mod router;
 pub mod server;
 pub mod run;
 pub mod session;

@@ -25,10 +25,15 @@ enum Command {
         /// Port pgmux listens on.
         #[arg(long, default_value_t = 6432)]
         port: u16,
+        /// Port of the metrics endpoint.
+        #[arg(long, default_value_t = 9930)]
+        metrics_port: u16,
         /// Number of streaming replicas.
         #[arg(long, default_value_t = 2)]
         replicas: usize,
     },
+    /// Print a PgBouncer configuration as pgmux YAML; untranslated settings go to stderr.
+    ImportPgbouncer { ini: PathBuf, userlist: Option<PathBuf> },
 }
 
 fn init_logging() {
@@ -55,9 +60,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some(Command::Demo { port, replicas }) => {
+        Some(Command::ImportPgbouncer { ini, userlist }) => pgmux::import::cli(&ini, userlist.as_deref()),
+        Some(Command::Demo { port, metrics_port, replicas }) => {
             init_logging();
-            run_async(pgmux::demo::run(port, replicas))
+            run_async(pgmux::demo::run(port, metrics_port, replicas))
         }
         None => {
             init_logging();

@@ -18,6 +18,7 @@ use crate::auth::scram::ScramSecret;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, ServerAddr};
 use crate::pool::{Pool, PoolSettings};
+use crate::metrics::Metrics;
 use crate::prepared::Registry;
 use crate::server::ServerTarget;
 
@@ -31,8 +32,12 @@ pub struct UserAuth {
 
 /// The pools of one (database, user): the primary's and each replica's.
 pub struct DbPools {
+    pub database: String,
+    pub user: String,
     pub primary: Arc<Pool>,
     pub replicas: Vec<Arc<Pool>>,
+    /// Clients logged in to this database as this user.
+    pub clients: AtomicUsize,
 }
 
 pub struct Proxy {
@@ -43,6 +48,8 @@ pub struct Proxy {
     /// Every distinct named statement clients prepared (transaction mode).
     pub statements: Registry,
     pub counters: ProxyCounters,
+    pub metrics: Metrics,
+    pub started: Instant,
     clients: AtomicUsize,
     /// `true` once a graceful shutdown has begun.
     pub shutdown: watch::Sender<bool>,
@@ -55,8 +62,9 @@ pub struct ProxyCounters {
     pub stale_plans: std::sync::atomic::AtomicU64,
     /// Requests retried transparently after a stale-plan error.
     pub stale_plan_retries: std::sync::atomic::AtomicU64,
-    /// Clients pinned to a server connection by a session-only feature.
+    /// Clients pinned to a server connection by a session-only feature (ever, now).
     pub pinned_sessions: std::sync::atomic::AtomicU64,
+    pub pinned_now: std::sync::atomic::AtomicI64,
 }
 
 /// Counts a connected client for as long as it lives.
@@ -88,6 +96,8 @@ impl Proxy {
             cancel: CancelRegistry::default(),
             statements: Registry::default(),
             counters: ProxyCounters::default(),
+            metrics: Metrics::new(),
+            started: Instant::now(),
             clients: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
         })
@@ -116,7 +126,8 @@ impl Proxy {
         let auth = self.users.get(user)?;
         let mut settings = PoolSettings::from(&self.config.pool);
         settings.max_prepared_statements = self.config.max_prepared_statements;
-        let make = |addr: ServerAddr| {
+        let make = |addr: ServerAddr, role: &str| {
+            let metrics = self.metrics.pool(database, user, &addr.to_string(), role);
             Pool::new(
                 ServerTarget {
                     addr,
@@ -125,13 +136,22 @@ impl Proxy {
                     password: auth.plaintext.clone(),
                 },
                 settings.clone(),
+                metrics,
             )
         };
         let pools = Arc::new(DbPools {
-            primary: make(db.primary_addr()),
-            replicas: db.replica_addrs().into_iter().map(make).collect(),
+            database: database.to_string(),
+            user: user.to_string(),
+            primary: make(db.primary_addr(), "primary"),
+            replicas: db.replica_addrs().into_iter().map(|a| make(a, "replica")).collect(),
+            clients: AtomicUsize::new(0),
         });
         Some(self.pools.entry(key).or_insert(pools).clone())
+    }
+
+    /// Every (database, user) pool set created so far.
+    pub fn pool_sets(&self) -> Vec<(String, Arc<DbPools>)> {
+        self.pools.iter().map(|e| (e.key().0.clone(), e.value().clone())).collect()
     }
 
     /// Every pool created so far.

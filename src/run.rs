@@ -10,8 +10,15 @@ use crate::proxy::{self, Proxy};
 pub async fn run(config: Config) -> Result<(), String> {
     let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %config.listen, mode = ?config.pool.mode, "pgmux started");
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?),
+        None => None,
+    };
     let proxy = Proxy::new(config);
     let server = tokio::spawn(proxy.clone().serve(listener));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(crate::metrics::http::serve(l, proxy.clone()));
+    }
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tokio::select! {

@@ -36,6 +36,13 @@ pub struct LoggedIn {
     pub session_features: crate::config::SessionFeatures,
 }
 
+/// Where a successful login leads.
+pub enum Login {
+    Pooled(LoggedIn),
+    /// The admin console (database `pgbouncer` or `pgmux`, an admin user).
+    Admin { user: String },
+}
+
 /// How a login attempt ended, short of success.
 pub enum Refusal {
     /// Tell the client, then close.
@@ -61,7 +68,7 @@ fn protocol_error(msg: impl Into<String>) -> Refusal {
 }
 
 /// Runs the whole login. On success the client has been greeted.
-pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> Result<LoggedIn, Refusal> {
+pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> Result<Login, Refusal> {
     let startup = read_startup(stream, proxy).await?;
     let user = startup
         .get("user")
@@ -81,6 +88,25 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
         backend::negotiate_protocol(&mut out, unsupported);
     }
     authenticate(stream, proxy, &user, &mut out).await?;
+    let addr = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let info = |application_name: &str| crate::cancel::ClientInfo {
+        user: user.clone(),
+        database: database.clone(),
+        addr,
+        connected: std::time::SystemTime::now(),
+        application_name: application_name.to_string(),
+    };
+    if crate::admin::is_admin_database(&database) {
+        if !proxy.user(&user).is_some_and(|u| u.admin) {
+            return Err(Refusal::Error(PgError::fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                format!("pgmux: user \"{user}\" may not use the admin console (set admin: true)"),
+            )));
+        }
+        let _ = key.info.set(info("admin console"));
+        stream.write_all(&out).await?;
+        return Ok(Login::Admin { user });
+    }
 
     let Some(pools) = proxy.pools(&database, &user) else {
         return Err(ClientError::UnknownDatabase(database).into());
@@ -106,7 +132,9 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
     backend::ready(&mut out, codes::TXN_IDLE);
     stream.write_all(&out).await?;
     let session_features = proxy.config.databases.get(&database).map(|d| d.session_features).unwrap_or_default();
-    Ok(LoggedIn { user, database, pools, startup: params.clone(), params, session_features })
+    let _ = key.info.set(info(params.get("application_name").unwrap_or("")));
+    key.set_state(crate::cancel::state::IDLE);
+    Ok(Login::Pooled(LoggedIn { user, database, pools, startup: params.clone(), params, session_features }))
 }
 
 /// Reads first packets until a StartupMessage; answers SSL/GSSENC with 'N' and

@@ -27,6 +27,18 @@ use crate::proxy::Proxy;
 use login::Refusal;
 use session::{Session, SessionEnd};
 
+/// Counts a refused login by reason, from its SQLSTATE.
+fn count_rejection(proxy: &Proxy, e: &crate::error::PgError) {
+    let r = &proxy.metrics.rejected;
+    match &*e.code {
+        "53300" => r.too_many_clients.increment(1),
+        "28P01" | "28000" => r.auth_failed.increment(1),
+        "3D000" => r.unknown_database.increment(1),
+        "08001" | "08006" => r.server_unavailable.increment(1),
+        _ => r.protocol.increment(1),
+    }
+}
+
 /// Serves one accepted client connection to the end.
 pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
     let _count = proxy.client_guard();
@@ -40,9 +52,15 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
         // only the session's.
         let login = Box::pin(login::login(&mut stream, &proxy, &key.entry));
         let logged_in = match tokio::time::timeout(timeout, login).await {
-            Ok(Ok(l)) => l,
+            Ok(Ok(login::Login::Pooled(l))) => l,
+            Ok(Ok(login::Login::Admin { user })) => {
+                tracing::info!(client = id, %peer, %user, "admin console");
+                crate::admin::serve(stream, proxy.clone(), key.entry.pid, key.entry.secret).await;
+                return;
+            }
             Ok(Err(Refusal::Error(e))) => {
                 tracing::info!(client = id, %peer, error = %e, "login refused");
+                count_rejection(&proxy, &e);
                 let mut out = BytesMut::new();
                 backend::error(&mut out, &e);
                 let _ = stream.write_all(&out).await;
@@ -51,10 +69,13 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             Ok(Err(Refusal::Silent)) => return,
             Err(_) => {
                 tracing::info!(client = id, %peer, "startup timed out");
+                proxy.metrics.rejected.startup_timeout.increment(1);
                 return;
             }
         };
         tracing::debug!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
+        let pools = logged_in.pools.clone();
+        pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut session = Session {
             proxy: &proxy,
             stream,
@@ -68,6 +89,7 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::debug!(client = id, "client left"),
             SessionEnd::Error(e) => tracing::info!(client = id, error = %e, "session ended with an error"),
         }
+        pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

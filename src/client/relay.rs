@@ -19,6 +19,9 @@ use super::retry::Retry;
 use super::rewrite::Rewriter;
 use super::txn::TxnTracker;
 use crate::prepared::{ClientStatements, Registry};
+use std::sync::atomic::Ordering;
+
+use crate::pool::Pool;
 use crate::proxy::ProxyCounters;
 use crate::sql::SessionEffects;
 use crate::protocol::codes;
@@ -64,6 +67,17 @@ pub struct Relay<'a> {
     pub statements: Option<TxnRewrite<'a>>,
     pub max_message: usize,
     pub counters: &'a ProxyCounters,
+    pub pool: &'a Pool,
+}
+
+/// Figures gathered during one relay run, recorded once at its end.
+#[derive(Default)]
+struct Stats {
+    bytes_in: u64,
+    bytes_out: u64,
+    queries: u64,
+    transactions: u64,
+    query_micros: u64,
 }
 
 /// What transaction mode needs to rewrite a client's messages.
@@ -94,7 +108,24 @@ fn server_inspect(tag: u8) -> usize {
 }
 
 impl Relay<'_> {
-    pub async fn run(mut self, mut hold: Hold<'_>) -> RelayEnd {
+    pub async fn run(self, hold: Hold<'_>) -> RelayEnd {
+        let pool = self.pool;
+        let mut stats = Stats::default();
+        let started = std::time::Instant::now();
+        let end = self.relay(hold, &mut stats).await;
+        let c = &pool.counters;
+        c.bytes_in.fetch_add(stats.bytes_in, Ordering::Relaxed);
+        c.bytes_out.fetch_add(stats.bytes_out, Ordering::Relaxed);
+        c.queries.fetch_add(stats.queries, Ordering::Relaxed);
+        c.transactions.fetch_add(stats.transactions, Ordering::Relaxed);
+        c.query_micros.fetch_add(stats.query_micros, Ordering::Relaxed);
+        c.xact_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        end
+    }
+
+    async fn relay(mut self, mut hold: Hold<'_>, stats: &mut Stats) -> RelayEnd {
+        // When the request now being answered was sent (for the duration histogram).
+        let mut request_started = Some(std::time::Instant::now());
         let mut sframer = Framer::default();
         let mut edits = Edits::default();
         let mut retry = Retry::new(self.statements.is_some() && matches!(hold, Hold::UntilBoundary));
@@ -121,6 +152,7 @@ impl Relay<'_> {
             if s_out > 0 {
                 match self.client.try_write(&self.server.rbuf[..s_out]) {
                     Ok(w) => {
+                        stats.bytes_out += w as u64;
                         consume(&mut self.server.rbuf, w);
                         s_out -= w;
                     }
@@ -174,6 +206,7 @@ impl Relay<'_> {
                         Err(e) => return RelayEnd::ServerGone(e.to_string()),
                     }
                     let txn = &mut *self.txn;
+                    let metrics = &self.pool.metrics;
                     let rewriting = self.statements.is_some();
                     let (statements, expect) = (&mut self.server.statements, &mut self.server.expect);
                     let mut partial_hidden = false;
@@ -183,6 +216,19 @@ impl Relay<'_> {
                             Frame::Whole { tag, body, at } => (tag, at, body, txn.server_sent(tag, body)),
                             Frame::Streaming { tag, at, .. } => (tag, at, &[][..], txn.server_sent(tag, &[])),
                         };
+                        if tag == codes::READY_FOR_QUERY {
+                            stats.queries += 1;
+                            if txn.status == codes::TXN_IDLE {
+                                stats.transactions += 1;
+                            }
+                            if txn.pending == 0 {
+                                if let Some(t) = request_started.take() {
+                                    let took = t.elapsed();
+                                    metrics.query_duration.record(took.as_secs_f64());
+                                    stats.query_micros += took.as_micros() as u64;
+                                }
+                            }
+                        }
                         let len = HEADER_LEN + body.len();
                         if retry.hiding() {
                             if f_is_streaming {
@@ -225,7 +271,12 @@ impl Relay<'_> {
                     }
                     match crate::net::read_some(self.client, self.cbuf) {
                         Ok(0) => return RelayEnd::ClientGone,
-                        Ok(_) => {}
+                        Ok(n) => {
+                            stats.bytes_in += n as u64;
+                            if request_started.is_none() {
+                                request_started = Some(std::time::Instant::now());
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return RelayEnd::ClientGone,
                     }

@@ -73,7 +73,10 @@ impl Session<'_> {
             if self.cbuf[0] == codes::TERMINATE {
                 return SessionEnd::ClientLeft;
             }
-            let lease = match self.login.pools.primary.checkout().await {
+            self.cancel.set_state(crate::cancel::state::WAITING);
+            let checkout = self.login.pools.primary.checkout().await;
+            self.cancel.set_state(crate::cancel::state::ACTIVE);
+            let lease = match checkout {
                 Ok(l) => l,
                 Err(e) => {
                     if let Err(end) = Box::pin(self.refuse_request(&e)).await {
@@ -86,6 +89,7 @@ impl Session<'_> {
             if let Some(end) = end {
                 return end;
             }
+            self.cancel.set_state(crate::cancel::state::IDLE);
             if self.cbuf.is_empty() {
                 self.cbuf = BytesMut::new();
             }
@@ -115,6 +119,7 @@ impl Session<'_> {
                 effects: &mut effects,
                 reject_session_features: reject,
             });
+            let pool = lease.pool().clone();
             let end = Relay {
                 client: &self.stream,
                 cbuf: &mut self.cbuf,
@@ -124,12 +129,14 @@ impl Session<'_> {
                 statements,
                 max_message: self.proxy.config.max_message_size.0 as usize,
                 counters: &self.proxy.counters,
+                pool: &pool,
             }
             .run(hold)
             .await;
             if let Some(reason) = effects.pin.filter(|_| !pinned) {
                 pinned = true;
                 self.proxy.counters.pinned_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.proxy.counters.pinned_now.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(client = self.cancel.pid, reason, "client pinned to its server connection for the rest of its session");
             }
             if end == RelayEnd::Boundary && (!effects.settings.is_empty() || effects.reset_all) {
@@ -161,6 +168,7 @@ impl Session<'_> {
             }
             self.cancel.detach();
             if pinned && end != RelayEnd::Boundary {
+                self.proxy.counters.pinned_now.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 // Temporary tables, listeners, advisory locks: nothing to hand on.
                 lease.discard();
                 return Some(match end {

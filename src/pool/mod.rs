@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::config::PoolConfig;
 use crate::error::ClientError;
+use crate::metrics::PoolMetrics;
 use crate::server::{self, ServerConn, ServerTarget};
 
 pub use lease::Lease;
@@ -73,7 +74,8 @@ struct State {
     idle: VecDeque<ServerConn>,
     /// Connections open or being opened, idle or lent out.
     total: usize,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// Waiting clients, with when each began to wait.
+    waiters: VecDeque<(Instant, oneshot::Sender<Grant>)>,
     down: Option<Down>,
 }
 
@@ -84,14 +86,23 @@ struct Down {
     reason: String,
 }
 
-/// Counters read by admin commands and metrics.
+/// Counters read by admin commands (SHOW STATS) and, at scrape time, metrics.
 #[derive(Debug, Default)]
 pub struct PoolCounters {
     pub checkouts: AtomicU64,
     pub timeouts: AtomicU64,
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Time clients spent waiting for a connection (µs).
     pub wait_micros: AtomicU64,
+    pub transactions: AtomicU64,
+    pub queries: AtomicU64,
+    /// Time from a request to its last ReadyForQuery (µs).
+    pub query_micros: AtomicU64,
+    /// Time server connections were lent to clients (µs).
+    pub xact_micros: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 /// A snapshot of a pool's occupancy.
@@ -101,6 +112,8 @@ pub struct PoolStatus {
     pub total: usize,
     pub waiting: usize,
     pub size: usize,
+    /// How long the longest-waiting client has waited.
+    pub max_wait: Duration,
 }
 
 pub struct Pool {
@@ -112,13 +125,14 @@ pub struct Pool {
     /// ParameterStatus values of the first login, reported to clients at their login.
     server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
     pub counters: PoolCounters,
+    pub metrics: PoolMetrics,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Pool {
-    pub fn new(target: ServerTarget, settings: PoolSettings) -> Arc<Pool> {
+    pub fn new(target: ServerTarget, settings: PoolSettings, metrics: PoolMetrics) -> Arc<Pool> {
         Arc::new(Pool {
             name: format!("{}/{}@{}", target.dbname, target.user, target.addr),
             target,
@@ -126,6 +140,7 @@ impl Pool {
             state: Mutex::new(State::default()),
             server_params: Mutex::new(None),
             counters: PoolCounters::default(),
+            metrics,
         })
     }
 
@@ -135,7 +150,13 @@ impl Pool {
 
     pub fn status(&self) -> PoolStatus {
         let s = self.lock();
-        PoolStatus { idle: s.idle.len(), total: s.total, waiting: s.waiters.len(), size: self.settings.size }
+        PoolStatus {
+            idle: s.idle.len(),
+            total: s.total,
+            waiting: s.waiters.len(),
+            size: self.settings.size,
+            max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
+        }
     }
 
     /// Server parameters to report to a client logging in; opens a connection to
@@ -153,7 +174,15 @@ impl Pool {
     /// Takes a connection: idle, new, or the next one returned, within the timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ClientError> {
         self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + self.settings.checkout_timeout;
+        let started = Instant::now();
+        let r = self.checkout_inner(started + self.settings.checkout_timeout).await;
+        let waited = started.elapsed();
+        self.metrics.wait.record(waited.as_secs_f64());
+        self.counters.wait_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        r
+    }
+
+    async fn checkout_inner(self: &Arc<Self>, deadline: Instant) -> Result<Lease, ClientError> {
         loop {
             let next = {
                 let mut st = self.lock();
@@ -197,10 +226,8 @@ impl Pool {
     /// Queues for a connection until `deadline`.
     async fn wait(&self, deadline: Instant) -> Result<Grant, ClientError> {
         let (tx, mut rx) = oneshot::channel();
-        self.lock().waiters.push_back(tx);
-        let started = Instant::now();
+        self.lock().waiters.push_back((Instant::now(), tx));
         let r = tokio::time::timeout_at(deadline.into(), &mut rx).await;
-        self.counters.wait_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match r {
             Ok(Ok(g)) => Ok(g),
             Ok(Err(_)) => Err(self.unavailable("pool closed")),
@@ -285,7 +312,7 @@ impl Pool {
     fn forget_one(&self) {
         let mut st = self.lock();
         st.total -= 1;
-        while let Some(w) = st.waiters.pop_front() {
+        while let Some((_, w)) = st.waiters.pop_front() {
             st.total += 1;
             if w.send(Grant::Slot).is_ok() {
                 return;
@@ -304,7 +331,7 @@ impl Pool {
         conn.last_used = Instant::now();
         conn.shrink();
         let mut st = self.lock();
-        while let Some(w) = st.waiters.pop_front() {
+        while let Some((_, w)) = st.waiters.pop_front() {
             match w.send(Grant::Conn(conn)) {
                 Ok(()) => return,
                 Err(Grant::Conn(c)) => conn = c,
@@ -330,6 +357,16 @@ impl Pool {
         for c in expired {
             c.close();
         }
+    }
+
+    /// True while connecting fails (fail-fast backoff in force).
+    pub fn is_down(&self) -> bool {
+        self.lock().down.as_ref().is_some_and(|d| Instant::now() < d.retry_at)
+    }
+
+    /// (pid, created, last used) of each idle connection, for SHOW SERVERS.
+    pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant)> {
+        self.lock().idle.iter().map(|c| (c.pid, c.created, c.last_used)).collect()
     }
 
     /// Closes every idle connection (shutdown, RECONNECT).

@@ -78,6 +78,42 @@ pub fn backend_key(buf: &mut BytesMut, pid: i32, secret: i32) {
     put(BackendKeyData::new(pid, SecretKey::I32(secret)), buf);
 }
 
+/// A RowDescription of text-format columns; `numeric` columns are typed int8, others text.
+pub fn row_description(buf: &mut BytesMut, columns: &[(&str, bool)]) {
+    use pgwire::messages::data::{FieldDescription, RowDescription};
+    let fields = columns
+        .iter()
+        .map(|(name, numeric)| {
+            let (type_id, size) = if *numeric { (20, 8) } else { (25, -1) };
+            FieldDescription::new(name.to_string(), 0, 0, type_id, size, -1, 0)
+        })
+        .collect();
+    put(RowDescription::new(fields), buf);
+}
+
+/// A DataRow of text values (`None` is NULL).
+pub fn data_row(buf: &mut BytesMut, values: &[Option<String>]) {
+    use bytes::BufMut;
+    let len: usize = 4 + 2 + values.iter().map(|v| 4 + v.as_ref().map_or(0, |s| s.len())).sum::<usize>();
+    buf.reserve(len + 1);
+    buf.put_u8(b'D');
+    buf.put_i32(len as i32);
+    buf.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            Some(s) => {
+                buf.put_i32(s.len() as i32);
+                buf.put_slice(s.as_bytes());
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    put(pgwire::messages::response::CommandComplete::new(tag.to_string()), buf);
+}
+
 /// Tells a client asking for protocol 3.x (x > 0) that pgmux speaks 3.0, and which
 /// `_pq_.` options it ignores.
 pub fn negotiate_protocol(buf: &mut BytesMut, unsupported: Vec<String>) {

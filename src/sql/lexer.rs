@@ -3,7 +3,8 @@
 //!
 //! Skips `-- ...` and nested `/* ... */` comments; `'...'` (with `''`), `E'...'`
 //! (with backslash escapes), `"..."` identifiers and `$tag$ ... $tag$` bodies are
-//! single tokens. Never panics, whatever the input; unterminated quotes run to the end.
+//! single tokens. Never panics, whatever the input; unterminated quotes run to the end
+//! (and [`Lexer::unterminated`] says so).
 
 /// One token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,11 +24,26 @@ pub enum Tok<'a> {
 pub struct Lexer<'a> {
     s: &'a [u8],
     pos: usize,
+    unterminated: bool,
+    backslash_quote: bool,
 }
 
 impl<'a> Lexer<'a> {
     pub fn new(s: &'a [u8]) -> Self {
-        Lexer { s, pos: 0 }
+        Lexer { s, pos: 0, unterminated: false, backslash_quote: false }
+    }
+
+    /// A quote, a quoted identifier, a dollar-quoted body or a `/* */` comment ran to
+    /// the end of the text (PostgreSQL rejects such a text whole).
+    pub fn unterminated(&self) -> bool {
+        self.unterminated
+    }
+
+    /// A plain `'...'` string has a quote right after an odd run of backslashes:
+    /// with `standard_conforming_strings = off` that quote is escaped, so where the
+    /// string ends (and what is code after it) depends on the session's setting.
+    pub fn backslash_quote(&self) -> bool {
+        self.backslash_quote
     }
 
     fn peek(&self, off: usize) -> u8 {
@@ -37,10 +53,11 @@ impl<'a> Lexer<'a> {
     fn skip_space_and_comments(&mut self) {
         loop {
             let c = self.peek(0);
-            if c.is_ascii_whitespace() {
+            // PostgreSQL's whitespace includes \v, and a `--` comment ends at \r too.
+            if c.is_ascii_whitespace() || c == 0x0b {
                 self.pos += 1;
             } else if c == b'-' && self.peek(1) == b'-' {
-                while self.pos < self.s.len() && self.s[self.pos] != b'\n' {
+                while self.pos < self.s.len() && !matches!(self.s[self.pos], b'\n' | b'\r') {
                     self.pos += 1;
                 }
             } else if c == b'/' && self.peek(1) == b'*' {
@@ -57,6 +74,7 @@ impl<'a> Lexer<'a> {
                         self.pos += 1;
                     }
                 }
+                self.unterminated |= depth > 0;
             } else {
                 return;
             }
@@ -65,12 +83,17 @@ impl<'a> Lexer<'a> {
 
     /// Skips a quoted run ending in `q`; `backslash`: backslash escapes the next byte.
     fn skip_quoted(&mut self, q: u8, backslash: bool) {
+        let start = self.pos;
         while self.pos < self.s.len() {
             let c = self.s[self.pos];
             self.pos += 1;
             if backslash && c == b'\\' {
                 self.pos += 1;
             } else if c == q {
+                if q == b'\'' && !backslash {
+                    let run = self.s[start..self.pos - 1].iter().rev().take_while(|&&b| b == b'\\').count();
+                    self.backslash_quote |= run % 2 == 1;
+                }
                 if self.peek(0) == q {
                     self.pos += 1;
                 } else {
@@ -78,6 +101,7 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
+        self.unterminated = true;
     }
 
     /// At a `$`: a dollar-quoted body (`$$...$$`, `$tag$...$tag$`) or a parameter.
@@ -93,7 +117,10 @@ impl<'a> Lexer<'a> {
             self.pos = end + 1;
             match self.s[self.pos..].windows(tag.len()).position(|w| w == tag) {
                 Some(i) => self.pos += i + tag.len(),
-                None => self.pos = self.s.len(),
+                None => {
+                    self.pos = self.s.len();
+                    self.unterminated = true;
+                }
             }
         } else {
             self.pos = end.max(start + 1);
@@ -182,6 +209,34 @@ mod tests {
         assert_eq!(words("select 'a;b' -- x;y\n; /* c /* nested; */ d; */ set"), ["select", "_", ";", "set"]);
         assert_eq!(words("select E'it\\'s;' , $$ ; $$, $q$ ; $q$ ;"), ["select", "_", "_", "_", "_", "_", ";"]);
         assert_eq!(words("select \"a;\"\"b\".c, $1"), ["select", "\"a;\"\"b\"", ".", "c", "_", "_"]);
+    }
+
+    fn flags(s: &str) -> (bool, bool) {
+        let mut l = Lexer::new(s.as_bytes());
+        while l.next().is_some() {}
+        (l.unterminated(), l.backslash_quote())
+    }
+
+    #[test]
+    fn reports_unterminated_text() {
+        for s in [r"select 'a", r#"select "a"#, r"select E'a\'", "select $q$ a $q", "select /* a /* b */", "select U&'a"] {
+            assert_eq!(flags(s), (true, false), "{s}");
+        }
+        for s in [r#"select 'a''b', E'\'', "x""y", $q$ ' $q$ /* ' */ -- '"#, r"select 'a\\'", r"select '\d+'"] {
+            assert_eq!(flags(s), (false, false), "{s}");
+        }
+    }
+
+    #[test]
+    fn reports_backslash_before_quote() {
+        // With standard_conforming_strings = off these strings end elsewhere.
+        assert_eq!(flags(r"select 'a\', nextval('s')"), (false, true));
+        assert_eq!(flags(r"select 'a\\\'''"), (false, true));
+    }
+
+    #[test]
+    fn whitespace_and_comments_as_postgresql_reads_them() {
+        assert_eq!(words("select 1 -- c\rfor\x0bupdate"), ["select", "_", "for", "update"]);
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! Operating pgmux like PgBouncer: the admin console's SHOW commands under a known
+//! load, and the Prometheus endpoint scraped over HTTP and parsed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{message, sqlstate, Setup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::SimpleQueryMessage;
+
+fn mt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Runs an admin command; returns (column names, rows as name -> value maps).
+async fn admin(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<HashMap<String, String>>) {
+    let msgs = c.simple_query(cmd).await.unwrap();
+    let mut cols = vec![];
+    let mut rows = vec![];
+    for m in msgs {
+        match m {
+            SimpleQueryMessage::RowDescription(d) => cols = d.iter().map(|c| c.name().to_string()).collect(),
+            SimpleQueryMessage::Row(r) => {
+                let mut map = HashMap::new();
+                for (i, c) in r.columns().iter().enumerate() {
+                    map.insert(c.name().to_string(), r.get(i).unwrap_or("").to_string());
+                }
+                rows.push(map);
+            }
+            _ => {}
+        }
+    }
+    (cols, rows)
+}
+
+/// GET over plain HTTP/1.1; returns (status, body).
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    // The body may be chunked; the exposition lines survive as they are.
+    (status, body)
+}
+
+/// Parses the Prometheus text format: (name, labels, value) per sample.
+fn parse_metrics(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    let mut out = vec![];
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || !line.starts_with("pgmux_") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n.to_string(), rest.trim_end_matches('}')),
+            None => (series.to_string(), ""),
+        };
+        let labels = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        out.push((name, labels, value));
+    }
+    out
+}
+
+fn sum(samples: &[(String, HashMap<String, String>, f64)], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| n == name && label.is_none_or(|(k, v)| l.get(k).map(String::as_str) == Some(v)))
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+#[test]
+fn admin_console_and_metrics_under_load() {
+    let metrics_port = pgmux::cluster::free_port();
+    let px = Setup { pool_size: 2, checkout_timeout: "20s", extra: String::new(), ..Default::default() }
+        .start_with(|y| format!("metrics_listen: 127.0.0.1:{metrics_port}\n{y}"));
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
+        let (_, version) = admin(&console, "SHOW VERSION").await;
+        assert!(version[0]["version"].starts_with("pgmux"));
+
+        // 20 clients, 2 server connections: 18 wait.
+        let mut load = vec![];
+        for _ in 0..20 {
+            let c = px.connect().await;
+            load.push(tokio::spawn(async move { c.simple_query("select pg_sleep(0.6)").await.unwrap() }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (cols, pools) = admin(&console, "SHOW POOLS").await;
+        for want in ["database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"] {
+            assert!(cols.iter().any(|c| c == want), "SHOW POOLS lacks {want}: {cols:?}");
+        }
+        let app = pools.iter().find(|r| r["database"] == "app" && r["user"] == "app").expect("a row for app/app");
+        assert_eq!(app["cl_active"], "2", "{app:?}");
+        assert_eq!(app["sv_active"], "2");
+        assert!(app["cl_waiting"].parse::<i32>().unwrap() >= 15, "{app:?}");
+        assert_eq!(app["pool_mode"], "transaction");
+
+        let (status, body) = http_get(metrics_port, "/metrics").await;
+        assert_eq!(status, 200);
+        let m = parse_metrics(&body);
+        assert!(sum(&m, "pgmux_clients", Some(("state", "waiting"))) >= 15.0, "{body}");
+        assert_eq!(sum(&m, "pgmux_clients", Some(("state", "active"))), 2.0);
+        assert_eq!(sum(&m, "pgmux_pool_size", Some(("role", "primary"))), 2.0);
+        assert_eq!(sum(&m, "pgmux_pool_saturation", Some(("role", "primary"))), 1.0);
+        let (_, clients) = admin(&console, "SHOW CLIENTS").await;
+        assert!(clients.iter().filter(|r| r["user"] == "app").count() >= 20);
+        assert!(clients.iter().any(|r| r["state"] == "waiting"));
+
+        for t in load {
+            t.await.unwrap();
+        }
+        let (_, pools) = admin(&console, "SHOW POOLS").await;
+        let app = pools.iter().find(|r| r["database"] == "app").unwrap();
+        assert_eq!((app["cl_waiting"].as_str(), app["cl_active"].as_str()), ("0", "0"), "{app:?}");
+        let (_, stats) = admin(&console, "SHOW STATS").await;
+        let app = stats.iter().find(|r| r["database"] == "app").unwrap();
+        assert!(app["total_xact_count"].parse::<u64>().unwrap() >= 20, "{app:?}");
+        assert!(app["total_wait_time"].parse::<u64>().unwrap() > 1_000_000, "18 clients waited 0.6 to 5.4 s: {app:?}");
+
+        let (status, body) = http_get(metrics_port, "/metrics").await;
+        assert_eq!(status, 200);
+        let m = parse_metrics(&body);
+        assert_eq!(sum(&m, "pgmux_clients", Some(("state", "waiting"))), 0.0);
+        assert!(sum(&m, "pgmux_transactions_total", None) >= 20.0);
+        // A real histogram: cumulative buckets, the slowest waits above 1 s.
+        let count = sum(&m, "pgmux_pool_wait_seconds_count", None);
+        let under_1s = sum(&m, "pgmux_pool_wait_seconds_bucket", Some(("le", "1")));
+        let inf = sum(&m, "pgmux_pool_wait_seconds_bucket", Some(("le", "+Inf")));
+        assert!(count >= 20.0 && inf == count && under_1s < count, "count {count}, le=1 {under_1s}, +Inf {inf}");
+
+        for cmd in ["SHOW SERVERS", "SHOW DATABASES", "SHOW USERS", "SHOW CONFIG", "SHOW LISTS", "SHOW REPLICAS"] {
+            let (cols, rows) = admin(&console, cmd).await;
+            assert!(!cols.is_empty() && !rows.is_empty(), "{cmd}: {cols:?} {rows:?}");
+        }
+        let e = console.simple_query("SHOW NONSENSE").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
+        let e = console.simple_query("PAUSE").await.unwrap_err();
+        assert!(message(&e).contains("not supported yet"), "{e}");
+
+        let (status, _) = http_get(metrics_port, "/healthz").await;
+        assert_eq!(status, 200);
+        let (status, body) = http_get(metrics_port, "/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"ready\":true") && body.contains("\"role\":\"primary\""), "{body}");
+
+        // Only admins get the console.
+        let e = px.connect_as("app", "app", "pgbouncer").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("28000"), "{e}");
+    });
+}

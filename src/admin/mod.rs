@@ -1,0 +1,141 @@
+//! The admin console: `psql -p 6432 -U admin pgbouncer` (or database `pgmux`).
+//!
+//! PgBouncer-compatible: the same SHOW commands with PgBouncer's column names, so
+//! existing exporters and runbooks keep working, plus `SHOW REPLICAS`. Only the
+//! simple query protocol is spoken, as in PgBouncer. [`show`] builds the result sets;
+//! this module reads commands and dispatches them.
+
+mod show;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::{PgError, SqlState};
+use crate::protocol::{backend, codes};
+use crate::proxy::Proxy;
+
+/// Database names that reach the admin console.
+pub fn is_admin_database(name: &str) -> bool {
+    name == "pgbouncer" || name == "pgmux"
+}
+
+/// A result set: columns (name, numeric?) and rows.
+pub struct ResultSet {
+    pub columns: Vec<(&'static str, bool)>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// What a command produced.
+enum Outcome {
+    Rows(ResultSet, String),
+    Done(String),
+    Error(PgError),
+}
+
+/// Greets an admin and serves commands until the client leaves.
+pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>, key_pid: i32, key_secret: i32) {
+    let mut out = BytesMut::new();
+    backend::auth_ok(&mut out);
+    for (k, v) in [
+        ("server_version", "15.0 (pgmux admin console)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        backend::parameter_status(&mut out, k, v);
+    }
+    backend::backend_key(&mut out, key_pid, key_secret);
+    backend::ready(&mut out, codes::TXN_IDLE);
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    loop {
+        let Ok(tag) = stream.read_u8().await else { return };
+        let Ok(len) = stream.read_i32().await else { return };
+        if !(4..=1 << 20).contains(&len) {
+            let mut out = BytesMut::new();
+            backend::error(&mut out, &PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message length {len}")));
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+        let mut body = vec![0u8; len as usize - 4];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let mut out = BytesMut::new();
+        match tag {
+            codes::TERMINATE => return,
+            codes::QUERY => {
+                let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
+                for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+                    tracing::info!(client = key_pid, command, "admin command");
+                    match execute(&proxy, command) {
+                        Outcome::Rows(rs, tag) => {
+                            backend::row_description(&mut out, &rs.columns);
+                            for row in &rs.rows {
+                                backend::data_row(&mut out, row);
+                            }
+                            backend::command_complete(&mut out, &tag);
+                        }
+                        Outcome::Done(tag) => backend::command_complete(&mut out, &tag),
+                        Outcome::Error(e) => {
+                            backend::error(&mut out, &e);
+                            break;
+                        }
+                    }
+                }
+                backend::ready(&mut out, codes::TXN_IDLE);
+            }
+            _ => {
+                // Like PgBouncer: the console speaks the simple protocol only.
+                backend::error(&mut out, &PgError::error(SqlState::FEATURE_NOT_SUPPORTED, "the admin console supports only simple queries"));
+                if tag == codes::SYNC {
+                    backend::ready(&mut out, codes::TXN_IDLE);
+                }
+            }
+        }
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn unsupported(command: &str) -> Outcome {
+    Outcome::Error(
+        PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: \"{command}\" is not supported yet"))
+            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, RECONNECT [db], SHUTDOWN."),
+    )
+}
+
+fn execute(proxy: &Proxy, command: &str) -> Outcome {
+    let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["show", what] => match show::show(proxy, what) {
+            Some(rs) => Outcome::Rows(rs, "SHOW".into()),
+            None => Outcome::Error(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: unknown SHOW item \"{what}\"")).with_hint("Try SHOW HELP.")),
+        },
+        ["reconnect"] | ["reconnect", _] => {
+            let db = words.get(1).copied();
+            for (name, pools) in proxy.pool_sets() {
+                if db.is_none_or(|d| d == name) {
+                    for p in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
+                        p.close_idle();
+                    }
+                }
+            }
+            Outcome::Done("RECONNECT".into())
+        }
+        ["shutdown"] | ["shutdown", "wait_for_clients"] => {
+            proxy.shutdown.send_replace(true);
+            Outcome::Done("SHUTDOWN".into())
+        }
+        [] => Outcome::Done("".into()),
+        _ => unsupported(command),
+    }
+}

@@ -1,0 +1,276 @@
+//! The SHOW commands, with PgBouncer's columns and meanings.
+
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::ResultSet;
+use crate::cancel::state;
+use crate::proxy::Proxy;
+
+fn n(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn unix_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}", d.as_secs())
+}
+
+pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
+    Some(match what {
+        "pools" => pools(proxy),
+        "stats" => stats(proxy),
+        "clients" => clients(proxy),
+        "servers" => servers(proxy),
+        "databases" => databases(proxy),
+        "users" => users(proxy),
+        "config" => config(proxy),
+        "lists" => lists(proxy),
+        "version" => ResultSet { columns: vec![("version", false)], rows: vec![vec![n(format!("pgmux {}", env!("CARGO_PKG_VERSION")))]] },
+        "replicas" => replicas(proxy),
+        "help" => ResultSet {
+            columns: vec![("command", false)],
+            rows: [
+                "SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP",
+                "RECONNECT [db]",
+                "SHUTDOWN",
+            ]
+            .iter()
+            .map(|c| vec![n(c)])
+            .collect(),
+        },
+        _ => return None,
+    })
+}
+
+fn pool_mode(proxy: &Proxy) -> &'static str {
+    match proxy.config.pool.mode {
+        crate::config::PoolMode::Transaction => "transaction",
+        crate::config::PoolMode::Session => "session",
+    }
+}
+
+/// One row per (database, user), the primary's and replicas' pools together.
+fn pools(proxy: &Proxy) -> ResultSet {
+    let cols = [
+        ("database", false), ("user", false), ("cl_active", true), ("cl_waiting", true),
+        ("cl_active_cancel_req", true), ("cl_waiting_cancel_req", true), ("sv_active", true),
+        ("sv_active_cancel", true), ("sv_being_canceled", true), ("sv_idle", true), ("sv_used", true),
+        ("sv_tested", true), ("sv_login", true), ("maxwait", true), ("maxwait_us", true), ("pool_mode", false),
+    ];
+    let mut rows = Vec::new();
+    for (db, p) in proxy.pool_sets() {
+        let (mut active, mut idle, mut waiting, mut max_wait) = (0, 0, 0, std::time::Duration::ZERO);
+        for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
+            let s = pool.status();
+            active += s.total - s.idle;
+            idle += s.idle;
+            waiting += s.waiting;
+            max_wait = max_wait.max(s.max_wait);
+        }
+        rows.push(vec![
+            n(db), n(&p.user), n(active), n(waiting), n(0), n(0), n(active), n(0), n(0), n(idle), n(0), n(0), n(0),
+            n(max_wait.as_secs()), n(max_wait.subsec_micros()), n(pool_mode(proxy)),
+        ]);
+    }
+    ResultSet { columns: cols.to_vec(), rows }
+}
+
+/// Totals since start and per-second averages over the uptime.
+fn stats(proxy: &Proxy) -> ResultSet {
+    let cols = [
+        ("database", false), ("total_xact_count", true), ("total_query_count", true), ("total_received", true),
+        ("total_sent", true), ("total_xact_time", true), ("total_query_time", true), ("total_wait_time", true),
+        ("avg_xact_count", true), ("avg_query_count", true), ("avg_recv", true), ("avg_sent", true),
+        ("avg_xact_time", true), ("avg_query_time", true), ("avg_wait_time", true),
+    ];
+    let secs = proxy.started.elapsed().as_secs().max(1);
+    let mut per_db: std::collections::BTreeMap<String, [u64; 7]> = Default::default();
+    for (db, p) in proxy.pool_sets() {
+        let t = per_db.entry(db).or_default();
+        for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
+            let c = &pool.counters;
+            for (i, v) in [
+                &c.transactions, &c.queries, &c.bytes_in, &c.bytes_out, &c.xact_micros, &c.query_micros, &c.wait_micros,
+            ]
+            .iter()
+            .enumerate()
+            {
+                t[i] += v.load(Ordering::Relaxed);
+            }
+        }
+    }
+    let rows = per_db
+        .into_iter()
+        .map(|(db, t)| {
+            let per = |total: u64, count: u64| if count == 0 { 0 } else { total / count };
+            vec![
+                n(db), n(t[0]), n(t[1]), n(t[2]), n(t[3]), n(t[4]), n(t[5]), n(t[6]),
+                n(t[0] / secs), n(t[1] / secs), n(t[2] / secs), n(t[3] / secs),
+                n(per(t[4], t[0])), n(per(t[5], t[1])), n(per(t[6], t[0])),
+            ]
+        })
+        .collect();
+    ResultSet { columns: cols.to_vec(), rows }
+}
+
+fn client_columns() -> Vec<(&'static str, bool)> {
+    vec![
+        ("type", false), ("user", false), ("database", false), ("state", false), ("addr", false), ("port", true),
+        ("local_addr", false), ("local_port", true), ("connect_time", false), ("request_time", false), ("wait", true),
+        ("wait_us", true), ("close_needed", true), ("ptr", false), ("link", false), ("remote_pid", true),
+        ("tls", false), ("application_name", false),
+    ]
+}
+
+fn clients(proxy: &Proxy) -> ResultSet {
+    let listen = proxy.config.listen_addr();
+    let rows = proxy
+        .cancel
+        .entries()
+        .into_iter()
+        .filter_map(|e| {
+            let info = e.info.get()?;
+            let st = match e.state.load(Ordering::Relaxed) {
+                state::ACTIVE => "active",
+                state::WAITING => "waiting",
+                state::IDLE => "idle",
+                _ => "login",
+            };
+            let link = e.target().map(|t| format!("{:x}", t.pid as u32));
+            Some(vec![
+                n("C"), n(&info.user), n(&info.database), n(st), n(info.addr.ip()), n(info.addr.port()),
+                n(listen.ip()), n(listen.port()), n(unix_time(info.connected)), n(unix_time(info.connected)),
+                n(0), n(0), n(0), n(format!("{:x}", e.pid as u32)), link, n(e.pid), n(""), n(&info.application_name),
+            ])
+        })
+        .collect();
+    ResultSet { columns: client_columns(), rows }
+}
+
+fn servers(proxy: &Proxy) -> ResultSet {
+    let mut rows = Vec::new();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let at = |t: Instant| unix_time(wall - now.duration_since(t));
+    // Lent connections, as seen by the clients that hold them.
+    for e in proxy.cancel.entries() {
+        if let (Some(t), Some(info)) = (e.target(), e.info.get()) {
+            rows.push(vec![
+                n("S"), n(&info.user), n(&info.database), n("active"), n(t.addr.ip()), n(t.addr.port()),
+                n(""), n(0), n(""), n(""), n(0), n(0), n(0), n(format!("{:x}", t.pid as u32)),
+                n(format!("{:x}", e.pid as u32)), n(t.pid), n(""), n(&info.application_name),
+            ]);
+        }
+    }
+    for (db, p) in proxy.pool_sets() {
+        for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
+            for (pid, created, used) in pool.idle_servers() {
+                rows.push(vec![
+                    n("S"), n(&p.user), n(&db), n("idle"), n(&pool.target.addr.host), n(pool.target.addr.port),
+                    n(""), n(0), n(at(created)), n(at(used)), n(0), n(0), n(0), n(format!("{:x}", pid as u32)),
+                    None, n(pid), n(""), n(""),
+                ]);
+            }
+        }
+    }
+    ResultSet { columns: client_columns(), rows }
+}
+
+fn databases(proxy: &Proxy) -> ResultSet {
+    let cols = [
+        ("name", false), ("host", false), ("port", true), ("database", false), ("force_user", false),
+        ("pool_size", true), ("min_pool_size", true), ("reserve_pool", true), ("pool_mode", false),
+        ("max_connections", true), ("current_connections", true), ("paused", true), ("disabled", true),
+    ];
+    let sets = proxy.pool_sets();
+    let rows = proxy
+        .config
+        .databases
+        .iter()
+        .map(|(name, db)| {
+            let a = db.primary_addr();
+            let current: usize = sets
+                .iter()
+                .filter(|(d, _)| d == name)
+                .map(|(_, p)| std::iter::once(&p.primary).chain(p.replicas.iter()).map(|pool| pool.status().total).sum::<usize>())
+                .sum();
+            vec![
+                n(name), n(a.host), n(a.port), n(db.dbname.clone().unwrap_or_else(|| name.clone())), None,
+                n(proxy.config.pool.size), n(0), n(0), n(pool_mode(proxy)), n(0), n(current), n(0), n(0),
+            ]
+        })
+        .collect();
+    ResultSet { columns: cols.to_vec(), rows }
+}
+
+fn users(proxy: &Proxy) -> ResultSet {
+    let rows = proxy.config.users.iter().map(|u| vec![n(&u.name), n(pool_mode(proxy))]).collect();
+    ResultSet { columns: vec![("name", false), ("pool_mode", false)], rows }
+}
+
+fn config(proxy: &Proxy) -> ResultSet {
+    let c = &proxy.config;
+    let items: Vec<(&str, String, &str)> = vec![
+        ("listen", c.listen.clone(), "127.0.0.1:6432"),
+        ("metrics_listen", c.metrics_listen.clone().unwrap_or_default(), ""),
+        ("max_client_connections", c.max_client_connections.to_string(), "5000"),
+        ("auth_type", format!("{:?}", c.auth_type), "ScramSha256"),
+        ("max_message_size", c.max_message_size.0.to_string(), "268435456"),
+        ("max_prepared_statements", c.max_prepared_statements.to_string(), "256"),
+        ("startup_timeout", c.startup_timeout.to_string(), "15s"),
+        ("shutdown_timeout", c.shutdown_timeout.to_string(), "30s"),
+        ("pool.mode", pool_mode(proxy).to_string(), "transaction"),
+        ("pool.size", c.pool.size.to_string(), "10"),
+        ("pool.checkout_timeout", c.pool.checkout_timeout.to_string(), "5s"),
+        ("pool.server_idle_timeout", c.pool.server_idle_timeout.to_string(), "600s"),
+        ("pool.server_lifetime", c.pool.server_lifetime.to_string(), "3600s"),
+        ("pool.server_connect_timeout", c.pool.server_connect_timeout.to_string(), "5s"),
+        ("pool.server_check_delay", c.pool.server_check_delay.to_string(), "30s"),
+        ("pool.server_reset_query", c.pool.server_reset_query.clone(), "DISCARD ALL"),
+    ];
+    let rows = items.into_iter().map(|(k, v, d)| vec![n(k), n(v), n(d), n("no")]).collect();
+    ResultSet { columns: vec![("key", false), ("value", false), ("default", false), ("changeable", false)], rows }
+}
+
+fn lists(proxy: &Proxy) -> ResultSet {
+    let sets = proxy.pool_sets();
+    let pools: Vec<_> = sets.iter().flat_map(|(_, p)| std::iter::once(p.primary.clone()).chain(p.replicas.iter().cloned())).collect();
+    let (mut used, mut free) = (0, 0);
+    for p in &pools {
+        let s = p.status();
+        used += s.total - s.idle;
+        free += s.idle;
+    }
+    let clients = proxy.clients();
+    let items = [
+        ("databases", proxy.config.databases.len()),
+        ("users", proxy.config.users.len()),
+        ("pools", pools.len()),
+        ("free_clients", 0),
+        ("used_clients", clients),
+        ("login_clients", 0),
+        ("free_servers", free),
+        ("used_servers", used),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+    ];
+    ResultSet { columns: vec![("list", false), ("items", true)], rows: items.iter().map(|(k, v)| vec![n(k), n(v)]).collect() }
+}
+
+/// pgmux's own: every configured server with its role and what pgmux knows of it.
+fn replicas(proxy: &Proxy) -> ResultSet {
+    let mut rows = Vec::new();
+    for (db, p) in proxy.pool_sets() {
+        for (pool, role) in std::iter::once((&p.primary, "primary")).chain(p.replicas.iter().map(|r| (r, "replica"))) {
+            let s = pool.status();
+            rows.push(vec![n(&db), n(&p.user), n(pool.target.addr.to_string()), n(role), n(if pool.is_down() { "down" } else { "up" }), n(s.total), None, None]);
+        }
+    }
+    ResultSet {
+        columns: vec![("database", false), ("user", false), ("server", false), ("role", false), ("state", false), ("connections", true), ("lag_bytes", true), ("lag_seconds", false)],
+        rows,
+    }
+}

@@ -1,0 +1,599 @@
+//! `pgmux import-pgbouncer pgbouncer.ini [userlist.txt]`: a PgBouncer configuration as
+//! pgmux YAML, plus every setting that has no equivalent, with the reason (nothing is
+//! dropped silently). [`convert`] is pure; [`cli`] reads the files and prints.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::auth::scram::ScramSecret;
+use crate::config::{Config, ServerAddr};
+
+/// The YAML (valid for pgmux unless `untranslated` says otherwise) and what it could not say.
+#[derive(Debug, Clone)]
+pub struct Conversion { pub yaml: String, pub untranslated: Vec<Untranslated> }
+
+/// A setting, or part of one, without equivalent. `value` never holds a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslated { pub key: String, pub value: String, pub reason: String }
+
+impl fmt::Display for Untranslated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if self.value.is_empty() { String::new() } else { format!(" = {}", self.value) };
+        write!(f, "{}{value}: {}", self.key, self.reason)
+    }
+}
+
+/// Malformed input: `file` is `pgbouncer.ini` or `userlist.txt`, `line` 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportError { pub file: &'static str, pub line: usize, pub message: String }
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+const INI: &str = "pgbouncer.ini";
+const USERLIST: &str = "userlist.txt";
+
+#[derive(PartialEq)]
+enum Unit { Secs, Count, Bytes }
+
+/// PgBouncer key, pgmux key, unit, PgBouncer's default where it differs from pgmux's
+/// (written when the key is not set), and why 0 cannot be written (PgBouncer: off).
+struct Num(&'static str, &'static str, Unit, Option<&'static str>, Option<&'static str>);
+
+const NUMERIC: &[Num] = &[
+    Num("max_client_conn", "max_client_connections", Unit::Count, Some("100"), Some("must be at least 1")),
+    Num("default_pool_size", "pool.size", Unit::Count, Some("20"), Some("must be at least 1")),
+    Num("query_wait_timeout", "pool.checkout_timeout", Unit::Secs, Some("120"), Some("0 (wait forever) is not offered")),
+    Num("server_idle_timeout", "pool.server_idle_timeout", Unit::Secs, None, Some("0 (never close idle connections) is not offered")),
+    Num("server_lifetime", "pool.server_lifetime", Unit::Secs, None, None),
+    Num("server_connect_timeout", "pool.server_connect_timeout", Unit::Secs, Some("15"), Some("0 (no timeout) is not offered")),
+    Num("server_check_delay", "pool.server_check_delay", Unit::Secs, None, None),
+    Num("client_login_timeout", "startup_timeout", Unit::Secs, Some("60"), Some("0 (no timeout) is not offered")),
+    Num("max_prepared_statements", "max_prepared_statements", Unit::Count, None, Some("0 (off) is not needed: pgmux keeps prepared statements working in transaction mode")),
+    Num("max_packet_size", "max_message_size", Unit::Bytes, None, Some("must be at least 1kB")),
+];
+
+/// Output order of the scalar keys.
+const ORDER: &[&str] = &[
+    "listen", "max_client_connections", "auth_type", "max_prepared_statements", "max_message_size", "startup_timeout",
+    "pool.mode", "pool.size", "pool.checkout_timeout", "pool.server_idle_timeout", "pool.server_lifetime",
+    "pool.server_connect_timeout", "pool.server_check_delay", "pool.server_reset_query",
+];
+
+/// Why a `[pgbouncer]` key is not translated; a key ending in `_` is a prefix.
+const REASONS: &[(&[&str], &str)] = &[
+    (&["client_tls_", "server_tls_"], "TLS is not supported yet (issue #6)"),
+    (&["unix_socket_"], "pgmux listens on TCP only"),
+    (&["logfile", "syslog", "syslog_"], "pgmux logs to stderr (PGMUX_LOG sets the level)"),
+    (&["log_", "verbose"], "no such switch: PGMUX_LOG sets what is logged"),
+    (&["pidfile"], "pgmux does not daemonize: run it under a supervisor"),
+    (&["user"], "pgmux does not switch users: start it as the user it should run as"),
+    (&["stats_users"], "no read-only stats users: give the admin console to admin users (admin: true)"),
+    (&["stats_period"], "no periodic stats log: pgmux exports metrics at metrics_listen"),
+    (&["ignore_startup_parameters"], "not needed: pgmux accepts every startup parameter and keeps it per client"),
+    (&["track_extra_parameters"], "not needed: every startup parameter and SET is kept per client"),
+    (&["tcp_"], "not configurable: pgmux sets TCP_NODELAY and keepalives on server connections"),
+    (&["dns_"], "not configurable: pgmux resolves host names when it connects"),
+    (&["server_login_retry"], "not configurable: pgmux retries with backoff, 250ms doubling to 5s"),
+    (&["server_round_robin"], "not supported: each database has one primary"),
+    (&["server_reset_query_always"], "not supported: server_reset_query runs in session mode only"),
+    (&["auth_user", "auth_query", "auth_dbname"], "no auth query: list every user under users:"),
+    (&["auth_hba_file"], "HBA rules are not supported"),
+    (
+        &["min_pool_size", "reserve_pool_size", "reserve_pool_timeout", "max_db_connections", "max_user_connections"],
+        "not supported yet (issue #5)",
+    ),
+    (&["idle_transaction_timeout", "client_idle_timeout", "query_timeout"], "not supported yet (issue #5)"),
+];
+
+#[derive(Default)]
+struct Out {
+    scalars: Vec<(&'static str, String, String)>,
+    untranslated: Vec<Untranslated>,
+}
+
+impl Out {
+    fn set(&mut self, key: &'static str, value: String, comment: &str) {
+        self.scalars.retain(|s| s.0 != key);
+        self.scalars.push((key, value, comment.to_string()));
+    }
+    fn skip(&mut self, key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) {
+        self.untranslated.push(Untranslated { key: key.into(), value: value.into(), reason: reason.into() });
+    }
+    /// A number of NUMERIC entry `n`; Err(message) if `v` is not a number.
+    fn numeric(&mut self, n: &Num, v: &str, comment: &str) -> Result<(), String> {
+        let Num(key, to, unit, _, zero) = n;
+        let bad = || format!("{key}: \"{v}\" is not a valid number");
+        let x: f64 = v.parse().ok().filter(|x: &f64| x.is_finite() && *x >= 0.0).ok_or_else(bad)?;
+        if *unit != Unit::Secs && x.fract() != 0.0 {
+            return Err(bad());
+        }
+        if let (true, Some(why)) = (x == 0.0 || (*unit == Unit::Bytes && x < 1024.0), zero) {
+            self.skip(*key, v, format!("{why}; pgmux's default is used"));
+            return Ok(());
+        }
+        let text = match unit {
+            Unit::Secs => duration(x),
+            Unit::Count => format!("{x}"),
+            Unit::Bytes if x > (1u64 << 30) as f64 => {
+                self.skip(*key, v, "pgmux accepts messages up to 1GB: 1GB is used");
+                "1GB".into()
+            }
+            Unit::Bytes => bytes(x as u64),
+        };
+        self.set(to, text, comment);
+        Ok(())
+    }
+}
+
+/// Seconds as `500ms`, `45s`, `10m`, `1h`.
+fn duration(secs: f64) -> String {
+    let ms = (secs * 1000.0).round() as u64;
+    let s = ms / 1000;
+    match () {
+        _ if ms % 1000 != 0 => format!("{ms}ms"),
+        _ if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    [(30, "GB"), (20, "MB"), (10, "kB")]
+        .iter()
+        .find(|(shift, _)| n % (1 << shift) == 0)
+        .map_or(n.to_string(), |(shift, unit)| format!("{}{unit}", n >> shift))
+}
+
+/// A YAML scalar that reads back as exactly `s`: plain when that is safe, else single-quoted
+/// (a control character would make the YAML invalid, which the final check reports).
+fn ys(s: &str) -> String {
+    let word = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    let address = s.starts_with(|c: char| c.is_ascii_digit()) && s.contains('.') && s.contains(':');
+    let reserved = ["true", "false", "yes", "no", "on", "off", "null", "y", "n"].contains(&s.to_ascii_lowercase().as_str());
+    if (word || address) && !reserved && !s.ends_with(':') && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/:".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A libpq-style `key=value key='quoted \' value'` string, keys lowercased.
+fn connstr(s: &str) -> Result<Vec<(String, String)>, String> {
+    let (mut out, mut it) = (Vec::new(), s.trim().chars().peekable());
+    let ws = |it: &mut std::iter::Peekable<std::str::Chars>| while it.next_if(|c| c.is_whitespace()).is_some() {};
+    while it.peek().is_some() {
+        let k: String = std::iter::from_fn(|| it.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        ws(&mut it);
+        if k.is_empty() || it.next() != Some('=') {
+            return Err(format!("expected key=value in the connection string, at \"{k}\""));
+        }
+        ws(&mut it);
+        let mut v = String::new();
+        if it.next_if_eq(&'\'').is_some() {
+            loop {
+                match it.next().ok_or(format!("unterminated quote in {k}="))? {
+                    '\'' => break,
+                    '\\' => v.extend(it.next()),
+                    c => v.push(c),
+                }
+            }
+        } else {
+            v.extend(std::iter::from_fn(|| it.next_if(|c| !c.is_whitespace())));
+        }
+        ws(&mut it);
+        out.push((k.to_ascii_lowercase(), v));
+    }
+    Ok(out)
+}
+
+/// A line without surrounding space; None if blank or a `;` or `#` comment.
+fn content(raw: &str) -> Option<&str> {
+    Some(raw.trim()).filter(|t| !t.is_empty() && !t.starts_with([';', '#']))
+}
+
+/// One `"user" "password"` line (`""` is a quote inside).
+fn userlist_line(t: &str) -> Option<(String, String)> {
+    fn quoted(s: &str) -> Option<(String, &str)> {
+        let body = s.trim_start().strip_prefix('"')?;
+        let mut chars = body.char_indices().peekable();
+        let mut out = String::new();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' if chars.next_if(|(_, c)| *c == '"').is_some() => out.push('"'),
+                '"' => return Some((out, &body[i + 1..])),
+                c => out.push(c),
+            }
+        }
+        None
+    }
+    let (name, rest) = quoted(t)?;
+    Some((name, quoted(rest)?.0))
+}
+
+/// `[pgbouncer]` settings: (line, key, value); `[databases]` entries: (line, name, connection string).
+type Lines = Vec<(usize, String, String)>;
+/// A user as written: name, password, admin, comment.
+type User = (String, String, bool, String);
+
+/// Translates pgbouncer.ini (and userlist.txt) text to pgmux YAML.
+pub fn convert(ini: &str, userlist: Option<&str>) -> Result<Conversion, ImportError> {
+    let mut out = Out::default();
+    let (settings, databases) = read_ini(ini, &mut out)?;
+    let (auth_type, auth_file, admins) = translate_settings(&settings, &mut out)?;
+    let users = read_users(userlist, &admins, &mut out)?;
+    if let (None, Some(f)) = (userlist, auth_file) {
+        out.skip("auth_file", f, "not read: give it as the second argument (pgmux import-pgbouncer pgbouncer.ini userlist.txt)");
+    }
+    match auth_type {
+        None => {}
+        Some("md5") if users.iter().any(|u| u.1.starts_with("SCRAM-SHA-256$")) => {
+            out.skip("auth_type", "md5", "pgmux has one method for all users, and some have SCRAM verifiers: scram-sha-256 is used");
+            out.set("auth_type", "scram-sha-256".into(), "");
+        }
+        Some(a @ ("md5" | "scram-sha-256")) => out.set("auth_type", a.into(), ""),
+        Some(other) => out.skip("auth_type", other, "not supported: pgmux checks passwords with scram-sha-256 (used) or md5"),
+    }
+    let dbs = translate_databases(&databases, &mut out)?;
+    let yaml = render(&mut out.scalars, &users, &dbs);
+    if let Err(e) = Config::parse(&yaml, Path::new("pgmux.yaml")) {
+        out.skip(e.key, "", format!("pgmux rejects the result until this is fixed: {}", e.message));
+    }
+    Ok(Conversion { yaml, untranslated: out.untranslated })
+}
+
+/// Splits the ini file into `[pgbouncer]` settings (keys lowercased) and `[databases]`
+/// entries; anything else is reported.
+fn read_ini(ini: &str, out: &mut Out) -> Result<(Lines, Lines), ImportError> {
+    let (mut settings, mut databases) = (Vec::new(), Vec::new());
+    let mut section: Option<String> = None;
+    for (i, raw) in ini.lines().enumerate() {
+        let err = |message: String| ImportError { file: INI, line: i + 1, message };
+        let Some(t) = content(raw) else { continue };
+        if let Some(path) = t.strip_prefix("%include") {
+            out.skip("%include", path.trim(), "included files are not read: import them separately");
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix('[') {
+            let name = rest.strip_suffix(']').ok_or_else(|| err(format!("unterminated section header \"{t}\"")))?;
+            section = Some(name.trim().to_ascii_lowercase());
+            continue;
+        }
+        let (k, v) = t.split_once('=').ok_or_else(|| err(format!("expected key = value, not \"{t}\"")))?;
+        let (k, v) = (k.trim().trim_matches('"'), v.trim().to_string());
+        match section.as_deref() {
+            None => return Err(err(format!("\"{k}\" is outside any section"))),
+            Some("pgbouncer") => {
+                let k = k.to_ascii_lowercase();
+                let v = if k == "pool_mode" || k == "auth_type" { v.to_ascii_lowercase() } else { v };
+                settings.push((i + 1, k, v))
+            }
+            Some("databases") => databases.push((i + 1, k.to_string(), v)),
+            Some("users") => out.skip(format!("[users] {k}"), v, "per-user settings are not supported yet (issue #5)"),
+            Some(s) => out.skip(format!("[{s}] {k}"), v, format!("pgmux has no [{s}] section")),
+        }
+    }
+    Ok((settings, databases))
+}
+
+/// The settings that depend on the users: auth_type, auth_file, admin_users.
+type Auth<'a> = (Option<&'a str>, Option<&'a str>, Vec<&'a str>);
+
+/// Translates `[pgbouncer]`; returns what depends on the users.
+fn translate_settings<'a>(settings: &'a Lines, out: &mut Out) -> Result<Auth<'a>, ImportError> {
+    let (mut listen_addr, mut listen_port, mut auth_type, mut auth_file) = (None, 6432u16, None, None);
+    let mut admins = Vec::new();
+    for (line, k, v) in settings {
+        let err = |message: String| ImportError { file: INI, line: *line, message };
+        match (k.as_str(), v.as_str()) {
+            ("listen_addr", v) => listen_addr = Some(v),
+            ("listen_port", v) => listen_port = v.parse().map_err(|_| err(format!("listen_port: \"{v}\" is not a port")))?,
+            ("auth_type", v) => auth_type = Some(v),
+            ("auth_file", v) => auth_file = Some(v),
+            ("admin_users", v) => admins = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect(),
+            ("pool_mode", v @ ("session" | "transaction")) => out.set("pool.mode", v.into(), ""),
+            ("pool_mode", v) => out.skip(k, v, "not offered: pgmux pools by transaction (default) or session"),
+            ("server_reset_query", v) => out.set("pool.server_reset_query", ys(v), ""),
+            ("client_tls_sslmode" | "server_tls_sslmode", "disable") | ("unix_socket_dir", "") => {}
+            (k, v) => match NUMERIC.iter().find(|n| n.0 == k) {
+                Some(n) => out.numeric(n, v, "").map_err(err)?,
+                None => {
+                    let known = |p: &&str| *p == k || (p.ends_with('_') && k.starts_with(p));
+                    let reason = REASONS.iter().find(|(keys, _)| keys.iter().any(known));
+                    out.skip(k, v, reason.map_or("no equivalent in pgmux", |r| r.1));
+                }
+            },
+        }
+    }
+    let set = |key: &str| settings.iter().any(|s| s.1 == key);
+    for n in NUMERIC.iter().filter(|n| !set(n.0)) {
+        if let Some(default) = n.3 {
+            out.numeric(n, default, &format!("PgBouncer's default ({} not set)", n.0)).expect("valid default");
+        }
+    }
+    if !set("pool_mode") {
+        out.set("pool.mode", "session".into(), "PgBouncer's default (pool_mode not set)");
+    }
+    let addrs: Vec<&str> = listen_addr.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let ip = match addrs.first().copied() {
+        Some("*") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some("localhost") => localhost,
+        Some(a) => a.parse().unwrap_or_else(|_| {
+            out.skip("listen_addr", a, "not an IP address: 127.0.0.1 is used");
+            localhost
+        }),
+        None => {
+            out.skip("listen_addr", "", "not set: PgBouncer then listens on its unix socket only; pgmux on TCP, 127.0.0.1");
+            localhost
+        }
+    };
+    if addrs.len() > 1 {
+        out.skip("listen_addr", listen_addr.unwrap_or(""), format!("pgmux listens on one address: {} is used", addrs[0]));
+    }
+    out.set("listen", ys(&SocketAddr::new(ip, listen_port).to_string()), "");
+    Ok((auth_type, auth_file, admins))
+}
+
+/// userlist.txt's users, plus admin_users missing there (with a placeholder password).
+fn read_users(userlist: Option<&str>, admins: &[&str], out: &mut Out) -> Result<Vec<User>, ImportError> {
+    let mut users: Vec<User> = Vec::new();
+    let placeholder = || format!("CHANGE-ME-{:016x}", rand::random::<u64>());
+    for (i, raw) in userlist.unwrap_or("").lines().enumerate() {
+        let Some(t) = content(raw) else { continue };
+        let err = |message: &str| ImportError { file: USERLIST, line: i + 1, message: message.into() };
+        let (name, pw) = userlist_line(t).ok_or_else(|| err("expected \"user\" \"password\""))?;
+        let key = format!("{USERLIST} \"{name}\"");
+        let (pw, comment) = if pw.len() == 35 && pw.starts_with("md5") && pw[3..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.skip(&key, "md5 hash", "pgmux needs the plaintext password or a SCRAM-SHA-256 verifier: a random placeholder is written");
+            (placeholder(), "placeholder: userlist.txt has an md5 hash; put the password here".to_string())
+        } else if pw.starts_with("SCRAM-SHA-256$") {
+            ScramSecret::parse_verifier(&pw).ok_or_else(|| err("malformed SCRAM-SHA-256 verifier"))?;
+            out.skip(&key, "SCRAM verifier", "kept: pgmux checks clients with it, but logs in to PostgreSQL with it only if the server asks no password (issue #6); give the plaintext password otherwise");
+            (pw, String::new())
+        } else {
+            (pw, String::new())
+        };
+        if users.iter().any(|u| u.0 == name) {
+            out.skip(key, "", "listed twice: the last entry is used");
+            users.retain(|u| u.0 != name);
+        }
+        users.push((name, pw, false, comment));
+    }
+    for &a in admins {
+        match users.iter_mut().find(|u| u.0 == a) {
+            Some(u) => u.2 = true,
+            None => {
+                out.skip("admin_users", a, "not in userlist.txt: written with a random placeholder password");
+                users.push((a.to_string(), placeholder(), true, "placeholder: not in userlist.txt".into()));
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// `[databases]` as (name, primary, dbname); connection parameters without equivalent reported.
+fn translate_databases(databases: &Lines, out: &mut Out) -> Result<Vec<(String, String, Option<String>)>, ImportError> {
+    let mut dbs = Vec::new();
+    for (line, name, v) in databases {
+        let err = |message: String| ImportError { file: INI, line: *line, message };
+        let params = connstr(v).map_err(err)?;
+        let key = format!("databases.{name}");
+        let shown = |k: &str, v: &str| if k == "password" { "password=***".to_string() } else { format!("{k}={v}") };
+        if name == "*" || name == "pgbouncer" || name == "pgmux" {
+            let all: Vec<String> = params.iter().map(|(k, v)| shown(k, v)).collect();
+            let why = match name.as_str() {
+                "*" => "the fallback database (any database name) is not offered: list each database",
+                _ => "reserved for pgmux's admin console",
+            };
+            out.skip(key, all.join(" "), why);
+            continue;
+        }
+        let (mut host, mut port, mut dbname) = (String::new(), 5432u16, None);
+        for (k, v) in params {
+            match k.as_str() {
+                "host" => host = v,
+                "port" => port = v.parse().map_err(|_| err(format!("{name}: port \"{v}\" is not a port")))?,
+                "dbname" => dbname = Some(v).filter(|d| d != name),
+                "user" => out.skip(&key, shown(&k, &v), "no forced user: pgmux logs in to PostgreSQL as the client's user"),
+                "password" => out.skip(&key, shown(&k, &v), "no forced user: pgmux logs in with the client's own password"),
+                "pool_size" | "min_pool_size" | "reserve_pool" | "reserve_pool_size" | "max_db_connections" | "pool_mode" => {
+                    out.skip(&key, shown(&k, &v), "per-database pool settings are not supported yet (issue #5): the global ones apply")
+                }
+                _ => out.skip(&key, shown(&k, &v), "no per-database equivalent in pgmux"),
+            }
+        }
+        if host.is_empty() || host.starts_with('/') {
+            let shown = if host.is_empty() { String::new() } else { format!("host={host}") };
+            out.skip(&key, shown, "no TCP host: PgBouncer uses the unix socket, pgmux connects over TCP: 127.0.0.1 is used");
+            host = "127.0.0.1".into();
+        } else if let Some((first, _)) = host.split_once(',') {
+            let why = format!("several hosts are not offered: {first} is the primary (put read replicas under replicas:)");
+            out.skip(&key, format!("host={host}"), why);
+            host = first.trim().to_string();
+        }
+        dbs.push((name.clone(), ServerAddr { host, port }.to_string(), dbname));
+    }
+    Ok(dbs)
+}
+
+/// The YAML text: scalars in [`ORDER`], then users and databases.
+fn render(scalars: &mut [(&'static str, String, String)], users: &[User], dbs: &[(String, String, Option<String>)]) -> String {
+    let mut y = String::from("# pgmux configuration, imported from PgBouncer by `pgmux import-pgbouncer`.\n");
+    let line = |y: &mut String, indent: &str, key: &str, value: &str, comment: &str| {
+        let c = if comment.is_empty() { String::new() } else { format!("  # {comment}") };
+        y.push_str(&format!("{indent}{key}: {value}{c}\n"));
+    };
+    scalars.sort_by_key(|s| ORDER.iter().position(|k| *k == s.0));
+    for (k, v, c) in scalars.iter().filter(|s| !s.0.starts_with("pool.")) {
+        line(&mut y, "", k, v, c);
+    }
+    y.push_str("pool:\n");
+    for (k, v, c) in scalars.iter().filter(|s| s.0.starts_with("pool.")) {
+        line(&mut y, "  ", &k[5..], v, c);
+    }
+    y.push_str(if users.is_empty() { "users: []\n" } else { "users:\n" });
+    for (name, pw, admin, comment) in users {
+        line(&mut y, "  - ", "name", &ys(name), "");
+        line(&mut y, "    ", "password", &ys(pw), comment);
+        if *admin {
+            line(&mut y, "    ", "admin", "true", "");
+        }
+    }
+    y.push_str(if dbs.is_empty() { "databases: {}\n" } else { "databases:\n" });
+    for (name, primary, dbname) in dbs {
+        y.push_str(&format!("  {}:\n", ys(name)));
+        line(&mut y, "    ", "primary", &ys(primary), "");
+        if let Some(d) = dbname {
+            line(&mut y, "    ", "dbname", &ys(d), "");
+        }
+    }
+    y
+}
+
+/// The command: YAML on stdout, untranslated settings on stderr; exit 2 on bad input.
+pub fn cli(ini: &Path, userlist: Option<&Path>) -> ExitCode {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()));
+    let result = read(ini).and_then(|i| {
+        let u = userlist.map(read).transpose()?;
+        convert(&i, u.as_deref()).map_err(|e| {
+            let path = if e.file == USERLIST { userlist.unwrap_or(ini) } else { ini };
+            format!("{}:{}: {}", path.display(), e.line, e.message)
+        })
+    });
+    match result {
+        Ok(c) => {
+            print!("{}", c.yaml);
+            if !c.untranslated.is_empty() {
+                eprintln!("{} setting(s) not translated:", c.untranslated.len());
+                c.untranslated.iter().for_each(|u| eprintln!("  {u}"));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgmux import-pgbouncer: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthType, PoolMode};
+    use std::time::Duration;
+
+    fn parse(c: &Conversion) -> Config {
+        Config::parse(&c.yaml, Path::new("out.yaml")).unwrap_or_else(|e| panic!("{e}\n{}", c.yaml))
+    }
+
+    fn keys(c: &Conversion) -> Vec<String> {
+        c.untranslated.iter().map(|u| if u.value.is_empty() { u.key.clone() } else { format!("{} = {}", u.key, u.value) }).collect()
+    }
+
+    #[test]
+    fn realistic_config() {
+        let ini = include_str!("../configs/examples/pgbouncer.ini");
+        let c = convert(ini, Some(include_str!("../configs/examples/userlist.txt"))).unwrap();
+        let cfg = parse(&c);
+        assert_eq!(cfg.listen, "0.0.0.0:6432");
+        assert_eq!((cfg.max_client_connections, cfg.max_prepared_statements), (2000, 500));
+        assert_eq!((cfg.auth_type, cfg.max_message_size.0), (AuthType::ScramSha256, 1 << 30));
+        assert_eq!(cfg.startup_timeout.0, Duration::from_secs(60));
+        let p = &cfg.pool;
+        assert_eq!((p.mode, p.size, p.server_reset_query.as_str()), (PoolMode::Transaction, 25, "DISCARD ALL"));
+        let secs = [p.checkout_timeout, p.server_idle_timeout, p.server_lifetime, p.server_connect_timeout, p.server_check_delay];
+        assert_eq!(secs.map(|d| d.0.as_secs()), [30, 300, 3600, 5, 10]);
+        for line in ["checkout_timeout: 30s", "server_idle_timeout: 5m", "server_lifetime: 1h", "startup_timeout: 1m"] {
+            assert!(c.yaml.contains(line), "{line} in\n{}", c.yaml);
+        }
+        let users: Vec<_> = cfg.users.iter().map(|u| (u.name.as_str(), u.admin)).collect();
+        let expected = [("app", false), ("postgres", true), ("reporting", false), ("monitoring", false), ("pgbadmin", true)];
+        assert_eq!(users, expected);
+        assert_eq!(cfg.user("app").unwrap().password, "app-password");
+        assert!(cfg.user("postgres").unwrap().password.starts_with("CHANGE-ME-"));
+        assert!(cfg.user("reporting").unwrap().password.starts_with("SCRAM-SHA-256$4096:"));
+        assert_eq!(cfg.user("pgbadmin").unwrap().password, r#"say "hi": #1"#);
+        let dbs: Vec<_> = cfg.databases.iter().map(|(n, d)| (n.as_str(), d.primary.as_str(), d.dbname.as_deref())).collect();
+        let expected = [("analytics", "127.0.0.1:5432", None), ("orders", "10.0.1.5:5432", Some("orders_prod"))];
+        assert_eq!(dbs[..2], expected);
+        assert_eq!(dbs[2], ("reports", "replica1.db.internal:5432", Some("orders_prod")));
+        let expected = [
+            "[users] reporting = pool_mode=session max_user_connections=10", "%include = /etc/pgbouncer/pgbouncer-local.ini",
+            "logfile = /var/log/postgresql/pgbouncer.log", "pidfile = /var/run/postgresql/pgbouncer.pid",
+            "unix_socket_dir = /var/run/postgresql", "stats_users = monitoring", "ignore_startup_parameters = extra_float_digits",
+            "min_pool_size = 5", "reserve_pool_size = 5", "reserve_pool_timeout = 3", "max_db_connections = 100",
+            "idle_transaction_timeout = 600", "server_tls_sslmode = require", "log_connections = 0", "stats_period = 60",
+            "tcp_keepalive = 1", "userlist.txt \"postgres\" = md5 hash", "userlist.txt \"reporting\" = SCRAM verifier",
+            "auth_type = md5", "databases.orders = pool_size=40", "databases.reports = user=reporting",
+            "databases.reports = password=***", "databases.analytics", "databases.* = host=10.0.1.5",
+        ];
+        assert_eq!(keys(&c), expected);
+        assert!(c.untranslated[12].to_string() == "server_tls_sslmode = require: TLS is not supported yet (issue #6)");
+        assert!(!format!("{:?}", c.untranslated).contains("s3cr3t"), "no password in the report");
+    }
+
+    #[test]
+    fn pgbouncer_defaults_and_odd_values() {
+        let ini = "[databases]\n\"my db\" = host=::1 port=6000\nx = host=a,b dbname=y\n[pgbouncer]\nlisten_addr = ::1, 10.0.0.1\n\
+                   server_lifetime = 0\nserver_idle_timeout = 0\nserver_check_delay = 0.25\nquery_wait_timeout = 1.5\nauth_type = HBA\n\
+                   max_packet_size = 4294967295\nfoo = bar\n";
+        let users = "\"yes\" \"123\"\n# comment\n\"a b\" \"'quoted' \\\\ - x\"\n\"yes\" \"no\"\n";
+        let c = convert(ini, Some(users)).unwrap();
+        let cfg = parse(&c);
+        assert_eq!(cfg.listen, "[::1]:6432");
+        assert_eq!((cfg.pool.mode, cfg.pool.size, cfg.max_client_connections), (PoolMode::Session, 20, 100));
+        assert_eq!(cfg.pool.checkout_timeout.0, Duration::from_millis(1500));
+        assert!(c.yaml.contains("server_connect_timeout: 15s  # PgBouncer's default (server_connect_timeout not set)"));
+        assert_eq!((cfg.pool.server_lifetime.0, cfg.pool.server_check_delay.0), (Duration::ZERO, Duration::from_millis(250)));
+        assert_eq!(cfg.pool.server_idle_timeout.0, Duration::from_secs(600), "0 is reported, the default kept");
+        assert_eq!((cfg.auth_type, cfg.max_message_size.0), (AuthType::ScramSha256, 1 << 30));
+        assert_eq!(cfg.user("yes").unwrap().password, "no");
+        assert_eq!(cfg.user("a b").unwrap().password, "'quoted' \\\\ - x");
+        assert_eq!(cfg.databases["my db"].primary, "[::1]:6000");
+        assert_eq!((cfg.databases["x"].primary.as_str(), cfg.databases["x"].dbname.as_deref()), ("a:5432", Some("y")));
+        assert!(c.yaml.contains("mode: session  # PgBouncer's default (pool_mode not set)"), "{}", c.yaml);
+        let expected = [
+            "server_idle_timeout = 0", "max_packet_size = 4294967295", "foo = bar", "listen_addr = ::1, 10.0.0.1",
+            "userlist.txt \"yes\"", "auth_type = hba", "databases.x = host=a,b",
+        ];
+        assert_eq!(keys(&c), expected);
+        assert_eq!(c.untranslated[2].reason, "no equivalent in pgmux");
+    }
+
+    #[test]
+    fn without_userlist_the_result_says_what_is_missing() {
+        let c = convert("[databases]\n* = host=db\n[pgbouncer]\nauth_file = users.txt\n", None).unwrap();
+        assert!(Config::parse(&c.yaml, Path::new("x")).is_err());
+        assert!(c.yaml.contains("checkout_timeout: 2m  # PgBouncer's default (query_wait_timeout not set)"), "{}", c.yaml);
+        let text: Vec<String> = c.untranslated.iter().map(|u| u.to_string()).collect();
+        assert!(text.iter().any(|t| t.starts_with("auth_file = users.txt: not read")), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("users: pgmux rejects the result")), "{text:?}");
+    }
+
+    #[test]
+    fn malformed_input_has_line_numbers() {
+        let err = |ini: &str, users: Option<&str>| convert(ini, users).unwrap_err().to_string();
+        assert_eq!(err("; c\n[pgbouncer]\nlisten_port\n", None), "pgbouncer.ini:3: expected key = value, not \"listen_port\"");
+        assert_eq!(err("x = 1\n", None), "pgbouncer.ini:1: \"x\" is outside any section");
+        assert_eq!(err("[pgbouncer\n", None), "pgbouncer.ini:1: unterminated section header \"[pgbouncer\"");
+        assert!(err("[pgbouncer]\n\ndefault_pool_size = many\n", None).starts_with("pgbouncer.ini:3: default_pool_size"));
+        assert!(err("[databases]\na = host='x\n", None).starts_with("pgbouncer.ini:2: unterminated quote"));
+        assert!(err("[databases]\na = port=99999\n", None).starts_with("pgbouncer.ini:2: a: port"));
+        assert_eq!(err("[pgbouncer]\n", Some("\"a\" \"b\"\nc d\n")), "userlist.txt:2: expected \"user\" \"password\"");
+        assert!(err("[pgbouncer]\n", Some("\"a\" \"SCRAM-SHA-256$1:x\"")).starts_with("userlist.txt:1: malformed"));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!([0.0, 0.5, 5.0, 600.0, 90.0, 7200.0].map(duration), ["0s", "500ms", "5s", "10m", "90s", "2h"]);
+        assert_eq!([1024, 16 << 20, 1 << 30, 1500].map(bytes), ["1kB", "16MB", "1GB", "1500"]);
+        assert_eq!([ "app", "10.0.0.1:5432", "yes", "123", "a b", "it's"].map(ys), ["app", "10.0.0.1:5432", "'yes'", "'123'", "'a b'", "'it''s'"]);
+    }
+}

@@ -1,0 +1,3 @@
+//! Read/write routing: which server may run a statement ([`classify`]).
+
+pub mod classify;
