@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::mt;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -10,9 +12,6 @@ use common::{message, sqlstate, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::SimpleQueryMessage;
 
-fn mt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 /// Runs an admin command; returns (column names, rows as name -> value maps).
 async fn admin(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<HashMap<String, String>>) {

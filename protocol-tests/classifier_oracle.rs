@@ -88,7 +88,7 @@ fn classifier_never_reads_what_postgresql_parses_as_a_write() {
     );
     conservative.sort();
     conservative.dedup();
-    for c in conservative.iter().take(40) {
+    for c in &conservative {
         eprintln!("  conservative: {c}");
     }
     assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), violations.join("\n"));
@@ -507,7 +507,7 @@ fn oracle_sees_writes() {
     assert_eq!(oracle("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY", ParserOptions::DEFAULT, &cfg).1, Some(TxnEffect::BeginPrimary));
     assert_eq!(oracle("START TRANSACTION READ ONLY", ParserOptions::DEFAULT, &cfg), (Oracle::Read, Some(TxnEffect::BeginReadOnly)));
     // standard_conforming_strings off: the backslash escapes the quote.
-    let sql = r"SELECT 'a\', nextval('s') --'";
+    let sql = r"SELECT 'a\', pg_advisory_lock(1) --'";
     assert_eq!(oracle(sql, ParserOptions::DEFAULT, &cfg).0, Oracle::Write("write function"));
     assert_eq!(oracle(sql, ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS, &cfg).0, Oracle::Read);
 }

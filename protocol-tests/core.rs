@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{mt, scalar};
+
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -11,19 +13,7 @@ use common::{app_backends, cluster, direct, message, sqlstate, Setup};
 use postgres_protocol::message::frontend;
 use tokio_postgres::types::Type;
 
-fn mt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
-async fn scalar(c: &tokio_postgres::Client, sql: &str) -> String {
-    let msgs = c.simple_query(sql).await.unwrap();
-    msgs.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no row for {sql}: {msgs:?}"))
-}
 
 #[test]
 fn five_hundred_clients_share_a_pool_of_five() {

@@ -4,16 +4,15 @@
 
 mod common;
 
+use common::mt;
+
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::raw::{self, Msg, Raw};
+use common::raw::{self, bind_execute, Msg, Raw};
 use common::{cluster, direct, sqlstate, Setup};
 use postgres_protocol::message::frontend;
 
-fn mt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 #[test]
 fn tokio_postgres_prepared_statements_across_transactions() {
@@ -94,23 +93,6 @@ fn same_statement_name_different_sql_in_two_clients() {
     });
 }
 
-fn bind_execute(out: &mut BytesMut, stmt: &str, params: &[&str]) {
-    frontend::bind(
-        "",
-        stmt,
-        std::iter::empty::<i16>(),
-        params.iter(),
-        |p, buf| {
-            buf.extend_from_slice(p.as_bytes());
-            Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
-        },
-        Some(0),
-        out,
-    )
-    .map_err(|_| ())
-    .unwrap();
-    frontend::execute("", 0, out).unwrap();
-}
 
 #[test]
 fn unnamed_statement_parsed_in_one_transaction_bound_in_the_next() {

@@ -4,22 +4,12 @@
 
 mod common;
 
+use common::{mt, scalar};
+
 use common::raw::{Msg, Raw};
 use common::{sqlstate, Setup};
 
-fn mt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
-async fn scalar(c: &tokio_postgres::Client, sql: &str) -> String {
-    let msgs = c.simple_query(sql).await.unwrap();
-    msgs.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no row for {sql}"))
-}
 
 const SHOW: &str = "select current_setting('search_path') || '|' || current_setting('statement_timeout') || '|' || current_user";
 

@@ -154,12 +154,19 @@ fn simplify(m: Message) -> Msg {
     }
 }
 
-/// Appends Parse(unnamed)/Bind/Execute for `sql` with text parameters.
+/// Appends Parse(unnamed)/Bind/Describe/Execute for `sql` with text parameters.
 pub fn extended(out: &mut BytesMut, sql: &str, params: &[&str]) {
     frontend::parse("", sql, std::iter::empty(), out).unwrap();
+    bind(out, "", params);
+    frontend::describe(b'P', "", out).unwrap();
+    frontend::execute("", 0, out).unwrap();
+}
+
+/// Appends Bind of `stmt` (text parameters, text results) to the unnamed portal.
+pub fn bind(out: &mut BytesMut, stmt: &str, params: &[&str]) {
     frontend::bind(
         "",
-        "",
+        stmt,
         std::iter::empty::<i16>(),
         params.iter(),
         |p, buf| {
@@ -171,7 +178,11 @@ pub fn extended(out: &mut BytesMut, sql: &str, params: &[&str]) {
     )
     .map_err(|_| ())
     .unwrap();
-    frontend::describe(b'P', "", out).unwrap();
+}
+
+/// Appends Bind + Execute of a named statement.
+pub fn bind_execute(out: &mut BytesMut, stmt: &str, params: &[&str]) {
+    bind(out, stmt, params);
     frontend::execute("", 0, out).unwrap();
 }
 
