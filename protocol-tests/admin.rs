@@ -148,7 +148,7 @@ fn admin_console_and_metrics_under_load() {
         }
         let e = console.simple_query("SHOW NONSENSE").await.unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
-        let e = console.simple_query("PAUSE").await.unwrap_err();
+        let e = console.simple_query("RELOAD").await.unwrap_err();
         assert!(message(&e).contains("not supported yet"), "{e}");
 
         let (status, _) = http_get(metrics_port, "/healthz").await;
@@ -160,5 +160,46 @@ fn admin_console_and_metrics_under_load() {
         // Only admins get the console.
         let e = px.connect_as("app", "app", "pgbouncer").await.unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some("28000"), "{e}");
+    });
+}
+
+#[test]
+fn pause_holds_new_transactions_and_resume_releases_them() {
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgmux").await.unwrap();
+        let c = px.connect().await;
+        // PAUSE waits for a running transaction to end.
+        let busy = px.connect().await;
+        busy.simple_query("begin").await.unwrap();
+        let paused = {
+            let console = &console;
+            async move { console.simple_query("PAUSE app").await.unwrap() }
+        };
+        let commit = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            busy.simple_query("commit").await.unwrap();
+        };
+        let t0 = std::time::Instant::now();
+        tokio::join!(paused, commit);
+        assert!(t0.elapsed() >= Duration::from_millis(250), "PAUSE returned before the transaction ended");
+        // New transactions wait until RESUME.
+        let q = tokio::spawn(async move { c.simple_query("select 1").await.map(|_| std::time::Instant::now()) });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!q.is_finished(), "a query ran while paused");
+        let resumed_at = std::time::Instant::now();
+        console.simple_query("RESUME app").await.unwrap();
+        let done_at = q.await.unwrap().unwrap();
+        assert!(done_at >= resumed_at);
+
+        // KILL_CLIENT ends an idle client's session.
+        let victim = px.connect_named("tp_victim").await;
+        let (_, clients) = admin(&console, "SHOW CLIENTS").await;
+        let id = clients.iter().find(|r| r["application_name"] == "tp_victim").unwrap()["remote_pid"].clone();
+        console.simple_query(&format!("KILL_CLIENT {id}")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(victim.simple_query("select 1").await.is_err());
+        let e = console.simple_query("KILL_CLIENT 12345").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("22023"));
     });
 }

@@ -47,6 +47,8 @@ pub struct CancelEntry {
     target: Mutex<Option<CancelTarget>>,
     pub info: std::sync::OnceLock<ClientInfo>,
     pub state: std::sync::atomic::AtomicU8,
+    /// KILL_CLIENT: the session ends at its next transaction boundary.
+    pub kill: tokio::sync::Notify,
 }
 
 impl CancelEntry {
@@ -96,12 +98,18 @@ impl CancelRegistry {
                 target: Mutex::new(None),
                 info: std::sync::OnceLock::new(),
                 state: std::sync::atomic::AtomicU8::new(state::LOGIN),
+                kill: tokio::sync::Notify::new(),
             });
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.map.entry(pid) {
                 v.insert(entry.clone());
                 return CancelGuard { registry: self, entry };
             }
         }
+    }
+
+    /// The client with this id (its pgmux pid), for KILL_CLIENT.
+    pub fn get(&self, pid: i32) -> Option<Arc<CancelEntry>> {
+        self.map.get(&pid).map(|e| e.clone())
     }
 
     /// The server to cancel for a client's key, if the key is right and the client busy.

@@ -45,6 +45,7 @@ impl SqlState {
     pub const PROGRAM_LIMIT_EXCEEDED: &'static str = "54000";
     pub const QUERY_CANCELED: &'static str = "57014";
     pub const INTERNAL_ERROR: &'static str = "XX000";
+    pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
 }
 
 /// One error or notice as sent to a client.

@@ -53,6 +53,21 @@ pub struct Proxy {
     clients: AtomicUsize,
     /// `true` once a graceful shutdown has begun.
     pub shutdown: watch::Sender<bool>,
+    /// Databases paused by the admin console (PAUSE): no new transactions start.
+    pub paused: watch::Sender<Paused>,
+}
+
+/// What PAUSE holds back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Paused {
+    pub all: bool,
+    pub databases: std::collections::BTreeSet<String>,
+}
+
+impl Paused {
+    pub fn holds(&self, database: &str) -> bool {
+        self.all || self.databases.contains(database)
+    }
 }
 
 /// Process-wide event counts (read by admin commands and metrics).
@@ -100,6 +115,7 @@ impl Proxy {
             started: Instant::now(),
             clients: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
+            paused: watch::Sender::new(Paused::default()),
         })
     }
 
@@ -147,6 +163,15 @@ impl Proxy {
             clients: AtomicUsize::new(0),
         });
         Some(self.pools.entry(key).or_insert(pools).clone())
+    }
+
+    /// Waits while `database` is paused (returns at once when it is not).
+    pub async fn wait_unpaused(&self, database: &str) {
+        if !self.paused.borrow().holds(database) {
+            return;
+        }
+        let mut rx = self.paused.subscribe();
+        let _ = rx.wait_for(|p| !p.holds(database)).await;
     }
 
     /// Every (database, user) pool set created so far.

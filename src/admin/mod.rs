@@ -74,7 +74,7 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>, key_pid: i32, key_s
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
                 for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
                     tracing::info!(client = key_pid, command, "admin command");
-                    match execute(&proxy, command) {
+                    match execute(&proxy, command).await {
                         Outcome::Rows(rs, tag) => {
                             backend::row_description(&mut out, &rs.columns);
                             for row in &rs.rows {
@@ -105,14 +105,28 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>, key_pid: i32, key_s
     }
 }
 
+/// Server connections lent out, for one database or all.
+fn busy_servers(proxy: &Proxy, db: Option<&str>) -> usize {
+    proxy
+        .pool_sets()
+        .iter()
+        .filter(|(d, _)| db.is_none_or(|x| x == d))
+        .flat_map(|(_, p)| std::iter::once(p.primary.clone()).chain(p.replicas.iter().cloned()))
+        .map(|pool| {
+            let s = pool.status();
+            s.total - s.idle
+        })
+        .sum()
+}
+
 fn unsupported(command: &str) -> Outcome {
     Outcome::Error(
         PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: \"{command}\" is not supported yet"))
-            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, RECONNECT [db], SHUTDOWN."),
+            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, PAUSE [db], RESUME [db], KILL_CLIENT id, RECONNECT [db], SHUTDOWN."),
     )
 }
 
-fn execute(proxy: &Proxy, command: &str) -> Outcome {
+async fn execute(proxy: &Proxy, command: &str) -> Outcome {
     let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
@@ -131,6 +145,38 @@ fn execute(proxy: &Proxy, command: &str) -> Outcome {
             }
             Outcome::Done("RECONNECT".into())
         }
+        ["pause"] | ["pause", _] => {
+            let db = words.get(1).map(|d| d.to_string());
+            proxy.paused.send_modify(|p| match &db {
+                Some(d) => {
+                    p.databases.insert(d.clone());
+                }
+                None => p.all = true,
+            });
+            // Like PgBouncer, PAUSE returns once running transactions are done.
+            let deadline = std::time::Instant::now() + proxy.config.shutdown_timeout.0;
+            while busy_servers(proxy, db.as_deref()) > 0 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Outcome::Done("PAUSE".into())
+        }
+        ["resume"] | ["resume", _] => {
+            let db = words.get(1).map(|d| d.to_string());
+            proxy.paused.send_modify(|p| match &db {
+                Some(d) => {
+                    p.databases.remove(d);
+                }
+                None => *p = Default::default(),
+            });
+            Outcome::Done("RESUME".into())
+        }
+        ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| proxy.cancel.get(id)) {
+            Some(client) => {
+                client.kill.notify_one();
+                Outcome::Done("KILL_CLIENT".into())
+            }
+            None => Outcome::Error(PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("pgmux: no client with id {id} (see SHOW CLIENTS, column remote_pid)"))),
+        },
         ["shutdown"] | ["shutdown", "wait_for_clients"] => {
             proxy.shutdown.send_replace(true);
             Outcome::Done("SHUTDOWN".into())

@@ -32,6 +32,9 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
             columns: vec![("command", false)],
             rows: [
                 "SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP",
+                "PAUSE [db]",
+                "RESUME [db]",
+                "KILL_CLIENT id",
                 "RECONNECT [db]",
                 "SHUTDOWN",
             ]

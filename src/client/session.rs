@@ -59,6 +59,11 @@ impl Session<'_> {
                 tokio::select! {
                     r = self.stream.readable() => if r.is_err() { return SessionEnd::ClientLeft },
                     _ = shutdown.changed() => continue,
+                    _ = self.cancel.kill.notified() => {
+                        let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL_CLIENT)");
+                        self.send_error(&e).await;
+                        return SessionEnd::Shutdown;
+                    }
                 }
                 if self.cbuf.capacity() == 0 {
                     self.cbuf.reserve(CLIENT_READ_BUF);
@@ -74,6 +79,7 @@ impl Session<'_> {
                 return SessionEnd::ClientLeft;
             }
             self.cancel.set_state(crate::cancel::state::WAITING);
+            self.proxy.wait_unpaused(&self.login.database).await;
             let checkout = self.login.pools.primary.checkout().await;
             self.cancel.set_state(crate::cancel::state::ACTIVE);
             let lease = match checkout {
