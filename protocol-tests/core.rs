@@ -470,3 +470,37 @@ fn flush_never_strands_a_server_connection() {
         assert_eq!(scalar(&b, "select 'b again'").await, "b again");
     });
 }
+
+#[test]
+fn idle_and_query_timeouts() {
+    let setup = Setup {
+        pool_size: 2,
+        pool_extra: "  idle_transaction_timeout: 500ms\n  client_idle_timeout: 1500ms\n  query_timeout: 700ms\n".into(),
+        ..Default::default()
+    };
+    let px = setup.start();
+    mt().block_on(async {
+        let admin = direct(cluster().primary.port).await;
+        // A long query is cancelled, like statement_timeout; the client carries on.
+        let c = px.connect_named("tp_timeouts").await;
+        let t0 = Instant::now();
+        let e = c.simple_query("select pg_sleep(10)").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        assert_eq!(scalar(&c, "select 'after the cancel'").await, "after the cancel");
+        // Idle inside a transaction: disconnected, rolled back, the server reused.
+        let c = px.connect_named("tp_timeouts").await;
+        c.simple_query("begin").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let e = c.simple_query("select 1").await.unwrap_err();
+        assert!(e.is_closed() || sqlstate(&e).as_deref() == Some("25P03"), "{e}");
+        assert_eq!(app_backends(&admin, "tp_timeouts", Some("idle in transaction")).await, 0);
+        // Idle between transactions past client_idle_timeout: disconnected.
+        let c = px.connect().await;
+        assert_eq!(scalar(&c, "select 1").await, "1");
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert!(c.simple_query("select 1").await.is_err());
+        let fresh = px.connect().await;
+        assert_eq!(scalar(&fresh, "select 2").await, "2");
+    });
+}

@@ -46,6 +46,8 @@ impl SqlState {
     pub const QUERY_CANCELED: &'static str = "57014";
     pub const INTERNAL_ERROR: &'static str = "XX000";
     pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &'static str = "25P03";
+    pub const IDLE_SESSION_TIMEOUT: &'static str = "57P05";
 }
 
 /// One error or notice as sent to a client.

@@ -46,6 +46,15 @@ pub enum RelayEnd {
     ClientProtocol(String),
     /// The server sent something impossible.
     ServerProtocol(String),
+    /// The client sat idle inside a transaction past `idle_transaction_timeout`.
+    IdleInTransaction,
+}
+
+/// Timeouts the relay enforces (None: off).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    pub idle_transaction: Option<std::time::Duration>,
+    pub query: Option<std::time::Duration>,
 }
 
 /// When to hand control back to the session.
@@ -68,6 +77,7 @@ pub struct Relay<'a> {
     pub max_message: usize,
     pub counters: &'a ProxyCounters,
     pub pool: &'a Pool,
+    pub timeouts: Timeouts,
 }
 
 /// Figures gathered during one relay run, recorded once at its end.
@@ -88,7 +98,14 @@ pub struct TxnRewrite<'a> {
     pub reject_session_features: bool,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Timeout {
+    IdleInTransaction,
+    Query,
+}
+
 enum Event {
+    Timeout(Timeout),
     ServerReadable,
     ClientReadable,
     ClientWritable,
@@ -126,6 +143,7 @@ impl Relay<'_> {
     async fn relay(mut self, mut hold: Hold<'_>, stats: &mut Stats) -> RelayEnd {
         // When the request now being answered was sent (for the duration histogram).
         let mut request_started = Some(std::time::Instant::now());
+        let mut query_cancelled = false;
         let mut sframer = Framer::default();
         let mut edits = Edits::default();
         let mut retry = Retry::new(self.statements.is_some() && matches!(hold, Hold::UntilBoundary));
@@ -173,7 +191,25 @@ impl Relay<'_> {
                 }
             }
             let session_idle = c_out == 0 && s_out == 0 && self.txn.at_boundary();
+            // Timeouts: a client idle inside a transaction, or a request running too long.
+            let idle_in_txn = c_out == 0 && s_out == 0 && self.txn.quiescent() && self.txn.status != codes::TXN_IDLE;
+            let deadline = match (idle_in_txn, self.timeouts.idle_transaction, request_started, self.timeouts.query) {
+                (true, Some(t), _, _) => Some((std::time::Instant::now() + t, Timeout::IdleInTransaction)),
+                (false, _, Some(started), Some(t)) if self.txn.pending > 0 && !query_cancelled => {
+                    Some((started + t, Timeout::Query))
+                }
+                _ => None,
+            };
             let ev = {
+                let timer = async {
+                    match deadline {
+                        Some((at, which)) => {
+                            tokio::time::sleep_until(at.into()).await;
+                            which
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 let shutdown = async {
                     match &mut hold {
                         Hold::Session(rx) => {
@@ -189,11 +225,23 @@ impl Relay<'_> {
                     r = self.client.writable(), if s_out > 0 => r.map(|_| Event::ClientWritable),
                     r = self.server.stream.writable(), if c_out > 0 => r.map(|_| Event::ServerWritable),
                     _ = shutdown, if session_idle => Ok(Event::Shutdown),
+                    which = timer => Ok(Event::Timeout(which)),
                 }
             };
             match ev {
                 Err(e) => return RelayEnd::ServerGone(e.to_string()),
                 Ok(Event::ClientWritable | Event::ServerWritable | Event::Shutdown) => {}
+                Ok(Event::Timeout(Timeout::IdleInTransaction)) => return RelayEnd::IdleInTransaction,
+                Ok(Event::Timeout(Timeout::Query)) => {
+                    // Like statement_timeout: cancel it; the server's 57014 reaches the client.
+                    query_cancelled = true;
+                    let s = &*self.server;
+                    let target = crate::cancel::CancelTarget { addr: s.peer, pid: s.pid, secret: s.secret };
+                    tokio::spawn(async move {
+                        let _ = crate::cancel::send_cancel(target).await;
+                    });
+                    tracing::info!(server = %s.peer, "query_timeout: query cancelled");
+                }
                 Ok(Event::ServerReadable) => {
                     let rbuf = &mut self.server.rbuf;
                     if rbuf.capacity() - rbuf.len() < 1024 {
@@ -222,6 +270,7 @@ impl Relay<'_> {
                                 stats.transactions += 1;
                             }
                             if txn.pending == 0 {
+                                query_cancelled = false;
                                 if let Some(t) = request_started.take() {
                                     let took = t.elapsed();
                                     metrics.query_duration.record(took.as_secs_f64());

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::login::LoggedIn;
-use super::relay::{Hold, Relay, RelayEnd, TxnRewrite, CLIENT_READ_BUF};
+use super::relay::{Hold, Relay, RelayEnd, Timeouts, TxnRewrite, CLIENT_READ_BUF};
 use super::txn::TxnTracker;
 use crate::cancel::{self, CancelEntry, CancelTarget};
 use crate::config::{PoolMode, SessionFeatures};
@@ -56,8 +56,20 @@ impl Session<'_> {
                 if *shutdown.borrow() {
                     return Box::pin(self.say_goodbye()).await;
                 }
+                let idle_limit = self.proxy.config.pool.client_idle_timeout.nonzero();
+                let idle_timer = async {
+                    match idle_limit {
+                        Some(t) => tokio::time::sleep(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     r = self.stream.readable() => if r.is_err() { return SessionEnd::ClientLeft },
+                    _ = idle_timer => {
+                        let e = PgError::fatal(crate::error::SqlState::IDLE_SESSION_TIMEOUT, "terminating connection due to idle-session timeout (pgmux client_idle_timeout)");
+                        self.send_error(&e).await;
+                        return SessionEnd::Error("client_idle_timeout".into());
+                    }
                     _ = shutdown.changed() => continue,
                     _ = self.cancel.kill.notified() => {
                         let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL_CLIENT)");
@@ -136,6 +148,10 @@ impl Session<'_> {
                 max_message: self.proxy.config.max_message_size.0 as usize,
                 counters: &self.proxy.counters,
                 pool: &pool,
+                timeouts: Timeouts {
+                    idle_transaction: self.proxy.config.pool.idle_transaction_timeout.nonzero(),
+                    query: self.proxy.config.pool.query_timeout.nonzero(),
+                },
             }
             .run(hold)
             .await;
@@ -199,6 +215,15 @@ impl Session<'_> {
             RelayEnd::ClientGone => {
                 self.recycle(lease, txn).await;
                 Some(SessionEnd::ClientLeft)
+            }
+            RelayEnd::IdleInTransaction => {
+                self.recycle(lease, txn).await;
+                let e = PgError::fatal(
+                    crate::error::SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
+                    "terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)",
+                );
+                self.send_error(&e).await;
+                Some(SessionEnd::Error("idle_transaction_timeout".into()))
             }
             RelayEnd::ClientProtocol(msg) => {
                 self.recycle(lease, txn).await;

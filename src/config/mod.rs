@@ -89,6 +89,16 @@ pub struct PoolConfig {
     /// Sent when a session-mode client leaves, before its connection is reused.
     #[serde(default = "defaults::server_reset_query")]
     pub server_reset_query: String,
+    /// A client idle inside a transaction longer than this is disconnected and its
+    /// transaction rolled back (0: off).
+    #[serde(default = "defaults::off")]
+    pub idle_transaction_timeout: Dur,
+    /// A client idle between transactions longer than this is disconnected (0: off).
+    #[serde(default = "defaults::off")]
+    pub client_idle_timeout: Dur,
+    /// A request running longer than this is cancelled on the server (0: off).
+    #[serde(default = "defaults::off")]
+    pub query_timeout: Dur,
 }
 
 impl Default for PoolConfig {
@@ -102,6 +112,9 @@ impl Default for PoolConfig {
             server_connect_timeout: defaults::server_connect_timeout(),
             server_check_delay: defaults::server_check_delay(),
             server_reset_query: defaults::server_reset_query(),
+            idle_transaction_timeout: defaults::off(),
+            client_idle_timeout: defaults::off(),
+            query_timeout: defaults::off(),
         }
     }
 }
@@ -179,6 +192,9 @@ mod defaults {
     }
     pub fn server_check_delay() -> Dur {
         Dur(Duration::from_secs(30))
+    }
+    pub fn off() -> Dur {
+        Dur(Duration::ZERO)
     }
     pub fn server_reset_query() -> String {
         "DISCARD ALL".into()

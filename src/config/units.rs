@@ -75,6 +75,13 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+impl Dur {
+    /// `None` for zero: a timeout that is off.
+    pub fn nonzero(self) -> Option<Duration> {
+        (!self.0.is_zero()).then_some(self.0)
+    }
+}
+
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.0)

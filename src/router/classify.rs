@@ -209,14 +209,18 @@ pub fn classify_with(sql: &[u8], cfg: &ClassifyConfig, standard_conforming_strin
 /// `pg_rotate_logfile`, `pg_promote`, `pg_logical_emit_message`,
 /// `pg_replication_slot_advance`, `pg_stat_statements_reset`, `pg_backup_start`,
 /// `pg_backup_stop`, `pg_start_backup`, `pg_stop_backup`,
-/// `pg_import_system_collations`, `pg_log_backend_memory_contexts`, `pg_nextoid`.
+/// `pg_import_system_collations`, `pg_log_backend_memory_contexts`, `pg_nextoid`,
+/// `pg_log_standby_snapshot`, `pg_sync_replication_slots`,
+/// `pg_truncate_visibility_map`, `gin_clean_pending_list`.
 /// Prefixes: `pg_advisory_` and `pg_try_advisory_` (every advisory lock and
 /// unlock), `pg_stat_reset`, `pg_current_wal_` (WAL positions: an error during
 /// recovery), `lo_` (large objects, except the reading `lo_get`,
 /// `lo_lseek[64]`, `lo_tell[64]`, `lo_close`), `pg_create_` (restore points,
 /// replication slots), `pg_drop_`, `pg_copy_`, `pg_logical_slot_`,
-/// `pg_replication_origin_`, `pg_file_` (adminpack), `dblink` (runs SQL elsewhere;
-/// its connections are session state), `binary_upgrade_`.
+/// `pg_replication_origin_`, `pg_file_` (adminpack), `pg_wal_replay_` (pausing a
+/// replica is not a read), `pg_restore_` and `pg_clear_` (planner statistics),
+/// `brin_summarize`, `brin_desummarize`, `dblink` (runs SQL elsewhere; its
+/// connections are session state), `binary_upgrade_`.
 /// `name` is compared without regard to ASCII case; a schema does not matter.
 pub fn is_builtin_write_function(name: &[u8]) -> bool {
     let mut buf = [0u8; 48];
@@ -252,6 +256,10 @@ pub fn is_builtin_write_function(name: &[u8]) -> bool {
             | b"pg_import_system_collations"
             | b"pg_log_backend_memory_contexts"
             | b"pg_nextoid"
+            | b"pg_log_standby_snapshot"
+            | b"pg_sync_replication_slots"
+            | b"pg_truncate_visibility_map"
+            | b"gin_clean_pending_list"
     ) {
         return true;
     }
@@ -269,6 +277,11 @@ pub fn is_builtin_write_function(name: &[u8]) -> bool {
         b"pg_logical_slot_",
         b"pg_replication_origin_",
         b"pg_file_",
+        b"pg_wal_replay_",
+        b"pg_restore_",
+        b"pg_clear_",
+        b"brin_summarize",
+        b"brin_desummarize",
         b"dblink",
         b"binary_upgrade_",
     ];
@@ -289,12 +302,19 @@ fn is_configured(schema: Option<&[u8]>, name: &[u8], cfg: &ClassifyConfig) -> bo
             Some(i) => (Some(&f[..i]), &f[i + 1..]),
             None => (None, f),
         };
-        f_name.eq_ignore_ascii_case(name)
+        same_ident(f_name, name)
             && match (f_schema, schema) {
-                (Some(a), Some(b)) => b.is_empty() || a.eq_ignore_ascii_case(b),
+                (Some(a), Some(b)) => b.is_empty() || same_ident(a, b),
                 _ => true,
             }
     })
+}
+
+/// Equal names as PostgreSQL sees them: ASCII case ignored, and cut to 63 bytes
+/// (NAMEDATALEN - 1), as PostgreSQL cuts longer identifiers.
+fn same_ident(a: &[u8], b: &[u8]) -> bool {
+    const MAX: usize = 63;
+    a[..a.len().min(MAX)].eq_ignore_ascii_case(&b[..b.len().min(MAX)])
 }
 
 /// The hint in the comments before the first token: the first comment whose text
@@ -559,6 +579,8 @@ impl<'a> Stmt<'a> {
     fn writes(&self, t: Tok<'a>, cfg: &ClassifyConfig) -> Option<Reason> {
         let [p1, p2, p3] = self.prev;
         match t {
+            // After a dot, a word is a name (`excluded.update`, `t.into`), never a keyword.
+            Tok::Word(w) if p1 == Tok::Dot => is_configured(None, w, cfg).then_some(Reason::WriteFunction),
             Tok::Word(w) => {
                 if is_kw(p1, b"for")
                     && (w.eq_ignore_ascii_case(b"update")
@@ -575,8 +597,6 @@ impl<'a> Stmt<'a> {
                     || w.eq_ignore_ascii_case(b"merge")
                 {
                     Some(Reason::DataModifyingCte)
-                } else if p1 == Tok::Dot && is_configured(None, w, cfg) {
-                    Some(Reason::WriteFunction)
                 } else {
                     None
                 }
@@ -827,6 +847,7 @@ mod tests {
         read("SELECT 1 -- ; DELETE FROM t");
         read("SELECT \"update\", \"into\" FROM t");
         read("SELECT \"for\" \"update\" FROM t");
+        read("SELECT t.update, t.delete, t.into FROM t");
     }
 
     #[test]
@@ -896,6 +917,8 @@ mod tests {
         assert!(!is_write_function(Some(b"other_schema"), b"bump_counter", &cfg()));
         assert!(is_write_function(Some(b"MY_SCHEMA"), b"Bump_Counter", &cfg()));
         assert!(is_write_function(None, b"bump_counter", &cfg()));
+        let long = ClassifyConfig::new(["f_123456789_123456789_123456789_123456789_123456789_123456789_12"]);
+        assert!(!classify(b"SELECT f_123456789_123456789_123456789_123456789_123456789_123456789_123_and_more()", &long).is_read());
         let none = ClassifyConfig::default();
         assert!(classify(b"SELECT my_schema.bump_counter()", &none).is_read());
     }

@@ -684,6 +684,52 @@ SELECT E'unterminated\'
 SELECT 'a\', nextval('s') --'
 --- write reason=Unknown
 SELECT u1_0.id FROM users u1_0 WHERE u1_0.name LIKE $1 ESCAPE '\'
+--- write reason=WriteFunction
+SELECT 1 AS a$$, nextval('s') --$$
+--- read reason=Read
+SELECT $a$$, nextval('s') $a$
+--- read reason=Read
+SELECT /* /* */ nextval('s') */ 1
+--- write reason=WriteFunction
+SELECT E'\\', nextval('s') --'
+--- read reason=Read
+WITH "insert" AS (SELECT 1) SELECT * FROM "insert"
+--- write reason=DataModifyingCte
+WITH insert AS (SELECT 1) SELECT * FROM insert
+--- write reason=DataModifyingCte
+SELECT update FROM t
+--- read reason=Read
+SELECT excluded.update, t.delete, t.into FROM t
+--- write reason=Locking
+SELECT substring(name FOR key) FROM t
+--- read reason=Read
+SELECT COLLATION FOR ('foo')
+--- read reason=Read
+SELECT * FROM XMLTABLE('/r/x' PASSING '<r><x>1</x></r>'::xml COLUMNS id FOR ORDINALITY, v text PATH '.')
+--- read reason=Read
+EXPLAIN (ANALYZE) (SELECT 1)
+--- read reason=Read
+EXPLAIN ANALYZE VERBOSE (SELECT 1) UNION (SELECT 2)
+--- write reason=WriteFunction
+SELECT * FROM t, LATERAL pg_advisory_lock(t.id) AS l
+--- write reason=WriteFunction
+SELECT public."lo_unlink"(16400)
+--- write reason=WriteFunction
+SELECT int4(nextval('s'))
+--- write reason=WriteFunction
+SELECT f(a => nextval('s'))
+--- write reason=WriteFunction
+SELECT * FROM t WHERE EXISTS (SELECT pg_advisory_xact_lock(t.id))
+--- write reason=WriteFunction
+SELECT pg_wal_replay_pause()
+--- write reason=WriteFunction
+SELECT brin_summarize_new_values('idx'::regclass)
+--- read reason=Read
+SELECT txid_current_if_assigned(), pg_current_xact_id_if_assigned(), txid_current_snapshot()
+--- write reason=Locking
+SELECT 1 FOR UPDATE
+--- write reason=Locking
+VALUES (1) FOR UPDATE
 
 -- ============================================================ several statements
 --- write reason=MultiStatement
