@@ -92,7 +92,7 @@ impl Session<'_> {
             }
             self.cancel.set_state(crate::cancel::state::WAITING);
             self.proxy.wait_unpaused(&self.login.database).await;
-            let checkout = self.login.pools.primary.checkout().await;
+            let checkout = Box::pin(self.login.pools.primary.checkout()).await;
             self.cancel.set_state(crate::cancel::state::ACTIVE);
             let lease = match checkout {
                 Ok(l) => l,
@@ -103,7 +103,7 @@ impl Session<'_> {
                     continue;
                 }
             };
-            let end = self.serve_with(lease, &mut shutdown).await;
+            let end = Box::pin(self.serve_with(lease, &mut shutdown)).await;
             if let Some(end) = end {
                 return end;
             }
