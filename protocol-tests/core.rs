@@ -504,3 +504,19 @@ fn idle_and_query_timeouts() {
         assert_eq!(scalar(&fresh, "select 2").await, "2");
     });
 }
+
+#[test]
+fn a_scram_verifier_in_the_config_is_enough_to_log_in_both_ways() {
+    // The verifier exactly as PostgreSQL stores it for `app`.
+    let verifier = cluster().psql(cluster().primary.port, "app", "select rolpassword from pg_authid where rolname = 'app'").unwrap();
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let px = Setup::default().start_with(|y| y.replacen("  - name: app\n    password: app\n", &format!("  - name: app\n    password: \"{verifier}\"\n"), 1));
+    mt().block_on(async {
+        // No plaintext anywhere: pgmux checks the client with the verifier and logs in
+        // to PostgreSQL with the SCRAM keys the client's proof revealed.
+        let c = px.connect().await;
+        assert_eq!(scalar(&c, "select current_user").await, "app");
+        let e = px.connect_as("app", "wrong", "app").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("28P01"));
+    });
+}

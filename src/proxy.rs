@@ -27,6 +27,9 @@ pub struct UserAuth {
     pub name: String,
     pub scram: ScramSecret,
     pub plaintext: Option<String>,
+    /// With only a verifier configured: the SCRAM keys of the first client login,
+    /// used to log in to PostgreSQL as this user.
+    pub keys: Arc<std::sync::OnceLock<crate::auth::scram::ScramKeys>>,
     pub admin: bool,
 }
 
@@ -101,7 +104,7 @@ impl Proxy {
                     Some(s) => (s, None),
                     None => (ScramSecret::from_password(&u.password), Some(u.password.clone())),
                 };
-                (u.name.clone(), UserAuth { name: u.name.clone(), scram, plaintext, admin: u.admin })
+                (u.name.clone(), UserAuth { name: u.name.clone(), scram, plaintext, keys: Default::default(), admin: u.admin })
             })
             .collect();
         Arc::new(Proxy {
@@ -150,6 +153,7 @@ impl Proxy {
                     dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
                     user: user.to_string(),
                     password: auth.plaintext.clone(),
+                    keys: auth.keys.clone(),
                 },
                 settings.clone(),
                 metrics,

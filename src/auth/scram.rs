@@ -142,8 +142,10 @@ impl<'a> ScramServer<'a> {
         Ok(self.server_first.clone())
     }
 
-    /// Takes client-final-message; returns server-final-message when the proof holds.
-    pub fn client_final(&self, msg: &[u8]) -> Result<String, ScramError> {
+    /// Takes client-final-message; returns server-final-message when the proof holds,
+    /// and the ClientKey the proof reveals (with it pgmux can log in to a server that
+    /// stores the same verifier, without knowing the password).
+    pub fn client_final(&self, msg: &[u8]) -> Result<(String, [u8; 32]), ScramError> {
         let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError::Malformed("no proof"))?;
         let mut cbind = None;
@@ -177,7 +179,75 @@ impl<'a> ScramServer<'a> {
             return Err(ScramError::WrongProof);
         }
         let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)))
+        Ok((format!("v={}", B64.encode(server_signature)), client_key))
+    }
+}
+
+/// SCRAM keys recovered from a client's login: enough to log in as that user to a
+/// server whose verifier is the one in pgmux's config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub client_key: [u8; 32],
+    pub server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramKeys(..)")
+    }
+}
+
+/// The client side of SCRAM-SHA-256 with keys instead of a password.
+pub struct ScramKeyClient {
+    keys: ScramKeys,
+    client_first_bare: String,
+    nonce: String,
+    server_signature: [u8; 32],
+}
+
+impl ScramKeyClient {
+    pub fn new(keys: ScramKeys) -> Self {
+        let mut raw = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let nonce = B64.encode(raw);
+        ScramKeyClient { keys, client_first_bare: format!("n=,r={nonce}"), nonce, server_signature: [0; 32] }
+    }
+
+    /// client-first-message.
+    pub fn client_first(&self) -> String {
+        format!("n,,{}", self.client_first_bare)
+    }
+
+    /// Takes server-first-message, returns client-final-message.
+    pub fn server_first(&mut self, msg: &[u8]) -> Result<String, ScramError> {
+        let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let nonce = msg
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="))
+            .filter(|r| r.starts_with(&self.nonce) && r.len() > self.nonce.len())
+            .ok_or(ScramError::Malformed("server nonce"))?;
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{},{}", self.client_first_bare, msg, without_proof);
+        let stored_key = sha256(&self.keys.client_key);
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let mut proof = [0u8; 32];
+        for i in 0..32 {
+            proof[i] = self.keys.client_key[i] ^ signature[i];
+        }
+        self.server_signature = hmac(&self.keys.server_key, auth_message.as_bytes());
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks server-final-message (the server knows the verifier too).
+    pub fn server_final(&self, msg: &[u8]) -> Result<(), ScramError> {
+        let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let v = msg.strip_prefix("v=").ok_or(ScramError::Malformed("server final"))?;
+        let v = B64.decode(v).map_err(|_| ScramError::Malformed("server signature"))?;
+        if super::ct_eq(&v, &self.server_signature) {
+            Ok(())
+        } else {
+            Err(ScramError::WrongProof)
+        }
     }
 }
 
@@ -192,9 +262,28 @@ mod tests {
         let mut server = ScramServer::new(secret);
         let server_first = server.client_first(client.message())?;
         client.update(server_first.as_bytes()).unwrap();
-        let server_final = server.client_final(client.message())?;
+        let (server_final, _) = server.client_final(client.message())?;
         client.finish(server_final.as_bytes()).expect("client accepts server signature");
         Ok(())
+    }
+
+    #[test]
+    fn keys_recovered_from_a_login_log_in_elsewhere() {
+        let secret = ScramSecret::from_password("s3cret");
+        // A client logs in to pgmux with the password...
+        let mut client = ScramSha256::new(b"s3cret", ChannelBinding::unsupported());
+        let mut server = ScramServer::new(&secret);
+        let first = server.client_first(client.message()).unwrap();
+        client.update(first.as_bytes()).unwrap();
+        let (_, client_key) = server.client_final(client.message()).unwrap();
+        // ...and pgmux logs in to a server holding the same verifier with the keys.
+        let keys = ScramKeys { client_key, server_key: secret.server_key };
+        let mut as_pgmux = ScramKeyClient::new(keys);
+        let mut upstream = ScramServer::new(&secret);
+        let first = upstream.client_first(as_pgmux.client_first().as_bytes()).unwrap();
+        let fin = as_pgmux.server_first(first.as_bytes()).unwrap();
+        let (server_final, _) = upstream.client_final(fin.as_bytes()).expect("upstream accepts the proof");
+        as_pgmux.server_final(server_final.as_bytes()).unwrap();
     }
 
     #[test]

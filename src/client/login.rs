@@ -210,9 +210,13 @@ async fn authenticate(stream: &mut TcpStream, proxy: &Proxy, user: &str, out: &m
             stream.write_all(out).await?;
             out.clear();
             let fin = read_password_message(stream).await?;
-            let server_final = server.client_final(&fin).map_err(|_| failed())?;
-            if known.is_none() {
+            let (server_final, client_key) = server.client_final(&fin).map_err(|_| failed())?;
+            let Some(known) = known else {
                 return Err(failed());
+            };
+            if known.plaintext.is_none() {
+                // Only a verifier is configured: keep the keys to log in to PostgreSQL.
+                let _ = known.keys.set(crate::auth::scram::ScramKeys { client_key, server_key: known.scram.server_key });
             }
             backend::auth_sasl_final(out, server_final.as_bytes());
         }

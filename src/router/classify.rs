@@ -298,6 +298,14 @@ pub fn is_write_function(schema: Option<&[u8]>, name: &[u8], cfg: &ClassifyConfi
 fn is_configured(schema: Option<&[u8]>, name: &[u8], cfg: &ClassifyConfig) -> bool {
     cfg.write_functions.iter().any(|f| {
         let f = f.as_bytes();
+        // Fast rejection (this runs for every name after a dot): a name shorter than
+        // PostgreSQL's 63-byte limit matches only an entry that ends with it.
+        if name.len() < 63 {
+            let Some(cut) = f.len().checked_sub(name.len()) else { return false };
+            if !f[cut..].eq_ignore_ascii_case(name) || (cut > 0 && f[cut - 1] != b'.') {
+                return false;
+            }
+        }
         let (f_schema, f_name) = match f.iter().rposition(|&c| c == b'.') {
             Some(i) => (Some(&f[..i]), &f[i + 1..]),
             None => (None, f),
@@ -391,7 +399,9 @@ fn classify_text(sql: &[u8], cfg: &ClassifyConfig, standard_conforming_strings: 
                     statements += 1;
                     any_txn |= v.2 != TxnEffect::None;
                     first.get_or_insert(v);
-                    stmt = Stmt::new();
+                    if t.is_some() {
+                        stmt = Stmt::new();
+                    }
                 }
                 if t.is_none() {
                     break;
@@ -434,6 +444,9 @@ enum Verb {
 }
 
 fn verb_of(w: &[u8]) -> Verb {
+    if w.eq_ignore_ascii_case(b"select") {
+        return Verb::Query; // by far the most common
+    }
     let mut buf = [0u8; 12];
     let Some(n) = buf.get_mut(..w.len()) else { return Verb::Unknown };
     for (d, s) in n.iter_mut().zip(w) {
@@ -480,7 +493,8 @@ const HEAD: usize = 16;
 
 /// One statement being read, token by token.
 struct Stmt<'a> {
-    tokens: u32,
+    /// Tokens so far (at most the length of the text: no overflow).
+    tokens: usize,
     phase: Phase,
     verb: Verb,
     explain: bool,
@@ -490,8 +504,8 @@ struct Stmt<'a> {
     long: bool,
     /// The first thing that makes a query a write.
     write: Option<Reason>,
-    /// The three tokens before the current one, nearest first.
-    prev: [Tok<'a>; 3],
+    /// The last tokens, a ring indexed by `tokens` (one store per token, not a shift).
+    ring: [Tok<'a>; 4],
 }
 
 fn is_kw(t: Tok<'_>, kw: &[u8]) -> bool {
@@ -516,7 +530,7 @@ impl<'a> Stmt<'a> {
             heads: 0,
             long: false,
             write: None,
-            prev: [Tok::Other; 3],
+            ring: [Tok::Other; 4],
         }
     }
 
@@ -564,7 +578,7 @@ impl<'a> Stmt<'a> {
                 }
             }
         }
-        self.prev = [t, self.prev[0], self.prev[1]];
+        self.ring[self.tokens % 4] = t;
     }
 
     fn set_verb(&mut self, t: Tok<'a>) {
@@ -577,25 +591,21 @@ impl<'a> Stmt<'a> {
 
     /// What in a query makes it a write, looking at `t` and the tokens before it.
     fn writes(&self, t: Tok<'a>, cfg: &ClassifyConfig) -> Option<Reason> {
-        let [p1, p2, p3] = self.prev;
+        // `tokens` already counts `t`; the ring holds the tokens before it.
+        let back = |k: usize| self.ring[self.tokens.wrapping_sub(k) % 4];
+        let (p1, p2, p3) = (back(1), back(2), back(3));
         match t {
             // After a dot, a word is a name (`excluded.update`, `t.into`), never a keyword.
             Tok::Word(w) if p1 == Tok::Dot => is_configured(None, w, cfg).then_some(Reason::WriteFunction),
+            // Only words of 2 to 6 letters matter here.
+            Tok::Word(w) if !(2..=6).contains(&w.len()) => None,
             Tok::Word(w) => {
-                if is_kw(p1, b"for")
-                    && (w.eq_ignore_ascii_case(b"update")
-                        || w.eq_ignore_ascii_case(b"share")
-                        || w.eq_ignore_ascii_case(b"no")
-                        || w.eq_ignore_ascii_case(b"key"))
-                {
+                let is = |k: &[u8]| w.eq_ignore_ascii_case(k);
+                if is_kw(p1, b"for") && (is(b"update") || is(b"share") || is(b"no") || is(b"key")) {
                     Some(Reason::Locking)
-                } else if w.eq_ignore_ascii_case(b"into") {
+                } else if is(b"into") {
                     Some(Reason::SelectInto)
-                } else if w.eq_ignore_ascii_case(b"insert")
-                    || w.eq_ignore_ascii_case(b"update")
-                    || w.eq_ignore_ascii_case(b"delete")
-                    || w.eq_ignore_ascii_case(b"merge")
-                {
+                } else if is(b"insert") || is(b"update") || is(b"delete") || is(b"merge") {
                     Some(Reason::DataModifyingCte)
                 } else {
                     None
@@ -750,8 +760,7 @@ fn set(toks: &[Tok<'_>], long: bool) -> Verdict {
             txn(Target::Write, X::SetTransaction)
         };
     }
-    if at(toks, 0, b"session") && at(toks, 1, b"characteristics") && at(toks, 2, b"as") && at(toks, 3, b"transaction")
-    {
+    if at(toks, 0, b"session") && at(toks, 1, b"characteristics") && at(toks, 2, b"as") && at(toks, 3, b"transaction") {
         let m = modes(&toks[4..]);
         return if m.replica_ok() && !long {
             txn(Target::Read, X::SetSessionReadOnly)
@@ -868,7 +877,10 @@ mod tests {
         write("WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x", Reason::DataModifyingCte);
         write("WITH d AS (DELETE FROM t RETURNING id) SELECT count(*) FROM d", Reason::DataModifyingCte);
         write("WITH u AS (UPDATE t SET a = 1 RETURNING *) SELECT 1", Reason::DataModifyingCte);
-        write("WITH m AS (MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING *) SELECT 1", Reason::DataModifyingCte);
+        write(
+            "WITH m AS (MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING *) SELECT 1",
+            Reason::DataModifyingCte,
+        );
         write("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", Reason::DataModifyingCte);
     }
 
@@ -918,7 +930,11 @@ mod tests {
         assert!(is_write_function(Some(b"MY_SCHEMA"), b"Bump_Counter", &cfg()));
         assert!(is_write_function(None, b"bump_counter", &cfg()));
         let long = ClassifyConfig::new(["f_123456789_123456789_123456789_123456789_123456789_123456789_12"]);
-        assert!(!classify(b"SELECT f_123456789_123456789_123456789_123456789_123456789_123456789_123_and_more()", &long).is_read());
+        assert!(!classify(
+            b"SELECT f_123456789_123456789_123456789_123456789_123456789_123456789_123_and_more()",
+            &long
+        )
+        .is_read());
         let none = ClassifyConfig::default();
         assert!(classify(b"SELECT my_schema.bump_counter()", &none).is_read());
     }
@@ -954,10 +970,24 @@ mod tests {
 
     #[test]
     fn unknown_and_unreadable_text_is_a_write() {
-        for sql in ["", "   ", ";", "-- only a comment", "frobnicate t", "(", "EXPLAIN", "EXPLAIN (ANALYZE)", "123", "START",
-            "SELECT 'unterminated", "SELECT \"x", "SELECT $$ x", "SELECT 1 /* open", "EXPLAIN SHOW x",
-            "SELECT 'a\\', nextval('s')"]
-        {
+        for sql in [
+            "",
+            "   ",
+            ";",
+            "-- only a comment",
+            "frobnicate t",
+            "(",
+            "EXPLAIN",
+            "EXPLAIN (ANALYZE)",
+            "123",
+            "START",
+            "SELECT 'unterminated",
+            "SELECT \"x",
+            "SELECT $$ x",
+            "SELECT 1 /* open",
+            "EXPLAIN SHOW x",
+            "SELECT 'a\\', nextval('s')",
+        ] {
             write(sql, Reason::Unknown);
         }
     }
@@ -1118,10 +1148,23 @@ mod tests {
             let reason_ok = e.reason.is_none_or(|r| r == format!("{:?}", got.reason));
             let txn_ok = e.txn.is_none_or(|t| t == format!("{:?}", got.txn));
             if !(target_ok && reason_ok && txn_ok) {
-                failures.push(format!("line {}: {:?}\n    expected {} {:?} {:?}, got {got:?}", e.line, e.sql, if e.read { "read" } else { "write" }, e.reason, e.txn));
+                failures.push(format!(
+                    "line {}: {:?}\n    expected {} {:?} {:?}, got {got:?}",
+                    e.line,
+                    e.sql,
+                    if e.read { "read" } else { "write" },
+                    e.reason,
+                    e.txn
+                ));
             }
         }
-        assert!(failures.is_empty(), "{} of {} corpus statements:\n{}", failures.len(), entries.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} of {} corpus statements:\n{}",
+            failures.len(),
+            entries.len(),
+            failures.join("\n")
+        );
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{read_message, ServerConn, READ_BUF};
+use crate::auth::scram::{ScramKeyClient, ScramKeys};
 use crate::config::ServerAddr;
 use crate::error::{PgError, Severity, SqlState};
 use crate::session::SessionParams;
@@ -27,6 +28,9 @@ pub struct ServerTarget {
     pub user: String,
     /// Plaintext password; `None` when the config holds only a SCRAM verifier.
     pub password: Option<String>,
+    /// With only a verifier: SCRAM keys taken from a client's login (set once one has
+    /// logged in).
+    pub keys: Arc<std::sync::OnceLock<ScramKeys>>,
 }
 
 /// Why a login failed.
@@ -150,13 +154,14 @@ async fn authenticate(stream: &mut TcpStream, rbuf: &mut BytesMut, target: &Serv
     let password = || {
         target.password.as_deref().ok_or_else(|| {
             LoginError::Auth(format!(
-                "the server asks for a password for user \"{}\" but the config holds only a SCRAM verifier; configure the plaintext password",
+                "the server asks user \"{}\" for a password in a way other than SCRAM-SHA-256, and the config holds only a SCRAM verifier",
                 target.user
             ))
         })
     };
     let mut out = BytesMut::new();
     let mut scram: Option<ScramSha256> = None;
+    let mut key_client: Option<ScramKeyClient> = None;
     loop {
         out.clear();
         match read_message(stream, rbuf).await? {
@@ -181,18 +186,39 @@ async fn authenticate(stream: &mut TcpStream, rbuf: &mut BytesMut, target: &Serv
                 if !ok {
                     return Err(LoginError::Auth("server offers no SASL mechanism pgmux supports".into()));
                 }
-                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
-                scram = Some(s);
+                if let Some(pw) = target.password.as_deref() {
+                    let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                    scram = Some(s);
+                } else {
+                    let keys = target.keys.get().cloned().ok_or_else(|| {
+                        LoginError::Auth(format!(
+                            "user \"{}\" has only a SCRAM verifier in the config: pgmux can log in to PostgreSQL once a client has logged in with SCRAM",
+                            target.user
+                        ))
+                    })?;
+                    let c = ScramKeyClient::new(keys);
+                    frontend::sasl_initial_response(SCRAM_SHA_256, c.client_first().as_bytes(), &mut out)?;
+                    key_client = Some(c);
+                }
             }
             Message::AuthenticationSaslContinue(b) => {
-                let s = scram.as_mut().ok_or_else(|| LoginError::Auth("unexpected SASL continue".into()))?;
-                s.update(b.data())?;
-                frontend::sasl_response(s.message(), &mut out)?;
+                if let Some(c) = key_client.as_mut() {
+                    let fin = c.server_first(b.data()).map_err(|e| LoginError::Auth(format!("SCRAM: {e:?}")))?;
+                    frontend::sasl_response(fin.as_bytes(), &mut out)?;
+                } else {
+                    let s = scram.as_mut().ok_or_else(|| LoginError::Auth("unexpected SASL continue".into()))?;
+                    s.update(b.data())?;
+                    frontend::sasl_response(s.message(), &mut out)?;
+                }
             }
             Message::AuthenticationSaslFinal(b) => {
-                let s = scram.as_mut().ok_or_else(|| LoginError::Auth("unexpected SASL final".into()))?;
-                s.finish(b.data())?;
+                if let Some(c) = key_client.as_ref() {
+                    c.server_final(b.data()).map_err(|_| LoginError::Auth("the server's SCRAM signature does not match the configured verifier".into()))?;
+                } else {
+                    let s = scram.as_mut().ok_or_else(|| LoginError::Auth("unexpected SASL final".into()))?;
+                    s.finish(b.data())?;
+                }
                 continue;
             }
             Message::ErrorResponse(e) => return Err(LoginError::Refused(to_pg_error(e.fields()))),
