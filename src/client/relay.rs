@@ -397,6 +397,7 @@ fn forward_client_bytes(
     let mut copied = 0;
     let mut terminated = false;
     let mut malformed = None;
+    let mut bad_type = None;
     // Whole messages are needed to rewrite them; only COPY data streams through.
     let inspect = |tag: u8| if tag == codes::COPY_DATA { 0 } else { max };
     let r = framer.scan::<Infallible>(buf, max, inspect, |f| {
@@ -406,6 +407,12 @@ fn forward_client_bytes(
             copied = end;
             if tag == codes::TERMINATE {
                 terminated = true;
+                return Ok(Step::Stop);
+            }
+            if !codes::is_frontend(tag) {
+                // PostgreSQL would answer FATAL and hang up; so does pgmux, without
+                // passing it on (the server would close a pooled connection).
+                bad_type = Some(tag);
                 return Ok(Step::Stop);
             }
             if !txn.client_sent(tag) {
@@ -434,6 +441,9 @@ fn forward_client_bytes(
     };
     if let Some(m) = malformed {
         return Err(RelayEnd::ClientProtocol(m.to_string()));
+    }
+    if let Some(t) = bad_type {
+        return Err(RelayEnd::ClientProtocol(format!("invalid frontend message type {t}")));
     }
     if !terminated {
         wbuf.extend_from_slice(&buf[copied..n]);

@@ -16,6 +16,15 @@ pub const COPY_DATA: u8 = b'd';
 pub const COPY_DONE: u8 = b'c';
 pub const COPY_FAIL: u8 = b'f';
 
+/// True for the message types a client may send after startup.
+pub fn is_frontend(tag: u8) -> bool {
+    matches!(
+        tag,
+        QUERY | PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | FLUSH | SYNC | FUNCTION_CALL | TERMINATE | COPY_DATA
+            | COPY_DONE | COPY_FAIL
+    )
+}
+
 // Backend (server -> client).
 pub const AUTHENTICATION: u8 = b'R';
 pub const BACKEND_KEY_DATA: u8 = b'K';

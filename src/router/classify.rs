@@ -202,8 +202,9 @@ pub fn classify_with(sql: &[u8], cfg: &ClassifyConfig, standard_conforming_strin
 }
 
 /// Built-in functions that write, change state that lives on the server they run
-/// on, or fail on a hot standby, so a query calling one goes to the primary. Exact names: `nextval`, `setval`,
-/// `currval`, `lastval` (the session's sequence state), `set_config`, `pg_notify`,
+/// on, or fail on a hot standby, so a query calling one goes to the primary.
+/// Exact names: `nextval`, `setval`, `currval`, `lastval` (the session's sequence
+/// state), `set_config`, `pg_notify`,
 /// `txid_current`, `pg_current_xact_id`, `lowrite`, `pg_switch_wal`,
 /// `pg_terminate_backend`, `pg_cancel_backend`, `pg_reload_conf`,
 /// `pg_rotate_logfile`, `pg_promote`, `pg_logical_emit_message`,
@@ -223,8 +224,9 @@ pub fn classify_with(sql: &[u8], cfg: &ClassifyConfig, standard_conforming_strin
 /// connections are session state), `binary_upgrade_`.
 /// `name` is compared without regard to ASCII case; a schema does not matter.
 pub fn is_builtin_write_function(name: &[u8]) -> bool {
-    let mut buf = [0u8; 48];
-    let Some(n) = buf.get_mut(..name.len()) else { return false };
+    // Lower-cased, at most 64 bytes: longer than any exact name, enough for prefixes.
+    let mut buf = [0u8; 64];
+    let n = &mut buf[..name.len().min(64)];
     for (d, s) in n.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
@@ -388,7 +390,7 @@ fn classify_text(sql: &[u8], cfg: &ClassifyConfig, standard_conforming_strings: 
     let mut lexer = Lexer::new(sql);
     let mut stmt = Stmt::new();
     let mut first: Option<Verdict> = None;
-    let mut statements = 0u32;
+    let mut statements = 0usize;
     let mut any_txn = false;
     loop {
         let t = lexer.next();
@@ -752,17 +754,26 @@ fn begin(toks: &[Tok<'_>], long: bool) -> Verdict {
 fn set(toks: &[Tok<'_>], long: bool) -> Verdict {
     use TxnEffect as X;
     let txn = |target, txn| (target, Reason::Transaction, txn);
-    if at(toks, 0, b"transaction") {
-        let m = modes(&toks[1..]);
+    // SET [LOCAL | SESSION] ..., where SESSION may also start SESSION CHARACTERISTICS.
+    let characteristics = |t: &[Tok<'_>]| {
+        at(t, 0, b"session") && at(t, 1, b"characteristics") && at(t, 2, b"as") && at(t, 3, b"transaction")
+    };
+    let local = at(toks, 0, b"local");
+    let scoped = local || (at(toks, 0, b"session") && !characteristics(toks));
+    let rest = if scoped { &toks[1..] } else { toks };
+    if at(rest, 0, b"transaction") {
+        let m = modes(&rest[1..]);
         return if m.replica_ok() && !long {
             txn(Target::Read, X::SetTransactionReadOnly)
         } else {
             txn(Target::Write, X::SetTransaction)
         };
     }
-    if at(toks, 0, b"session") && at(toks, 1, b"characteristics") && at(toks, 2, b"as") && at(toks, 3, b"transaction") {
-        let m = modes(&toks[4..]);
-        return if m.replica_ok() && !long {
+    if characteristics(rest) {
+        let m = modes(&rest[4..]);
+        return if local {
+            txn(Target::Write, X::None) // only until the end of the transaction
+        } else if m.replica_ok() && !long {
             txn(Target::Read, X::SetSessionReadOnly)
         } else if m.read_write || m.invalid || long {
             txn(Target::Write, X::ClearSessionReadOnly)
@@ -770,8 +781,6 @@ fn set(toks: &[Tok<'_>], long: bool) -> Verdict {
             txn(Target::Write, X::None)
         };
     }
-    let local = at(toks, 0, b"local");
-    let rest = if local || at(toks, 0, b"session") { &toks[1..] } else { toks };
     // `name = value` or `name TO value`, the value a single word.
     let value_on = rest.len() == 3
         && (rest[1] == Tok::Other || is_kw(rest[1], b"to"))
@@ -936,6 +945,8 @@ mod tests {
         )
         .is_read());
         let none = ClassifyConfig::default();
+        let advisory = format!("SELECT pg_advisory_lock_{}(1)", "x".repeat(80));
+        assert!(!classify(advisory.as_bytes(), &none).is_read());
         assert!(classify(b"SELECT my_schema.bump_counter()", &none).is_read());
     }
 
@@ -1050,6 +1061,10 @@ mod tests {
         txn("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", R, SetSessionReadOnly);
         txn("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", W, ClearSessionReadOnly);
         txn("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ", W, None);
+        txn("SET LOCAL TRANSACTION READ ONLY", R, SetTransactionReadOnly);
+        txn("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", W, SetTransaction);
+        txn("SET SESSION SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", R, SetSessionReadOnly);
+        txn("SET LOCAL SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", W, None);
         txn("SET default_transaction_read_only = true", R, SetSessionReadOnly);
         txn("SET SESSION default_transaction_read_only TO on", R, SetSessionReadOnly);
         txn("SET default_transaction_read_only = 'on'", W, ClearSessionReadOnly);

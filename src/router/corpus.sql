@@ -538,6 +538,12 @@ SET TRANSACTION READ ONLY
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY
 --- read reason=Transaction txn=SetTransactionReadOnly
 SET LOCAL transaction_read_only = on
+--- read reason=Transaction txn=SetTransactionReadOnly
+SET LOCAL TRANSACTION READ ONLY
+--- write reason=Transaction txn=SetTransaction
+SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE
+--- write reason=Transaction txn=None
+SET LOCAL SESSION CHARACTERISTICS AS TRANSACTION READ ONLY
 --- write reason=Transaction txn=SetTransaction
 SET TRANSACTION READ WRITE
 --- write reason=Transaction txn=SetTransaction
