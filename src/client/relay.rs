@@ -127,9 +127,10 @@ fn server_inspect(tag: u8) -> usize {
 impl Relay<'_> {
     pub async fn run(self, hold: Hold<'_>) -> RelayEnd {
         let pool = self.pool;
-        let mut stats = Stats::default();
+        // The client's first bytes were read before the relay began.
+        let mut stats = Stats { bytes_in: self.cbuf.len() as u64, ..Stats::default() };
         let started = std::time::Instant::now();
-        let end = self.relay(hold, &mut stats).await;
+        let end = self.relay(hold, &mut stats, started).await;
         let c = &pool.counters;
         c.bytes_in.fetch_add(stats.bytes_in, Ordering::Relaxed);
         c.bytes_out.fetch_add(stats.bytes_out, Ordering::Relaxed);
@@ -140,9 +141,9 @@ impl Relay<'_> {
         end
     }
 
-    async fn relay(mut self, mut hold: Hold<'_>, stats: &mut Stats) -> RelayEnd {
+    async fn relay(mut self, mut hold: Hold<'_>, stats: &mut Stats, started: std::time::Instant) -> RelayEnd {
         // When the request now being answered was sent (for the duration histogram).
-        let mut request_started = Some(std::time::Instant::now());
+        let mut request_started = Some(started);
         let mut query_cancelled = false;
         let mut sframer = Framer::default();
         let mut edits = Edits::default();
