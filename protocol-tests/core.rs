@@ -520,3 +520,24 @@ fn a_scram_verifier_in_the_config_is_enough_to_log_in_both_ways() {
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"));
     });
 }
+
+#[test]
+fn a_long_wait_for_a_server_is_announced() {
+    let px = Setup { pool_size: 1, pool_extra: "  wait_notice: 200ms\n".into(), ..Default::default() }.start();
+    mt().block_on(async {
+        let holder = px.connect().await;
+        holder.simple_query("begin").await.unwrap();
+        let mut waiter = Raw::connect(px.port, "app", "app", "app").await;
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            holder.simple_query("commit").await.unwrap();
+        });
+        let msgs = waiter.simple("select 'served'").await;
+        release.await.unwrap();
+        assert!(
+            matches!(&msgs[0], Msg::Notice(m) if m.starts_with("pgmux: waiting for a server connection (1 of 1 in use")),
+            "{msgs:?}"
+        );
+        assert_eq!(raw::rows(&msgs), vec![vec![Some("served".to_string())]]);
+    });
+}

@@ -23,6 +23,7 @@ pub enum Msg {
     Error { code: String, message: String },
     Ready(u8),
     Notification { channel: String, payload: String },
+    Notice(String),
     Other(u8),
 }
 
@@ -144,6 +145,16 @@ fn simplify(m: Message) -> Msg {
             Msg::Error { code, message }
         }
         Message::ReadyForQuery(r) => Msg::Ready(r.status()),
+        Message::NoticeResponse(n) => {
+            let mut f = n.fields();
+            let mut message = String::new();
+            while let Some(f) = f.next().unwrap() {
+                if f.type_() == b'M' {
+                    message = String::from_utf8_lossy(f.value_bytes()).into_owned();
+                }
+            }
+            Msg::Notice(message)
+        }
         Message::NotificationResponse(n) => Msg::Notification {
             channel: n.channel().unwrap().to_string(),
             payload: n.message().unwrap().to_string(),

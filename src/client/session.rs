@@ -92,7 +92,7 @@ impl Session<'_> {
             }
             self.cancel.set_state(crate::cancel::state::WAITING);
             self.proxy.wait_unpaused(&self.login.database).await;
-            let checkout = Box::pin(self.login.pools.primary.checkout()).await;
+            let checkout = self.checkout().await;
             self.cancel.set_state(crate::cancel::state::ACTIVE);
             let lease = match checkout {
                 Ok(l) => l,
@@ -112,6 +112,30 @@ impl Session<'_> {
                 self.cbuf = BytesMut::new();
             }
         }
+    }
+
+    /// Takes a server connection; tells the client with a NOTICE when the wait passes
+    /// `pool.wait_notice` (it keeps waiting, up to `checkout_timeout`).
+    async fn checkout(&mut self) -> Result<Lease, ClientError> {
+        let pool = self.login.pools.primary.clone();
+        let mut checkout = Box::pin(pool.checkout());
+        let Some(after) = self.proxy.config.pool.wait_notice.nonzero() else {
+            return checkout.await;
+        };
+        tokio::select! {
+            r = &mut checkout => return r,
+            _ = tokio::time::sleep(after) => {}
+        }
+        let s = pool.status();
+        let notice = PgError::new(
+            crate::error::Severity::Notice,
+            "00000",
+            format!("pgmux: waiting for a server connection ({} of {} in use, {} clients waiting)", s.total - s.idle, s.size, s.waiting),
+        );
+        let mut out = BytesMut::new();
+        backend::notice(&mut out, &notice);
+        let _ = self.stream.write_all(&out).await;
+        checkout.await
     }
 
     /// Runs the client's traffic on `lease` until the boundary (transaction mode) or

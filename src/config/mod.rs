@@ -99,6 +99,10 @@ pub struct PoolConfig {
     /// A request running longer than this is cancelled on the server (0: off).
     #[serde(default = "defaults::off")]
     pub query_timeout: Dur,
+    /// A client that has waited this long for a server connection gets a NOTICE
+    /// saying so (0: off).
+    #[serde(default = "defaults::off")]
+    pub wait_notice: Dur,
 }
 
 impl Default for PoolConfig {
@@ -115,6 +119,7 @@ impl Default for PoolConfig {
             idle_transaction_timeout: defaults::off(),
             client_idle_timeout: defaults::off(),
             query_timeout: defaults::off(),
+            wait_notice: defaults::off(),
         }
     }
 }
