@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::mt;
+use common::{mt, scalar};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -148,7 +148,7 @@ fn admin_console_and_metrics_under_load() {
         }
         let e = console.simple_query("SHOW NONSENSE").await.unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
-        let e = console.simple_query("RELOAD").await.unwrap_err();
+        let e = console.simple_query("KILL app").await.unwrap_err();
         assert!(message(&e).contains("not supported yet"), "{e}");
 
         let (status, _) = http_get(metrics_port, "/healthz").await;
@@ -201,5 +201,56 @@ fn pause_holds_new_transactions_and_resume_releases_them() {
         assert!(victim.simple_query("select 1").await.is_err());
         let e = console.simple_query("KILL_CLIENT 12345").await.unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some("22023"));
+    });
+}
+
+fn config_value(rows: &[HashMap<String, String>], key: &str) -> String {
+    rows.iter().find(|r| r["key"] == key).map(|r| r["value"].clone()).unwrap_or_default()
+}
+
+#[test]
+fn reload_applies_a_valid_file_atomically_and_rejects_a_bad_one() {
+    let setup = Setup { pool_size: 1, ..Default::default() };
+    let px = setup.start();
+    let yaml = std::fs::read_to_string(&px.config).unwrap();
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
+        let before = px.connect().await;
+        assert_eq!(scalar(&before, "select 1").await, "1");
+
+        // A bigger pool and a new database, by RELOAD.
+        let grown = yaml.replace("  size: 1\n", "  size: 3\n").replacen(
+            "databases:\n",
+            &format!("databases:\n  app2:\n    primary: 127.0.0.1:{}\n    dbname: app\n", common::cluster().primary.port),
+            1,
+        );
+        std::fs::write(&px.config, &grown).unwrap();
+        console.simple_query("RELOAD").await.unwrap();
+        let (_, cfg) = admin(&console, "SHOW CONFIG").await;
+        assert_eq!(config_value(&cfg, "pool.size"), "3");
+        let clients: Vec<_> = futures_util::future::join_all((0..3).map(|_| px.connect())).await;
+        futures_util::future::join_all(clients.iter().map(|c| c.simple_query("select pg_sleep(0.5)"))).await;
+        let (_, pools) = admin(&console, "SHOW POOLS").await;
+        let app = pools.iter().find(|r| r["database"] == "app").unwrap();
+        assert_eq!(app["sv_idle"], "3", "the pool grew in place: {app:?}");
+        let app2 = px.connect_as("app", "app", "app2").await.unwrap();
+        assert_eq!(scalar(&app2, "select current_database()").await, "app");
+        assert_eq!(scalar(&before, "select 'still connected'").await, "still connected");
+
+        // A bad file changes nothing and says why.
+        std::fs::write(&px.config, grown.replace("  size: 3\n", "  sise: 5\n")).unwrap();
+        let e = console.simple_query("RELOAD").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("F0000"), "{e}");
+        assert!(message(&e).contains("sise"), "{e}");
+        let (_, cfg) = admin(&console, "SHOW CONFIG").await;
+        assert_eq!(config_value(&cfg, "pool.size"), "3");
+
+        // SIGHUP does the same as RELOAD.
+        std::fs::write(&px.config, grown.replace("  size: 3\n", "  size: 2\n")).unwrap();
+        px.signal(libc::SIGHUP);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, cfg) = admin(&console, "SHOW CONFIG").await;
+        assert_eq!(config_value(&cfg, "pool.size"), "2");
+        assert_eq!(scalar(&before, "select 'after sighup'").await, "after sighup");
     });
 }

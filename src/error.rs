@@ -47,6 +47,7 @@ impl SqlState {
     pub const INTERNAL_ERROR: &'static str = "XX000";
     pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &'static str = "25P03";
+    pub const CONFIG_FILE_ERROR: &'static str = "F0000";
     pub const IDLE_SESSION_TIMEOUT: &'static str = "57P05";
 }
 

@@ -67,8 +67,9 @@ fn main() -> ExitCode {
         }
         None => {
             init_logging();
+            let path = cli.config.clone();
             match load(cli.config) {
-                Ok(c) => run_async(pgmux::run::run(c)),
+                Ok(c) => run_async(pgmux::run::run(c, path.expect("load checked it"))),
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(2)

@@ -25,6 +25,8 @@ use crate::server::ServerTarget;
 /// A configured user, with what pgmux needs to check its password.
 pub struct UserAuth {
     pub name: String,
+    /// The password entry as written in the config (to notice changes on reload).
+    configured: String,
     pub scram: ScramSecret,
     pub plaintext: Option<String>,
     /// With only a verifier configured: the SCRAM keys of the first client login,
@@ -44,8 +46,11 @@ pub struct DbPools {
 }
 
 pub struct Proxy {
-    pub config: Arc<Config>,
-    users: HashMap<String, UserAuth>,
+    /// The running configuration, swapped whole by a reload.
+    config: arc_swap::ArcSwap<Config>,
+    /// Where it was read from (None: built in memory, as by `pgmux demo`).
+    pub config_path: Option<std::path::PathBuf>,
+    users: arc_swap::ArcSwap<HashMap<String, Arc<UserAuth>>>,
     pools: DashMap<(String, String), Arc<DbPools>>,
     pub cancel: CancelRegistry,
     /// Every distinct named statement clients prepared (transaction mode).
@@ -96,20 +101,15 @@ impl Drop for ClientGuard<'_> {
 
 impl Proxy {
     pub fn new(config: Config) -> Arc<Proxy> {
-        let users = config
-            .users
-            .iter()
-            .map(|u| {
-                let (scram, plaintext) = match ScramSecret::parse_verifier(&u.password) {
-                    Some(s) => (s, None),
-                    None => (ScramSecret::from_password(&u.password), Some(u.password.clone())),
-                };
-                (u.name.clone(), UserAuth { name: u.name.clone(), scram, plaintext, keys: Default::default(), admin: u.admin })
-            })
-            .collect();
+        Self::with_path(config, None)
+    }
+
+    pub fn with_path(config: Config, config_path: Option<std::path::PathBuf>) -> Arc<Proxy> {
+        let users = build_users(&config, &HashMap::new());
         Arc::new(Proxy {
-            config: Arc::new(config),
-            users,
+            config: arc_swap::ArcSwap::from_pointee(config),
+            config_path,
+            users: arc_swap::ArcSwap::from_pointee(users),
             pools: DashMap::new(),
             cancel: CancelRegistry::default(),
             statements: Registry::default(),
@@ -122,8 +122,60 @@ impl Proxy {
         })
     }
 
-    pub fn user(&self, name: &str) -> Option<&UserAuth> {
-        self.users.get(name)
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    pub fn user(&self, name: &str) -> Option<Arc<UserAuth>> {
+        self.users.load().get(name).cloned()
+    }
+
+    /// Re-reads the config file, validates all of it, and applies it at once: users,
+    /// databases (a removed or changed one drains: its clients keep their pools, new
+    /// logins get the new ones), pool limits (resized in place). A rejected file
+    /// changes nothing. `listen` and `metrics_listen` need a restart.
+    pub fn reload(&self) -> Result<(), String> {
+        let r = self.try_reload();
+        match &r {
+            Ok(()) => {
+                self.metrics.config_reloads_ok.increment(1);
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.config_reloads_failed.increment(1);
+                tracing::error!(error = %e, "configuration reload rejected; the running configuration is unchanged");
+            }
+        }
+        r
+    }
+
+    fn try_reload(&self) -> Result<(), String> {
+        let path = self.config_path.as_ref().ok_or("no configuration file to reload (pgmux demo)")?;
+        let new = Config::load(path).map_err(|e| e.to_string())?;
+        let old = self.config.load_full();
+        if new.listen != old.listen || new.metrics_listen != old.metrics_listen {
+            tracing::warn!("listen and metrics_listen changes take effect after a restart");
+        }
+        let users = build_users(&new, &self.users.load());
+        // Pool sets whose database or user changed are dropped from the registry:
+        // their clients drain, new logins build new pools.
+        let mut settings = PoolSettings::from(&new.pool);
+        settings.max_prepared_statements = new.max_prepared_statements;
+        self.pools.retain(|(db, user), pools| {
+            let same_db = old.databases.get(db).map(|d| (&d.primary, &d.replicas, &d.dbname))
+                == new.databases.get(db).map(|d| (&d.primary, &d.replicas, &d.dbname));
+            let old_user = old.user(user).map(|u| &u.password);
+            let same_user = old_user.is_some() && old_user == new.user(user).map(|u| &u.password);
+            if same_db && same_user {
+                for p in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
+                    p.update_settings(settings.clone());
+                }
+            }
+            same_db && same_user
+        });
+        self.users.store(Arc::new(users));
+        self.config.store(Arc::new(new));
+        Ok(())
     }
 
     pub fn clients(&self) -> usize {
@@ -141,10 +193,11 @@ impl Proxy {
         if let Some(p) = self.pools.get(&key) {
             return Some(p.clone());
         }
-        let db = self.config.databases.get(database)?;
-        let auth = self.users.get(user)?;
-        let mut settings = PoolSettings::from(&self.config.pool);
-        settings.max_prepared_statements = self.config.max_prepared_statements;
+        let config = self.config();
+        let db = config.databases.get(database)?;
+        let auth = self.user(user)?;
+        let mut settings = PoolSettings::from(&config.pool);
+        settings.max_prepared_statements = config.max_prepared_statements;
         let make = |addr: ServerAddr, role: &str| {
             let metrics = self.metrics.pool(database, user, &addr.to_string(), role);
             Pool::new(
@@ -230,7 +283,7 @@ impl Proxy {
     /// `shutdown_timeout` has passed. Returns the number of clients still connected.
     pub async fn drain(&self) -> usize {
         self.shutdown.send_replace(true);
-        let deadline = Instant::now() + self.config.shutdown_timeout.0;
+        let deadline = Instant::now() + self.config().shutdown_timeout.0;
         while self.clients() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -239,6 +292,36 @@ impl Proxy {
         }
         self.clients()
     }
+}
+
+/// The users of a config, keeping the state of those whose password did not change
+/// (their SCRAM salt, and keys recovered from client logins).
+fn build_users(config: &Config, old: &HashMap<String, Arc<UserAuth>>) -> HashMap<String, Arc<UserAuth>> {
+    config
+        .users
+        .iter()
+        .map(|u| {
+            let kept = old.get(&u.name).filter(|o| o.configured == u.password && o.admin == u.admin);
+            let auth = match kept {
+                Some(o) => o.clone(),
+                None => {
+                    let (scram, plaintext) = match ScramSecret::parse_verifier(&u.password) {
+                        Some(s) => (s, None),
+                        None => (ScramSecret::from_password(&u.password), Some(u.password.clone())),
+                    };
+                    Arc::new(UserAuth {
+                        name: u.name.clone(),
+                        configured: u.password.clone(),
+                        scram,
+                        plaintext,
+                        keys: Default::default(),
+                        admin: u.admin,
+                    })
+                }
+            };
+            (u.name.clone(), auth)
+        })
+        .collect()
 }
 
 /// Binds the client listener.

@@ -122,7 +122,7 @@ fn busy_servers(proxy: &Proxy, db: Option<&str>) -> usize {
 fn unsupported(command: &str) -> Outcome {
     Outcome::Error(
         PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: \"{command}\" is not supported yet"))
-            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, PAUSE [db], RESUME [db], KILL_CLIENT id, RECONNECT [db], SHUTDOWN."),
+            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, PAUSE [db], RESUME [db], KILL_CLIENT id, RECONNECT [db], RELOAD, SHUTDOWN."),
     )
 }
 
@@ -154,7 +154,7 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
                 None => p.all = true,
             });
             // Like PgBouncer, PAUSE returns once running transactions are done.
-            let deadline = std::time::Instant::now() + proxy.config.shutdown_timeout.0;
+            let deadline = std::time::Instant::now() + proxy.config().shutdown_timeout.0;
             while busy_servers(proxy, db.as_deref()) > 0 && std::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
@@ -176,6 +176,10 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
                 Outcome::Done("KILL_CLIENT".into())
             }
             None => Outcome::Error(PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("pgmux: no client with id {id} (see SHOW CLIENTS, column remote_pid)"))),
+        },
+        ["reload"] => match proxy.reload() {
+            Ok(()) => Outcome::Done("RELOAD".into()),
+            Err(e) => Outcome::Error(PgError::error(SqlState::CONFIG_FILE_ERROR, format!("pgmux: configuration not reloaded: {e}"))),
         },
         ["shutdown"] | ["shutdown", "wait_for_clients"] => {
             proxy.shutdown.send_replace(true);

@@ -36,6 +36,7 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
                 "RESUME [db]",
                 "KILL_CLIENT id",
                 "RECONNECT [db]",
+                "RELOAD",
                 "SHUTDOWN",
             ]
             .iter()
@@ -47,7 +48,7 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
 }
 
 fn pool_mode(proxy: &Proxy) -> &'static str {
-    match proxy.config.pool.mode {
+    match proxy.config().pool.mode {
         crate::config::PoolMode::Transaction => "transaction",
         crate::config::PoolMode::Session => "session",
     }
@@ -127,7 +128,7 @@ fn client_columns() -> Vec<(&'static str, bool)> {
 }
 
 fn clients(proxy: &Proxy) -> ResultSet {
-    let listen = proxy.config.listen_addr();
+    let listen = proxy.config().listen_addr();
     let rows = proxy
         .cancel
         .entries()
@@ -188,7 +189,7 @@ fn databases(proxy: &Proxy) -> ResultSet {
     ];
     let sets = proxy.pool_sets();
     let rows = proxy
-        .config
+        .config()
         .databases
         .iter()
         .map(|(name, db)| {
@@ -200,7 +201,7 @@ fn databases(proxy: &Proxy) -> ResultSet {
                 .sum();
             vec![
                 n(name), n(a.host), n(a.port), n(db.dbname.clone().unwrap_or_else(|| name.clone())), None,
-                n(proxy.config.pool.size), n(0), n(0), n(pool_mode(proxy)), n(0), n(current), n(0), n(0),
+                n(proxy.config().pool.size), n(0), n(0), n(pool_mode(proxy)), n(0), n(current), n(0), n(0),
             ]
         })
         .collect();
@@ -208,12 +209,12 @@ fn databases(proxy: &Proxy) -> ResultSet {
 }
 
 fn users(proxy: &Proxy) -> ResultSet {
-    let rows = proxy.config.users.iter().map(|u| vec![n(&u.name), n(pool_mode(proxy))]).collect();
+    let rows = proxy.config().users.iter().map(|u| vec![n(&u.name), n(pool_mode(proxy))]).collect();
     ResultSet { columns: vec![("name", false), ("pool_mode", false)], rows }
 }
 
 fn config(proxy: &Proxy) -> ResultSet {
-    let c = &proxy.config;
+    let c = proxy.config();
     let items: Vec<(&str, String, &str)> = vec![
         ("listen", c.listen.clone(), "127.0.0.1:6432"),
         ("metrics_listen", c.metrics_listen.clone().unwrap_or_default(), ""),
@@ -247,8 +248,8 @@ fn lists(proxy: &Proxy) -> ResultSet {
     }
     let clients = proxy.clients();
     let items = [
-        ("databases", proxy.config.databases.len()),
-        ("users", proxy.config.users.len()),
+        ("databases", proxy.config().databases.len()),
+        ("users", proxy.config().users.len()),
         ("pools", pools.len()),
         ("free_clients", 0),
         ("used_clients", clients),

@@ -79,7 +79,7 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
     if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
         return Err(ClientError::Unsupported("pgmux does not pool replication connections".into()).into());
     }
-    if proxy.clients() > proxy.config.max_client_connections {
+    if proxy.clients() > proxy.config().max_client_connections {
         return Err(ClientError::TooManyClients.into());
     }
     let mut out = BytesMut::with_capacity(512);
@@ -131,7 +131,7 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
     backend::backend_key(&mut out, key.pid, key.secret);
     backend::ready(&mut out, codes::TXN_IDLE);
     stream.write_all(&out).await?;
-    let session_features = proxy.config.databases.get(&database).map(|d| d.session_features).unwrap_or_default();
+    let session_features = proxy.config().databases.get(&database).map(|d| d.session_features).unwrap_or_default();
     let _ = key.info.set(info(params.get("application_name").unwrap_or("")));
     key.set_state(crate::cancel::state::IDLE);
     Ok(Login::Pooled(LoggedIn { user, database, pools, startup: params.clone(), params, session_features }))
@@ -179,12 +179,12 @@ async fn read_password_message(stream: &mut TcpStream) -> Result<Vec<u8>, Refusa
 async fn authenticate(stream: &mut TcpStream, proxy: &Proxy, user: &str, out: &mut BytesMut) -> Result<(), Refusal> {
     let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
     let known = proxy.user(user);
-    match proxy.config.auth_type {
+    match proxy.config().auth_type {
         AuthType::ScramSha256 => {
             // An unknown user goes through the same exchange against a throwaway
             // secret, so the answer does not reveal which user names exist.
             let dummy;
-            let secret: &ScramSecret = match known {
+            let secret: &ScramSecret = match &known {
                 Some(u) => &u.scram,
                 None => {
                     dummy = ScramSecret::from_password(&rand::random::<u64>().to_string());
@@ -229,7 +229,7 @@ async fn authenticate(stream: &mut TcpStream, proxy: &Proxy, user: &str, out: &m
             let resp = read_password_message(stream).await?;
             let resp = resp.strip_suffix(&[0]).unwrap_or(&resp);
             let ok = known
-                .and_then(|u| u.plaintext.as_deref())
+                .as_ref().and_then(|u| u.plaintext.as_deref())
                 .is_some_and(|pw| md5::verify(user, pw, salt, resp));
             if !ok {
                 return Err(failed());

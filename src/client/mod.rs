@@ -47,7 +47,7 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
     // Every log line carries the client id; no span is entered per poll (hot path).
     let id = key.entry.pid;
     {
-        let timeout = proxy.config.startup_timeout.0;
+        let timeout = proxy.config().startup_timeout.0;
         // Boxed: the login's state is large and short-lived; an idle client keeps
         // only the session's.
         let login = Box::pin(login::login(&mut stream, &proxy, &key.entry));

@@ -56,7 +56,7 @@ impl Session<'_> {
                 if *shutdown.borrow() {
                     return Box::pin(self.say_goodbye()).await;
                 }
-                let idle_limit = self.proxy.config.pool.client_idle_timeout.nonzero();
+                let idle_limit = self.proxy.config().pool.client_idle_timeout.nonzero();
                 let idle_timer = async {
                     match idle_limit {
                         Some(t) => tokio::time::sleep(t).await,
@@ -119,7 +119,7 @@ impl Session<'_> {
     async fn checkout(&mut self) -> Result<Lease, ClientError> {
         let pool = self.login.pools.primary.clone();
         let mut checkout = Box::pin(pool.checkout());
-        let Some(after) = self.proxy.config.pool.wait_notice.nonzero() else {
+        let Some(after) = self.proxy.config().pool.wait_notice.nonzero() else {
             return checkout.await;
         };
         tokio::select! {
@@ -148,7 +148,7 @@ impl Session<'_> {
         }
         let conn = lease.conn();
         self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
-        let mode = self.proxy.config.pool.mode;
+        let mode = self.proxy.config().pool.mode;
         let reject = self.login.session_features == SessionFeatures::Reject;
         let mut pinned = false;
         loop {
@@ -169,12 +169,12 @@ impl Session<'_> {
                 server: lease.conn_mut(),
                 txn: &mut txn,
                 statements,
-                max_message: self.proxy.config.max_message_size.0 as usize,
+                max_message: self.proxy.config().max_message_size.0 as usize,
                 counters: &self.proxy.counters,
                 pool: &pool,
                 timeouts: Timeouts {
-                    idle_transaction: self.proxy.config.pool.idle_transaction_timeout.nonzero(),
-                    query: self.proxy.config.pool.query_timeout.nonzero(),
+                    idle_transaction: self.proxy.config().pool.idle_transaction_timeout.nonzero(),
+                    query: self.proxy.config().pool.query_timeout.nonzero(),
                 },
             }
             .run(hold)
@@ -195,7 +195,7 @@ impl Session<'_> {
             }
             if end == RelayEnd::Boundary && lease.conn().statements.stale {
                 // Re-prepared on next use, with the table's new columns.
-                let timeout = lease.pool().settings.connect_timeout;
+                let timeout = lease.pool().settings().connect_timeout;
                 match Box::pin(lease.conn_mut().run_internal("DEALLOCATE ALL", timeout)).await {
                     Ok(r) if r.error.is_none() => {
                         lease.conn_mut().statements.clear();
@@ -273,7 +273,7 @@ impl Session<'_> {
         names.dedup();
         let mut changes = Vec::new();
         if !names.is_empty() {
-            let timeout = lease.pool().settings.connect_timeout;
+            let timeout = lease.pool().settings().connect_timeout;
             let r = lease.conn_mut().run_internal(&read_query(&names), timeout).await.map_err(|e| e.to_string())?;
             if let Some(e) = r.error {
                 return Err(e.to_string());
@@ -310,7 +310,7 @@ impl Session<'_> {
             return Ok(());
         }
         if let Some(sql) = sync_query(&self.login.params, &conn.session) {
-            let timeout = lease.pool().settings.connect_timeout;
+            let timeout = lease.pool().settings().connect_timeout;
             let conn = lease.conn_mut();
             match conn.run_internal(&sql, timeout).await {
                 Ok(r) if r.error.is_none() => {}
@@ -325,10 +325,10 @@ impl Session<'_> {
     /// Returns a connection whose client left: clean at a boundary (reset in session
     /// mode), rolled back if idle in a transaction, otherwise cancelled and closed.
     async fn recycle(&self, mut lease: Lease, txn: &TxnTracker) {
-        let timeout = lease.pool().settings.connect_timeout;
+        let timeout = lease.pool().settings().connect_timeout;
         let cleanup = if txn.at_boundary() {
-            match self.proxy.config.pool.mode {
-                PoolMode::Session => Some(self.proxy.config.pool.server_reset_query.clone()),
+            match self.proxy.config().pool.mode {
+                PoolMode::Session => Some(self.proxy.config().pool.server_reset_query.clone()),
                 PoolMode::Transaction => None,
             }
         } else if txn.quiescent() {
@@ -348,7 +348,7 @@ impl Session<'_> {
                     // A reset forgets settings and statements; so must our records.
                     let conn = lease.conn_mut();
                     conn.session = Default::default();
-                    if self.proxy.config.pool.mode == PoolMode::Session {
+                    if self.proxy.config().pool.mode == PoolMode::Session {
                         conn.statements.clear();
                     }
                 }
@@ -370,7 +370,7 @@ impl Session<'_> {
         if e.is_fatal() {
             return Err(SessionEnd::Error(e.to_string()));
         }
-        let max = self.proxy.config.max_message_size.0 as usize;
+        let max = self.proxy.config().max_message_size.0 as usize;
         loop {
             let mut end_found = false;
             let r = self.cframer.scan::<std::convert::Infallible>(&self.cbuf, max, |_| 0, |f| {

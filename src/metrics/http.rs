@@ -74,7 +74,7 @@ async fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
     let shutting_down = *proxy.shutdown.borrow();
     let mut entries = Vec::new();
     let mut all_primaries_up = true;
-    for (name, db) in &proxy.config.databases {
+    for (name, db) in &proxy.config().databases {
         let servers = std::iter::once((db.primary_addr(), "primary")).chain(db.replica_addrs().into_iter().map(|a| (a, "replica")));
         for (addr, role) in servers {
             let t0 = Instant::now();

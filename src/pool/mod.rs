@@ -120,7 +120,8 @@ pub struct Pool {
     /// `database/user@host:port`, for messages and logs.
     pub name: String,
     pub target: ServerTarget,
-    pub settings: PoolSettings,
+    /// Swapped whole on reload.
+    settings: arc_swap::ArcSwap<PoolSettings>,
     state: Mutex<State>,
     /// ParameterStatus values of the first login, reported to clients at their login.
     server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
@@ -136,12 +137,36 @@ impl Pool {
         Arc::new(Pool {
             name: format!("{}/{}@{}", target.dbname, target.user, target.addr),
             target,
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             state: Mutex::new(State::default()),
             server_params: Mutex::new(None),
             counters: PoolCounters::default(),
             metrics,
         })
+    }
+
+    pub fn settings(&self) -> arc_swap::Guard<Arc<PoolSettings>> {
+        self.settings.load()
+    }
+
+    /// Applies new limits (reload): a larger pool lets waiters open connections at
+    /// once; a smaller one shrinks as connections come back.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        let size = settings.size;
+        self.settings.store(Arc::new(settings));
+        let mut st = self.lock();
+        while st.total < size {
+            let Some((_, w)) = st.waiters.pop_front() else { break };
+            st.total += 1;
+            if w.send(Grant::Slot).is_err() {
+                st.total -= 1;
+            }
+        }
+        while st.total > size {
+            let Some(c) = st.idle.pop_front() else { break };
+            st.total -= 1;
+            c.close();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -154,7 +179,7 @@ impl Pool {
             idle: s.idle.len(),
             total: s.total,
             waiting: s.waiters.len(),
-            size: self.settings.size,
+            size: self.settings().size,
             max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
         }
     }
@@ -175,7 +200,7 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ClientError> {
         self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let r = self.checkout_inner(started + self.settings.checkout_timeout).await;
+        let r = self.checkout_inner(started + self.settings().checkout_timeout).await;
         let waited = started.elapsed();
         self.metrics.wait.record(waited.as_secs_f64());
         self.counters.wait_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
@@ -188,7 +213,7 @@ impl Pool {
                 let mut st = self.lock();
                 if let Some(conn) = st.idle.pop_back() {
                     Some(Grant::Conn(conn))
-                } else if st.total < self.settings.size {
+                } else if st.total < self.settings().size {
                     if let Some(d) = &st.down {
                         if Instant::now() < d.retry_at {
                             return Err(self.unavailable(&d.reason));
@@ -240,7 +265,7 @@ impl Pool {
                         self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                         Err(ClientError::CheckoutTimeout {
                             pool: self.name.clone(),
-                            timeout: self.settings.checkout_timeout,
+                            timeout: self.settings().checkout_timeout,
                         })
                     }
                 }
@@ -250,11 +275,11 @@ impl Pool {
 
     /// Looks at an idle connection before lending it (no I/O); closes it if unfit.
     fn vet(&self, conn: ServerConn) -> Vetted {
-        if !conn.idle_is_clean() || conn.created.elapsed() >= self.settings.lifetime {
+        if !conn.idle_is_clean() || conn.created.elapsed() >= self.settings().lifetime {
             conn.close();
             return Vetted::Unfit;
         }
-        if conn.last_used.elapsed() >= self.settings.check_delay {
+        if conn.last_used.elapsed() >= self.settings().check_delay {
             return Vetted::Check(conn);
         }
         Vetted::Fit(conn)
@@ -262,7 +287,7 @@ impl Pool {
 
     /// Checks a connection idle for long with an empty query; closes it if broken.
     async fn check(&self, mut conn: ServerConn) -> Option<ServerConn> {
-        match conn.run_internal("", self.settings.connect_timeout).await {
+        match conn.run_internal("", self.settings().connect_timeout).await {
             Ok(r) if r.error.is_none() && r.status == b'I' => Some(conn),
             _ => {
                 conn.close();
@@ -274,9 +299,9 @@ impl Pool {
     /// Opens a new connection in a slot already counted in `total`.
     async fn open(&self) -> Result<ServerConn, ClientError> {
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
-        match server::login::connect(&self.target, self.settings.connect_timeout).await {
+        match server::login::connect(&self.target, self.settings().connect_timeout).await {
             Ok(mut conn) => {
-                conn.statements = crate::prepared::ServerStatements::with_capacity(self.settings.max_prepared_statements);
+                conn.statements = crate::prepared::ServerStatements::with_capacity(self.settings().max_prepared_statements);
                 self.lock().down = None;
                 let mut p = self.server_params.lock().unwrap();
                 if p.is_none() {
@@ -323,7 +348,7 @@ impl Pool {
 
     /// Takes back a reusable connection: to the longest waiter, else to the idle list.
     fn put_back(&self, mut conn: ServerConn) {
-        if conn.created.elapsed() >= self.settings.lifetime {
+        if conn.created.elapsed() >= self.settings().lifetime || self.over_size() {
             conn.close();
             self.forget_one();
             return;
@@ -341,14 +366,20 @@ impl Pool {
         st.idle.push_back(conn);
     }
 
+    /// More connections than the (reloaded) size allows.
+    fn over_size(&self) -> bool {
+        let size = self.settings().size;
+        self.lock().total > size
+    }
+
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`.
     pub fn reap(&self) {
         let now = Instant::now();
         let expired: Vec<ServerConn> = {
             let mut st = self.lock();
             let (keep, gone): (VecDeque<_>, VecDeque<_>) = st.idle.drain(..).partition(|c| {
-                now.duration_since(c.last_used) < self.settings.idle_timeout
-                    && now.duration_since(c.created) < self.settings.lifetime
+                now.duration_since(c.last_used) < self.settings().idle_timeout
+                    && now.duration_since(c.created) < self.settings().lifetime
             });
             st.idle = keep;
             st.total -= gone.len();
