@@ -254,3 +254,26 @@ fn reload_applies_a_valid_file_atomically_and_rejects_a_bad_one() {
         assert_eq!(scalar(&before, "select 'after sighup'").await, "after sighup");
     });
 }
+
+#[test]
+fn json_logs_slow_queries_and_pool_pressure() {
+    let px = Setup { pool_size: 1, checkout_timeout: "10s", ..Default::default() }.start_with(|y| {
+        format!("log_format: json\nslow_query_threshold: 250ms\npool_pressure_waiting: 2\n{y}")
+    });
+    mt().block_on(async {
+        let c = px.connect_named("tp_slow").await;
+        c.simple_query("select pg_sleep(0.4) as slow_one").await.unwrap();
+        c.simple_query("select 'fast'").await.unwrap();
+        c.simple_query("select pg_sleep(0.3), 'my password is hunter2'").await.unwrap();
+        let waiters: Vec<_> = futures_util::future::join_all((0..4).map(|_| px.connect())).await;
+        futures_util::future::join_all(waiters.iter().map(|w| w.simple_query("select pg_sleep(0.5)"))).await;
+    });
+    let log = px.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.iter().all(|l| l.starts_with('{') && l.ends_with('}')), "not JSON lines:\n{log}");
+    let slow: Vec<&&str> = lines.iter().filter(|l| l.contains("\"slow query\"")).collect();
+    assert!(slow.iter().any(|l| l.contains("slow_one") && l.contains("\"role\":\"primary\"")), "{log}");
+    assert!(!slow.iter().any(|l| l.contains("'fast'")), "{log}");
+    assert!(!log.contains("hunter2"), "a statement mentioning a password was logged:\n{log}");
+    assert!(lines.iter().any(|l| l.contains("pool pressure")), "{log}");
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pgmux::config::Config;
+use pgmux::config::{Config, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "pgmux", version, about = "PostgreSQL connection pooler and read/write router")]
@@ -36,10 +36,14 @@ enum Command {
     ImportPgbouncer { ini: PathBuf, userlist: Option<PathBuf> },
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGMUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
 }
 
 fn load(path: Option<PathBuf>) -> Result<Config, String> {
@@ -62,14 +66,16 @@ fn main() -> ExitCode {
         },
         Some(Command::ImportPgbouncer { ini, userlist }) => pgmux::import::cli(&ini, userlist.as_deref()),
         Some(Command::Demo { port, metrics_port, replicas }) => {
-            init_logging();
+            init_logging(LogFormat::Text);
             run_async(pgmux::demo::run(port, metrics_port, replicas))
         }
         None => {
-            init_logging();
             let path = cli.config.clone();
             match load(cli.config) {
-                Ok(c) => run_async(pgmux::run::run(c, path.expect("load checked it"))),
+                Ok(c) => {
+                    init_logging(c.log_format);
+                    run_async(pgmux::run::run(c, path.expect("load checked it")))
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(2)

@@ -198,7 +198,7 @@ impl Proxy {
         let auth = self.user(user)?;
         let mut settings = PoolSettings::from(&config.pool);
         settings.max_prepared_statements = config.max_prepared_statements;
-        let make = |addr: ServerAddr, role: &str| {
+        let make = |addr: ServerAddr, role: &'static str| {
             let metrics = self.metrics.pool(database, user, &addr.to_string(), role);
             Pool::new(
                 ServerTarget {
@@ -210,6 +210,7 @@ impl Proxy {
                 },
                 settings.clone(),
                 metrics,
+                role,
             )
         };
         let pools = Arc::new(DbPools {
@@ -267,14 +268,35 @@ impl Proxy {
         upkeep.abort();
     }
 
-    /// Closes idle server connections past their idle timeout or lifetime.
+    /// Once a second: closes idle server connections past their idle timeout or
+    /// lifetime, and warns (rate-limited) about pools under pressure.
     async fn upkeep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_warned: HashMap<String, Instant> = HashMap::new();
         loop {
             tick.tick().await;
+            let config = self.config();
+            let (max_waiting, max_wait) = (config.pool_pressure_waiting, config.pool_pressure_wait.nonzero());
             for p in self.all_pools() {
                 p.reap();
+                if max_waiting == 0 && max_wait.is_none() {
+                    continue;
+                }
+                let s = p.status();
+                let pressed = (max_waiting > 0 && s.waiting >= max_waiting) || max_wait.is_some_and(|w| s.max_wait >= w);
+                let due = last_warned.get(&p.name).is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                if pressed && due {
+                    last_warned.insert(p.name.clone(), Instant::now());
+                    tracing::warn!(
+                        pool = %p.name,
+                        waiting = s.waiting,
+                        longest_wait_ms = s.max_wait.as_millis() as u64,
+                        in_use = s.total - s.idle,
+                        size = s.size,
+                        "pool pressure: clients are waiting for server connections"
+                    );
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::pool::Pool;
 use crate::proxy::ProxyCounters;
 use crate::sql::SessionEffects;
 use crate::protocol::codes;
-use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
+use crate::protocol::frame::{cstr, BadLength, Frame, Framer, Step, HEADER_LEN};
 use crate::server::{consume, ServerConn, READ_BUF};
 
 /// Size the client read buffer grows by.
@@ -55,6 +55,21 @@ pub enum RelayEnd {
 pub struct Timeouts {
     pub idle_transaction: Option<std::time::Duration>,
     pub query: Option<std::time::Duration>,
+    /// Requests slower than this are logged (slow-query log).
+    pub slow_query: Option<std::time::Duration>,
+}
+
+/// Longest query text in the slow-query log.
+const SLOW_QUERY_TEXT: usize = 300;
+
+/// The text a slow-query log line shows for a request: never bind parameters, and
+/// nothing of a statement that mentions a password.
+fn loggable(text: &[u8]) -> String {
+    let text = &text[..text.len().min(SLOW_QUERY_TEXT)];
+    if text.windows(8).any(|w| w.eq_ignore_ascii_case(b"password")) {
+        return "<not shown: the statement mentions a password>".into();
+    }
+    String::from_utf8_lossy(text).into_owned()
 }
 
 /// When to hand control back to the session.
@@ -78,6 +93,8 @@ pub struct Relay<'a> {
     pub counters: &'a ProxyCounters,
     pub pool: &'a Pool,
     pub timeouts: Timeouts,
+    /// Text of the request being timed, for the slow-query log (kept only when it is on).
+    pub label: Option<String>,
 }
 
 /// Figures gathered during one relay run, recorded once at its end.
@@ -256,6 +273,9 @@ impl Relay<'_> {
                     }
                     let txn = &mut *self.txn;
                     let metrics = &self.pool.metrics;
+                    let slow = self.timeouts.slow_query;
+                    let (peer, role) = (self.server.peer, self.pool.role);
+                    let label = &mut self.label;
                     let rewriting = self.statements.is_some();
                     let (statements, expect) = (&mut self.server.statements, &mut self.server.expect);
                     let mut partial_hidden = false;
@@ -276,6 +296,16 @@ impl Relay<'_> {
                                     let took = t.elapsed();
                                     metrics.query_duration.record(took.as_secs_f64());
                                     stats.query_micros += took.as_micros() as u64;
+                                    if slow.is_some_and(|s| took >= s) {
+                                        tracing::warn!(
+                                            duration_ms = took.as_millis() as u64,
+                                            server = %peer,
+                                            role = %role,
+                                            query = %label.as_deref().unwrap_or_default(),
+                                            "slow query"
+                                        );
+                                    }
+                                    *label = None;
                                 }
                             }
                         }
@@ -344,6 +374,10 @@ impl Relay<'_> {
     /// (which is not forwarded). While a stale-plan retry is still possible, the
     /// client's bytes are kept for it.
     fn scan_client(&mut self, retry: &mut Retry) -> Result<bool, RelayEnd> {
+        let label = match self.timeouts.slow_query {
+            Some(_) if self.label.is_none() => Some(&mut self.label),
+            _ => None,
+        };
         let (n, terminated) = forward_client_bytes(
             &self.cbuf[..],
             self.cframer,
@@ -351,6 +385,7 @@ impl Relay<'_> {
             self.server,
             self.statements.as_mut(),
             self.max_message,
+            label,
         )?;
         retry.keep(&mut self.server.replay, &self.cbuf[..n]);
         consume(self.cbuf, n);
@@ -368,7 +403,7 @@ impl Relay<'_> {
         server.expect.clear();
         retry.replaying();
         let bytes = std::mem::take(&mut server.replay);
-        let r = forward_client_bytes(&bytes, &mut Framer::default(), self.txn, server, self.statements.as_mut(), self.max_message);
+        let r = forward_client_bytes(&bytes, &mut Framer::default(), self.txn, server, self.statements.as_mut(), self.max_message, None);
         self.server.replay = bytes;
         self.server.replay.clear();
         r.map(|_| ())
@@ -385,6 +420,7 @@ fn forward_client_bytes(
     server: &mut ServerConn,
     statements: Option<&mut TxnRewrite<'_>>,
     max: usize,
+    mut label: Option<&mut Option<String>>,
 ) -> Result<(usize, bool), RelayEnd> {
     let ServerConn { wbuf, statements: server_statements, expect, .. } = server;
     let mut rewriter = statements.map(|t| Rewriter {
@@ -409,6 +445,14 @@ fn forward_client_bytes(
             if tag == codes::TERMINATE {
                 terminated = true;
                 return Ok(Step::Stop);
+            }
+            if let Some(l) = label.as_mut().filter(|l| l.is_none()) {
+                match tag {
+                    codes::QUERY => **l = Some(loggable(body.strip_suffix(&[0]).unwrap_or(body))),
+                    codes::PARSE => **l = cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(q, _)| loggable(q)),
+                    codes::BIND => **l = cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(s, _)| format!("<execute of prepared statement \"{}\">", String::from_utf8_lossy(s))),
+                    _ => {}
+                }
             }
             if !codes::is_frontend(tag) {
                 // PostgreSQL would answer FATAL and hang up; so does pgmux, without

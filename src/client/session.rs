@@ -175,7 +175,9 @@ impl Session<'_> {
                 timeouts: Timeouts {
                     idle_transaction: self.proxy.config().pool.idle_transaction_timeout.nonzero(),
                     query: self.proxy.config().pool.query_timeout.nonzero(),
+                    slow_query: self.proxy.config().slow_query_threshold.nonzero(),
                 },
+                label: None,
             }
             .run(hold)
             .await;

@@ -37,6 +37,18 @@ pub struct Config {
     /// A client must finish its startup and authentication within this time.
     #[serde(default = "defaults::startup_timeout")]
     pub startup_timeout: Dur,
+    /// `text` (default) or `json` (one object per line) logs on stderr.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Requests slower than this are logged with their duration, server and text (0: off).
+    #[serde(default = "defaults::off")]
+    pub slow_query_threshold: Dur,
+    /// Warn (at most every 10 s per pool) when this many clients wait for a server
+    /// connection, or one has waited `pool_pressure_wait` (0: off).
+    #[serde(default)]
+    pub pool_pressure_waiting: usize,
+    #[serde(default = "defaults::off")]
+    pub pool_pressure_wait: Dur,
     /// On SIGTERM, how long running transactions may take to finish.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: Dur,
@@ -56,6 +68,14 @@ pub enum AuthType {
     ScramSha256,
     #[serde(rename = "md5")]
     Md5,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

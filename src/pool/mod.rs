@@ -119,6 +119,8 @@ pub struct PoolStatus {
 pub struct Pool {
     /// `database/user@host:port`, for messages and logs.
     pub name: String,
+    /// `primary` or `replica`.
+    pub role: &'static str,
     pub target: ServerTarget,
     /// Swapped whole on reload.
     settings: arc_swap::ArcSwap<PoolSettings>,
@@ -133,9 +135,10 @@ const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Pool {
-    pub fn new(target: ServerTarget, settings: PoolSettings, metrics: PoolMetrics) -> Arc<Pool> {
+    pub fn new(target: ServerTarget, settings: PoolSettings, metrics: PoolMetrics, role: &'static str) -> Arc<Pool> {
         Arc::new(Pool {
             name: format!("{}/{}@{}", target.dbname, target.user, target.addr),
+            role,
             target,
             settings: arc_swap::ArcSwap::from_pointee(settings),
             state: Mutex::new(State::default()),
