@@ -148,7 +148,7 @@ fn admin_console_and_metrics_under_load() {
         }
         let e = console.simple_query("SHOW NONSENSE").await.unwrap_err();
         assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
-        let e = console.simple_query("KILL app").await.unwrap_err();
+        let e = console.simple_query("KILL_CLIENTS app").await.unwrap_err();
         assert!(message(&e).contains("not supported yet"), "{e}");
 
         let (status, _) = http_get(metrics_port, "/healthz").await;
@@ -276,4 +276,29 @@ fn json_logs_slow_queries_and_pool_pressure() {
     assert!(!slow.iter().any(|l| l.contains("'fast'")), "{log}");
     assert!(!log.contains("hunter2"), "a statement mentioning a password was logged:\n{log}");
     assert!(lines.iter().any(|l| l.contains("pool pressure")), "{log}");
+}
+
+#[test]
+fn kill_drops_a_databases_clients_now() {
+    let px = Setup { pool_size: 2, ..Default::default() }.start();
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
+        let busy = px.connect().await;
+        let idle = px.connect().await;
+        let t0 = std::time::Instant::now();
+        let running = tokio::spawn(async move { busy.simple_query("select pg_sleep(20)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        console.simple_query("KILL app").await.unwrap();
+        assert!(running.await.unwrap().is_err(), "the busy client was dropped");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(idle.simple_query("select 1").await.is_err(), "the idle client was dropped");
+        // The database stays paused until RESUME.
+        let later = px.connect().await;
+        let q = tokio::spawn(async move { scalar(&later, "select 'resumed'").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!q.is_finished());
+        console.simple_query("RESUME app").await.unwrap();
+        assert_eq!(q.await.unwrap(), "resumed");
+    });
 }

@@ -122,7 +122,7 @@ fn busy_servers(proxy: &Proxy, db: Option<&str>) -> usize {
 fn unsupported(command: &str) -> Outcome {
     Outcome::Error(
         PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: \"{command}\" is not supported yet"))
-            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, PAUSE [db], RESUME [db], KILL_CLIENT id, RECONNECT [db], RELOAD, SHUTDOWN."),
+            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, PAUSE [db], RESUME [db], KILL db, KILL_CLIENT id, RECONNECT [db], RELOAD, SHUTDOWN."),
     )
 }
 
@@ -169,6 +169,25 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
                 None => *p = Default::default(),
             });
             Outcome::Done("RESUME".into())
+        }
+        ["kill", db] => {
+            // Like PgBouncer: the database is paused, its clients and servers dropped now.
+            proxy.paused.send_modify(|p| {
+                p.databases.insert(db.to_string());
+            });
+            for c in proxy.cancel.entries() {
+                if c.info.get().is_some_and(|i| i.database == *db) {
+                    c.kill.notify_one();
+                }
+            }
+            for (name, pools) in proxy.pool_sets() {
+                if name == *db {
+                    for p in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
+                        p.close_idle();
+                    }
+                }
+            }
+            Outcome::Done("KILL".into())
         }
         ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| proxy.cancel.get(id)) {
             Some(client) => {

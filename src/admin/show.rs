@@ -34,6 +34,7 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
                 "SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP",
                 "PAUSE [db]",
                 "RESUME [db]",
+                "KILL db",
                 "KILL_CLIENT id",
                 "RECONNECT [db]",
                 "RELOAD",

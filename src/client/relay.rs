@@ -48,6 +48,8 @@ pub enum RelayEnd {
     ServerProtocol(String),
     /// The client sat idle inside a transaction past `idle_transaction_timeout`.
     IdleInTransaction,
+    /// The admin console killed the client (KILL_CLIENT, KILL db).
+    Killed,
 }
 
 /// Timeouts the relay enforces (None: off).
@@ -95,6 +97,8 @@ pub struct Relay<'a> {
     pub timeouts: Timeouts,
     /// Text of the request being timed, for the slow-query log (kept only when it is on).
     pub label: Option<String>,
+    /// Signalled by the admin console to end this client's session now.
+    pub kill: &'a tokio::sync::Notify,
 }
 
 /// Figures gathered during one relay run, recorded once at its end.
@@ -123,6 +127,7 @@ enum Timeout {
 
 enum Event {
     Timeout(Timeout),
+    Killed,
     ServerReadable,
     ClientReadable,
     ClientWritable,
@@ -244,12 +249,14 @@ impl Relay<'_> {
                     r = self.server.stream.writable(), if c_out > 0 => r.map(|_| Event::ServerWritable),
                     _ = shutdown, if session_idle => Ok(Event::Shutdown),
                     which = timer => Ok(Event::Timeout(which)),
+                    _ = self.kill.notified() => Ok(Event::Killed),
                 }
             };
             match ev {
                 Err(e) => return RelayEnd::ServerGone(e.to_string()),
                 Ok(Event::ClientWritable | Event::ServerWritable | Event::Shutdown) => {}
                 Ok(Event::Timeout(Timeout::IdleInTransaction)) => return RelayEnd::IdleInTransaction,
+                Ok(Event::Killed) => return RelayEnd::Killed,
                 Ok(Event::Timeout(Timeout::Query)) => {
                     // Like statement_timeout: cancel it; the server's 57014 reaches the client.
                     query_cancelled = true;

@@ -72,7 +72,7 @@ impl Session<'_> {
                     }
                     _ = shutdown.changed() => continue,
                     _ = self.cancel.kill.notified() => {
-                        let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL_CLIENT)");
+                        let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL)");
                         self.send_error(&e).await;
                         return SessionEnd::Shutdown;
                     }
@@ -178,6 +178,7 @@ impl Session<'_> {
                     slow_query: self.proxy.config().slow_query_threshold.nonzero(),
                 },
                 label: None,
+                kill: &self.cancel.kill,
             }
             .run(hold)
             .await;
@@ -241,6 +242,12 @@ impl Session<'_> {
             RelayEnd::ClientGone => {
                 self.recycle(lease, txn).await;
                 Some(SessionEnd::ClientLeft)
+            }
+            RelayEnd::Killed => {
+                self.recycle(lease, txn).await;
+                let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL)");
+                self.send_error(&e).await;
+                Some(SessionEnd::Shutdown)
             }
             RelayEnd::IdleInTransaction => {
                 self.recycle(lease, txn).await;
