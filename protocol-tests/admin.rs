@@ -302,3 +302,25 @@ fn kill_drops_a_databases_clients_now() {
         assert_eq!(q.await.unwrap(), "resumed");
     });
 }
+
+#[test]
+fn min_pool_size_keeps_connections_open() {
+    let setup = Setup { pool_size: 3, pool_extra: "  min_pool_size: 2\n  server_idle_timeout: 1s\n".into(), ..Default::default() };
+    let px = setup.start();
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
+        let c = px.connect().await;
+        assert_eq!(scalar(&c, "select 1").await, "1");
+        // Within a few upkeep ticks the pool holds two, and idle timeouts keep them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (_, pools) = admin(&console, "SHOW POOLS").await;
+            let idle: i32 = pools.iter().find(|r| r["database"] == "app").unwrap()["sv_idle"].parse().unwrap();
+            if idle == 2 && std::time::Instant::now() > deadline - Duration::from_secs(3) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "sv_idle stayed at {idle}");
+        }
+    });
+}

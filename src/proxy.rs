@@ -278,6 +278,13 @@ impl Proxy {
             tick.tick().await;
             let config = self.config();
             let (max_waiting, max_wait) = (config.pool_pressure_waiting, config.pool_pressure_wait.nonzero());
+            // min_pool_size: only primaries carry traffic until routing exists.
+            for (_, set) in self.pool_sets() {
+                if set.primary.settings().min_size > 0 {
+                    let p = set.primary.clone();
+                    tokio::spawn(async move { p.warm().await });
+                }
+            }
             for p in self.all_pools() {
                 p.reap();
                 if max_waiting == 0 && max_wait.is_none() {

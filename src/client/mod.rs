@@ -73,7 +73,7 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
                 return;
             }
         };
-        tracing::debug!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
+        tracing::info!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
         let pools = logged_in.pools.clone();
         pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut session = Session {
@@ -86,7 +86,7 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             statements: ClientStatements::new(proxy.statements.client_uid()),
         };
         match session.run().await {
-            SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::debug!(client = id, "client left"),
+            SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::info!(client = id, "client left"),
             SessionEnd::Error(e) => tracing::info!(client = id, error = %e, "session ended with an error"),
         }
         pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

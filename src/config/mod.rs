@@ -94,6 +94,9 @@ pub struct PoolConfig {
     /// Server connections per (database, user) on each server.
     #[serde(default = "defaults::pool_size")]
     pub size: usize,
+    /// Server connections kept open even when idle, per pool (once a client has used it).
+    #[serde(default)]
+    pub min_pool_size: usize,
     #[serde(default = "defaults::checkout_timeout")]
     pub checkout_timeout: Dur,
     #[serde(default = "defaults::server_idle_timeout")]
@@ -130,6 +133,7 @@ impl Default for PoolConfig {
         PoolConfig {
             mode: PoolMode::default(),
             size: defaults::pool_size(),
+            min_pool_size: 0,
             checkout_timeout: defaults::checkout_timeout(),
             server_idle_timeout: defaults::server_idle_timeout(),
             server_lifetime: defaults::server_lifetime(),
@@ -329,6 +333,9 @@ impl Config {
         }
         if self.pool.size == 0 {
             return err("pool.size", "must be at least 1".into());
+        }
+        if self.pool.min_pool_size > self.pool.size {
+            return err("pool.min_pool_size", format!("must not exceed pool.size ({})", self.pool.size));
         }
         if self.pool.checkout_timeout.0.is_zero() {
             return err("pool.checkout_timeout", "must be more than 0".into());

@@ -36,6 +36,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub check_delay: Duration,
     pub max_prepared_statements: usize,
+    /// Connections kept open even when idle (opened by the upkeep task).
+    pub min_size: usize,
 }
 
 impl From<&PoolConfig> for PoolSettings {
@@ -48,6 +50,7 @@ impl From<&PoolConfig> for PoolSettings {
             connect_timeout: c.server_connect_timeout.0,
             check_delay: c.server_check_delay.0,
             max_prepared_statements: crate::prepared::DEFAULT_CACHE,
+            min_size: c.min_pool_size.min(c.size),
         }
     }
 }
@@ -369,6 +372,24 @@ impl Pool {
         st.idle.push_back(conn);
     }
 
+    /// Opens connections until the pool has `min_size` (called by the upkeep task).
+    pub async fn warm(self: &Arc<Self>) {
+        loop {
+            {
+                let mut st = self.lock();
+                let min = self.settings().min_size;
+                if st.total >= min || st.down.as_ref().is_some_and(|d| Instant::now() < d.retry_at) {
+                    return;
+                }
+                st.total += 1;
+            }
+            match self.open().await {
+                Ok(conn) => self.put_back(conn),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// More connections than the (reloaded) size allows.
     fn over_size(&self) -> bool {
         let size = self.settings().size;
@@ -378,11 +399,19 @@ impl Pool {
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`.
     pub fn reap(&self) {
         let now = Instant::now();
+        let settings = self.settings();
         let expired: Vec<ServerConn> = {
             let mut st = self.lock();
+            let mut spare = st.total.saturating_sub(settings.min_size);
             let (keep, gone): (VecDeque<_>, VecDeque<_>) = st.idle.drain(..).partition(|c| {
-                now.duration_since(c.last_used) < self.settings().idle_timeout
-                    && now.duration_since(c.created) < self.settings().lifetime
+                let old = now.duration_since(c.created) >= settings.lifetime;
+                let idle = now.duration_since(c.last_used) >= settings.idle_timeout;
+                // Idle ones beyond min_pool_size go; any past its lifetime goes.
+                let go = old || (idle && spare > 0);
+                if go && !old {
+                    spare -= 1;
+                }
+                !go
             });
             st.idle = keep;
             st.total -= gone.len();
