@@ -1,2 +1,95 @@
-//! Placeholder: replaced by the classifier bench.
-fn main() {}
+//! The read/write classifier's cost per statement: `cargo bench --bench classify`.
+//!
+//! Short statements of the kinds ORMs send, the longest statement of the corpus (a
+//! ~1.9 KB Hibernate-style query with joins and subqueries), and the whole corpus of
+//! `src/router/corpus.sql` (throughput = statements).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pgmux::router::classify::{classify, ClassifyConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Counts allocations, to check that classifying allocates nothing.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CORPUS: &str = include_str!("../src/router/corpus.sql");
+
+/// The statements of the corpus: the text between `--- ` headers (and `-- ==` section lines).
+fn corpus() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in CORPUS.lines() {
+        if line.starts_with("--- ") || line.starts_with("-- ==") {
+            out.extend(current.take());
+            if line.starts_with("--- ") {
+                current = Some(String::new());
+            }
+        } else if let Some(c) = current.as_mut() {
+            c.push_str(line);
+            c.push('\n');
+        }
+    }
+    out.extend(current);
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = ClassifyConfig::new(["my_schema.bump_counter", "audit.log_event", "touch_session"]);
+    let statements = corpus();
+    let longest = statements.iter().max_by_key(|s| s.len()).expect("corpus").clone();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for s in &statements {
+        black_box(classify(black_box(s.as_bytes()), &cfg));
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(allocations, 0, "classifying the corpus allocated {allocations} times");
+    let cases: [(&str, &str); 8] = [
+        ("select_1", "SELECT 1"),
+        ("rails_pk_lookup", r#"SELECT "users".* FROM "users" WHERE "users"."id" = $1 LIMIT $2"#),
+        (
+            "django_filter",
+            r#"SELECT "blog_post"."id", "blog_post"."title", "blog_post"."author_id" FROM "blog_post" WHERE ("blog_post"."published" IS NOT NULL AND "blog_post"."author_id" = 7) ORDER BY "blog_post"."published" DESC LIMIT 21"#,
+        ),
+        ("hint_replica", "/* pgmux:replica */ SELECT count(*) FROM events WHERE kind = $1"),
+        ("for_update", "select u1_0.id,u1_0.balance from accounts u1_0 where u1_0.id=$1 for no key update"),
+        (
+            "insert_returning",
+            r#"INSERT INTO "users" ("email", "created_at", "updated_at") VALUES ($1, $2, $3) RETURNING "id""#,
+        ),
+        ("begin", "BEGIN"),
+        ("orm_2kb", longest.as_str()),
+    ];
+    let mut group = c.benchmark_group("classify");
+    for (name, sql) in cases {
+        group.throughput(Throughput::Bytes(sql.len() as u64));
+        group.bench_function(name, |b| b.iter(|| classify(black_box(sql.as_bytes()), &cfg)));
+    }
+    group.throughput(Throughput::Elements(statements.len() as u64));
+    group.bench_function("whole_corpus", |b| {
+        b.iter(|| {
+            for s in &statements {
+                black_box(classify(black_box(s.as_bytes()), &cfg));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

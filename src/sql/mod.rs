@@ -127,6 +127,13 @@ fn statement_effects(toks: &[Tok<'_>], fx: &mut SessionEffects) {
     let rest = &toks[1..];
     let verb = |kw: &str| verb.eq_ignore_ascii_case(kw.as_bytes());
     if verb("set") {
+        if is(rest.first(), "session") && is(rest.get(1), "characteristics") {
+            // SET SESSION CHARACTERISTICS AS TRANSACTION ...: the defaults it sets.
+            fx.settings.extend(
+                ["default_transaction_isolation", "default_transaction_read_only", "default_transaction_deferrable"].map(String::from),
+            );
+            return;
+        }
         fx.settings.extend(setting_name(rest));
     } else if verb("reset") {
         if is(rest.first(), "all") {
@@ -180,6 +187,10 @@ mod tests {
         assert_eq!(fx("SET TIME ZONE 'UTC'; set role app; SET SESSION AUTHORIZATION x").settings, ["timezone", "role", "session_authorization"]);
         assert_eq!(fx("set my.var = 1; RESET work_mem").settings, ["my.var", "work_mem"]);
         assert_eq!(fx("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").settings, Vec::<String>::new());
+        assert_eq!(
+            fx("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").settings,
+            ["default_transaction_isolation", "default_transaction_read_only", "default_transaction_deferrable"]
+        );
         assert!(fx("RESET ALL").reset_all);
         let d = fx("DISCARD ALL");
         assert!(d.reset_all && d.forget_statements);
