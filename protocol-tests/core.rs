@@ -541,3 +541,30 @@ fn a_long_wait_for_a_server_is_announced() {
         assert_eq!(raw::rows(&msgs), vec![vec![Some("served".to_string())]]);
     });
 }
+
+#[test]
+fn the_reserve_pool_serves_clients_that_waited() {
+    let setup = Setup {
+        pool_size: 1,
+        checkout_timeout: "5s",
+        pool_extra: "  reserve_pool_size: 1\n  reserve_pool_timeout: 300ms\n".into(),
+        ..Default::default()
+    };
+    let px = setup.start();
+    mt().block_on(async {
+        let holder = px.connect().await;
+        holder.simple_query("begin").await.unwrap();
+        // The pool is full; after 300 ms the reserve connection serves the waiter.
+        let waiter = px.connect().await;
+        let t0 = Instant::now();
+        assert_eq!(scalar(&waiter, "select 'from the reserve'").await, "from the reserve");
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2), "{waited:?}");
+        // The reserve is one connection: a third client waits for the checkout timeout... or a release.
+        let third = px.connect().await;
+        let q = tokio::spawn(async move { scalar(&third, "select 3").await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        holder.simple_query("commit").await.unwrap();
+        assert_eq!(q.await.unwrap(), "3");
+    });
+}

@@ -97,6 +97,12 @@ pub struct PoolConfig {
     /// Server connections kept open even when idle, per pool (once a client has used it).
     #[serde(default)]
     pub min_pool_size: usize,
+    /// Extra server connections a pool may open for clients that have waited
+    /// `reserve_pool_timeout` (0: none).
+    #[serde(default)]
+    pub reserve_pool_size: usize,
+    #[serde(default = "defaults::reserve_pool_timeout")]
+    pub reserve_pool_timeout: Dur,
     #[serde(default = "defaults::checkout_timeout")]
     pub checkout_timeout: Dur,
     #[serde(default = "defaults::server_idle_timeout")]
@@ -134,6 +140,8 @@ impl Default for PoolConfig {
             mode: PoolMode::default(),
             size: defaults::pool_size(),
             min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: defaults::reserve_pool_timeout(),
             checkout_timeout: defaults::checkout_timeout(),
             server_idle_timeout: defaults::server_idle_timeout(),
             server_lifetime: defaults::server_lifetime(),
@@ -221,6 +229,9 @@ mod defaults {
     }
     pub fn server_check_delay() -> Dur {
         Dur(Duration::from_secs(30))
+    }
+    pub fn reserve_pool_timeout() -> Dur {
+        Dur(Duration::from_secs(5))
     }
     pub fn off() -> Dur {
         Dur(Duration::ZERO)

@@ -38,6 +38,10 @@ pub struct PoolSettings {
     pub max_prepared_statements: usize,
     /// Connections kept open even when idle (opened by the upkeep task).
     pub min_size: usize,
+    /// Extra connections for clients that waited `reserve_timeout` (closed again
+    /// when they come back).
+    pub reserve_size: usize,
+    pub reserve_timeout: Duration,
 }
 
 impl From<&PoolConfig> for PoolSettings {
@@ -51,6 +55,8 @@ impl From<&PoolConfig> for PoolSettings {
             check_delay: c.server_check_delay.0,
             max_prepared_statements: crate::prepared::DEFAULT_CACHE,
             min_size: c.min_pool_size.min(c.size),
+            reserve_size: c.reserve_pool_size,
+            reserve_timeout: c.reserve_pool_timeout.0,
         }
     }
 }
@@ -257,7 +263,25 @@ impl Pool {
     /// Queues for a connection until `deadline`.
     async fn wait(&self, deadline: Instant) -> Result<Grant, ClientError> {
         let (tx, mut rx) = oneshot::channel();
-        self.lock().waiters.push_back((Instant::now(), tx));
+        let started = Instant::now();
+        self.lock().waiters.push_back((started, tx));
+        let settings = self.settings().clone();
+        let reserve_at = started + settings.reserve_timeout;
+        if settings.reserve_size > 0 && reserve_at < deadline {
+            if let Ok(r) = tokio::time::timeout_at(reserve_at.into(), &mut rx).await {
+                return r.map_err(|_| self.unavailable("pool closed"));
+            }
+            // Waited long: a reserve connection, if the reserve has room.
+            let mut st = self.lock();
+            if st.total < settings.size + settings.reserve_size {
+                rx.close();
+                if let Ok(g) = rx.try_recv() {
+                    return Ok(g);
+                }
+                st.total += 1;
+                return Ok(Grant::Slot);
+            }
+        }
         let r = tokio::time::timeout_at(deadline.into(), &mut rx).await;
         match r {
             Ok(Ok(g)) => Ok(g),
