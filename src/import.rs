@@ -58,13 +58,21 @@ const NUMERIC: &[Num] = &[
     Num("client_login_timeout", "startup_timeout", Unit::Secs, Some("60"), Some("0 (no timeout) is not offered")),
     Num("max_prepared_statements", "max_prepared_statements", Unit::Count, None, Some("0 (off) is not needed: pgmux keeps prepared statements working in transaction mode")),
     Num("max_packet_size", "max_message_size", Unit::Bytes, None, Some("must be at least 1kB")),
+    Num("min_pool_size", "pool.min_pool_size", Unit::Count, None, None),
+    Num("reserve_pool_size", "pool.reserve_pool_size", Unit::Count, None, None),
+    Num("reserve_pool_timeout", "pool.reserve_pool_timeout", Unit::Secs, None, None),
+    Num("idle_transaction_timeout", "pool.idle_transaction_timeout", Unit::Secs, None, None),
+    Num("client_idle_timeout", "pool.client_idle_timeout", Unit::Secs, None, None),
+    Num("query_timeout", "pool.query_timeout", Unit::Secs, None, None),
 ];
 
 /// Output order of the scalar keys.
 const ORDER: &[&str] = &[
     "listen", "max_client_connections", "auth_type", "max_prepared_statements", "max_message_size", "startup_timeout",
     "pool.mode", "pool.size", "pool.checkout_timeout", "pool.server_idle_timeout", "pool.server_lifetime",
-    "pool.server_connect_timeout", "pool.server_check_delay", "pool.server_reset_query",
+    "pool.server_connect_timeout", "pool.server_check_delay", "pool.server_reset_query", "pool.min_pool_size",
+    "pool.reserve_pool_size", "pool.reserve_pool_timeout", "pool.idle_transaction_timeout", "pool.client_idle_timeout",
+    "pool.query_timeout",
 ];
 
 /// Why a `[pgbouncer]` key is not translated; a key ending in `_` is a prefix.
@@ -86,11 +94,7 @@ const REASONS: &[(&[&str], &str)] = &[
     (&["server_reset_query_always"], "not supported: server_reset_query runs in session mode only"),
     (&["auth_user", "auth_query", "auth_dbname"], "no auth query: list every user under users:"),
     (&["auth_hba_file"], "HBA rules are not supported"),
-    (
-        &["min_pool_size", "reserve_pool_size", "reserve_pool_timeout", "max_db_connections", "max_user_connections"],
-        "not supported yet (issue #5)",
-    ),
-    (&["idle_transaction_timeout", "client_idle_timeout", "query_timeout"], "not supported yet (issue #5)"),
+    (&["max_db_connections", "max_user_connections"], "not supported yet (issue #5)"),
 ];
 
 #[derive(Default)]
@@ -528,14 +532,15 @@ mod tests {
             "[users] reporting = pool_mode=session max_user_connections=10", "%include = /etc/pgbouncer/pgbouncer-local.ini",
             "logfile = /var/log/postgresql/pgbouncer.log", "pidfile = /var/run/postgresql/pgbouncer.pid",
             "unix_socket_dir = /var/run/postgresql", "stats_users = monitoring", "ignore_startup_parameters = extra_float_digits",
-            "min_pool_size = 5", "reserve_pool_size = 5", "reserve_pool_timeout = 3", "max_db_connections = 100",
-            "idle_transaction_timeout = 600", "server_tls_sslmode = require", "log_connections = 0", "stats_period = 60",
+            "max_db_connections = 100", "server_tls_sslmode = require", "log_connections = 0", "stats_period = 60",
             "tcp_keepalive = 1", "userlist.txt \"postgres\" = md5 hash", "userlist.txt \"reporting\" = SCRAM verifier",
             "auth_type = md5", "databases.orders = pool_size=40", "databases.reports = user=reporting",
             "databases.reports = password=***", "databases.analytics", "databases.* = host=10.0.1.5",
         ];
         assert_eq!(keys(&c), expected);
-        assert!(c.untranslated[12].to_string() == "server_tls_sslmode = require: TLS is not supported yet (issue #6)");
+        assert!(c.untranslated[8].to_string() == "server_tls_sslmode = require: TLS is not supported yet (issue #6)");
+        assert_eq!((cfg.pool.min_pool_size, cfg.pool.reserve_pool_size), (5, 5));
+        assert_eq!(cfg.pool.idle_transaction_timeout.0, std::time::Duration::from_secs(600));
         assert!(!format!("{:?}", c.untranslated).contains("s3cr3t"), "no password in the report");
     }
 
