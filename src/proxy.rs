@@ -276,6 +276,9 @@ impl Proxy {
         let mut last_warned: HashMap<String, Instant> = HashMap::new();
         loop {
             tick.tick().await;
+            // Folds recorded histogram samples into their buckets (bounded memory
+            // even when nobody scrapes).
+            self.metrics.upkeep();
             let config = self.config();
             let (max_waiting, max_wait) = (config.pool_pressure_waiting, config.pool_pressure_wait.nonzero());
             // min_pool_size: only primaries carry traffic until routing exists.

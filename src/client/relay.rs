@@ -170,6 +170,9 @@ impl Relay<'_> {
         let mut sframer = Framer::default();
         let mut edits = Edits::default();
         let mut retry = Retry::new(self.statements.is_some() && matches!(hold, Hold::UntilBoundary));
+        // Registered once for the whole relay, not at every turn of the loop.
+        let killed = self.kill.notified();
+        tokio::pin!(killed);
         self.server.replay.clear();
         // Server bytes at the front of rbuf that are scanned and due to the client.
         let mut s_out = 0usize;
@@ -249,7 +252,7 @@ impl Relay<'_> {
                     r = self.server.stream.writable(), if c_out > 0 => r.map(|_| Event::ServerWritable),
                     _ = shutdown, if session_idle => Ok(Event::Shutdown),
                     which = timer => Ok(Event::Timeout(which)),
-                    _ = self.kill.notified() => Ok(Event::Killed),
+                    _ = &mut killed => Ok(Event::Killed),
                 }
             };
             match ev {

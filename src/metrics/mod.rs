@@ -155,6 +155,11 @@ impl Metrics {
         }
     }
 
+    /// Periodic housekeeping of the recorder (drains histogram samples).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The text exposition, after refreshing the gauges from `proxy`.
     pub fn render(&self, proxy: &Proxy) -> String {
         collect(self, proxy);
