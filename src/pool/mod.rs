@@ -98,7 +98,6 @@ struct Down {
 /// Counters read by admin commands (SHOW STATS) and, at scrape time, metrics.
 #[derive(Debug, Default)]
 pub struct PoolCounters {
-    pub checkouts: AtomicU64,
     pub timeouts: AtomicU64,
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
@@ -210,7 +209,6 @@ impl Pool {
 
     /// Takes a connection: idle, new, or the next one returned, within the timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ClientError> {
-        self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let r = self.checkout_inner(started + self.settings().checkout_timeout).await;
         let waited = started.elapsed();

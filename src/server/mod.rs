@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::client::rewrite::Expect;
-use crate::error::{PgError, Severity};
+use crate::error::PgError;
 use crate::prepared::ServerStatements;
 use crate::protocol::codes;
 use crate::session::SessionParams;
@@ -156,11 +156,6 @@ pub(crate) async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> 
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
         }
     }
-}
-
-/// An ErrorResponse a server sent, turned into a FATAL/ERROR for logging and clients.
-pub fn is_fatal(e: &PgError) -> bool {
-    e.severity == Severity::Fatal
 }
 
 /// Drops the first `n` bytes of a read buffer, resetting it when empty.
