@@ -20,6 +20,7 @@ use crate::config::{Config, ServerAddr};
 use crate::pool::{Pool, PoolSettings};
 use crate::metrics::Metrics;
 use crate::prepared::Registry;
+use crate::router::topology::Topology;
 use crate::server::ServerTarget;
 
 /// A configured user, with what pgmux needs to check its password.
@@ -45,6 +46,18 @@ pub struct DbPools {
     pub clients: AtomicUsize,
 }
 
+impl DbPools {
+    /// The pool of node `i` of the database's [`Topology`] (0: the configured
+    /// primary, 1..: the replicas in config order).
+    pub fn node(&self, i: usize) -> &Arc<Pool> {
+        if i == 0 {
+            &self.primary
+        } else {
+            &self.replicas[i - 1]
+        }
+    }
+}
+
 pub struct Proxy {
     /// The running configuration, swapped whole by a reload.
     config: arc_swap::ArcSwap<Config>,
@@ -52,6 +65,8 @@ pub struct Proxy {
     pub config_path: Option<std::path::PathBuf>,
     users: arc_swap::ArcSwap<HashMap<String, Arc<UserAuth>>>,
     pools: DashMap<(String, String), Arc<DbPools>>,
+    /// Each database's servers as the replica monitor sees them.
+    topologies: DashMap<String, Arc<Topology>>,
     pub cancel: CancelRegistry,
     /// Every distinct named statement clients prepared (transaction mode).
     pub statements: Registry,
@@ -106,11 +121,14 @@ impl Proxy {
 
     pub fn with_path(config: Config, config_path: Option<std::path::PathBuf>) -> Arc<Proxy> {
         let users = build_users(&config, &HashMap::new());
+        let topologies = DashMap::new();
+        sync_topologies(&topologies, &config);
         Arc::new(Proxy {
             config: arc_swap::ArcSwap::from_pointee(config),
             config_path,
             users: arc_swap::ArcSwap::from_pointee(users),
             pools: DashMap::new(),
+            topologies,
             cancel: CancelRegistry::default(),
             statements: Registry::default(),
             counters: ProxyCounters::default(),
@@ -173,6 +191,7 @@ impl Proxy {
             }
             same_db && same_user
         });
+        sync_topologies(&self.topologies, &new);
         self.users.store(Arc::new(users));
         self.config.store(Arc::new(new));
         Ok(())
@@ -221,6 +240,16 @@ impl Proxy {
             clients: AtomicUsize::new(0),
         });
         Some(self.pools.entry(key).or_insert(pools).clone())
+    }
+
+    /// What the router knows about a database's servers.
+    pub fn topology(&self, database: &str) -> Option<Arc<Topology>> {
+        self.topologies.get(database).map(|t| t.clone())
+    }
+
+    /// Every database's topology.
+    pub fn topologies(&self) -> Vec<Arc<Topology>> {
+        self.topologies.iter().map(|t| t.value().clone()).collect()
     }
 
     /// Waits while `database` is paused (returns at once when it is not).
@@ -354,6 +383,22 @@ fn build_users(config: &Config, old: &HashMap<String, Arc<UserAuth>>) -> HashMap
             (u.name.clone(), auth)
         })
         .collect()
+}
+
+/// Makes `map` hold one topology per configured database: kept where the servers
+/// did not change (with what the monitor learned), new where they did.
+fn sync_topologies(map: &DashMap<String, Arc<Topology>>, config: &Config) {
+    map.retain(|name, t| {
+        config.databases.get(name).is_some_and(|db| {
+            let addrs: Vec<ServerAddr> = std::iter::once(db.primary_addr()).chain(db.replica_addrs()).collect();
+            addrs.len() == t.nodes.len() && addrs.iter().zip(&t.nodes).all(|(a, n)| *a == n.addr)
+        })
+    });
+    for (name, db) in &config.databases {
+        if !map.contains_key(name) {
+            map.insert(name.clone(), Arc::new(Topology::new(name, db.primary_addr(), db.replica_addrs())));
+        }
+    }
 }
 
 /// Binds the client listener.

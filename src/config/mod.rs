@@ -5,6 +5,7 @@
 //! (addresses, sizes, password formats). Every error names the file, line and key.
 //! The parsed config is immutable; a reload builds a new one.
 
+mod routing;
 mod units;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use routing::{Route, RoutingConfig};
 pub use units::{ByteSize, Dur};
 
 use crate::auth::scram::ScramSecret;
@@ -57,6 +59,8 @@ pub struct Config {
     pub max_prepared_statements: usize,
     #[serde(default)]
     pub pool: PoolConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
     pub users: Vec<UserConfig>,
     pub databases: BTreeMap<String, DatabaseConfig>,
 }
@@ -164,6 +168,9 @@ pub struct UserConfig {
     pub password: String,
     #[serde(default)]
     pub admin: bool,
+    /// Where this user's transactions go by default: `auto`, `primary` or `replica`.
+    #[serde(default)]
+    pub route: Route,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -374,6 +381,17 @@ impl Config {
                 return err(&format!("{key}.password"), "md5 hashes are not accepted; give the plaintext password or a SCRAM-SHA-256 verifier".into());
             }
         }
+        if let Some(m) = &self.routing.monitor_user {
+            if self.user(m).is_none() {
+                return err("routing.monitor_user", format!("user \"{m}\" is not in users"));
+            }
+        }
+        if self.routing.monitor_interval.0 < std::time::Duration::from_millis(10) {
+            return err("routing.monitor_interval", "must be at least 10ms".into());
+        }
+        if self.routing.ban_after_failures == 0 {
+            return err("routing.ban_after_failures", "must be at least 1".into());
+        }
         if self.databases.is_empty() {
             return err("databases", "at least one database is required".into());
         }
@@ -396,6 +414,15 @@ impl Config {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen.parse().expect("validated")
+    }
+
+    /// The user the replica monitor logs in as: `routing.monitor_user`, else the
+    /// first user that is not an admin, else the first user.
+    pub fn monitor_user(&self) -> Option<&UserConfig> {
+        match &self.routing.monitor_user {
+            Some(m) => self.user(m),
+            None => self.users.iter().find(|u| !u.admin).or(self.users.first()),
+        }
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {

@@ -1,0 +1,195 @@
+//! What the router knows about one database's servers: which is the primary now,
+//! which replicas may take reads, and how far behind each one is.
+//!
+//! The replica monitor ([`super::monitor`]) writes it; clients read it on every
+//! routed request, so it is all atomics: no lock on the read path. Node 0 is the
+//! configured primary, nodes 1.. the configured replicas, in config order (the
+//! same order as [`crate::proxy::DbPools::node`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crate::config::ServerAddr;
+
+/// One server of a database, as last seen by the monitor.
+#[derive(Debug)]
+pub struct Node {
+    pub addr: ServerAddr,
+    /// Answered its last checks (its circuit breaker is closed).
+    pub up: AtomicBool,
+    /// `pg_is_in_recovery()` said true (a standby). Configured replicas start as
+    /// standbys, the configured primary as a primary.
+    pub in_recovery: AtomicBool,
+    /// May take reads now: up, a standby, within both lag bounds (with hysteresis).
+    pub readable: AtomicBool,
+    /// Replay position (a standby) or current WAL position (a primary), as a u64 LSN.
+    pub lsn: AtomicU64,
+    /// How far behind the primary it is, in WAL bytes and in time (µs; counted only
+    /// while it is behind).
+    pub lag_bytes: AtomicU64,
+    pub lag_micros: AtomicU64,
+    /// How long the last check took (µs), and whether one has completed yet.
+    pub check_micros: AtomicU64,
+    pub checked: AtomicBool,
+}
+
+impl Node {
+    fn new(addr: ServerAddr, replica: bool) -> Node {
+        Node {
+            addr,
+            up: AtomicBool::new(!replica),
+            in_recovery: AtomicBool::new(replica),
+            readable: AtomicBool::new(false),
+            lsn: AtomicU64::new(0),
+            lag_bytes: AtomicU64::new(0),
+            lag_micros: AtomicU64::new(0),
+            check_micros: AtomicU64::new(0),
+            checked: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_readable(&self) -> bool {
+        self.readable.load(Relaxed)
+    }
+}
+
+/// The servers of one configured database.
+#[derive(Debug)]
+pub struct Topology {
+    pub database: String,
+    pub nodes: Vec<Node>,
+    /// Index of the node writes go to (changes on failover).
+    primary: AtomicUsize,
+    /// Round-robin cursor over the replicas.
+    next: AtomicUsize,
+}
+
+/// Why a read did not get a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoReplica {
+    /// No replica is up (or none is configured, or none checked yet).
+    NoneHealthy,
+    /// Replicas are up but all are past a lag bound.
+    Lagging,
+    /// Replicas within bounds have not yet replayed the client's last write.
+    BehindClient,
+}
+
+impl Topology {
+    pub fn new(database: &str, primary: ServerAddr, replicas: Vec<ServerAddr>) -> Topology {
+        let nodes = std::iter::once(Node::new(primary, false)).chain(replicas.into_iter().map(|a| Node::new(a, true))).collect();
+        Topology { database: database.to_string(), nodes, primary: AtomicUsize::new(0), next: AtomicUsize::new(0) }
+    }
+
+    /// The node writes go to.
+    pub fn primary(&self) -> usize {
+        self.primary.load(Relaxed)
+    }
+
+    /// Makes `i` the node writes go to (failover).
+    pub fn set_primary(&self, i: usize) {
+        debug_assert!(i < self.nodes.len());
+        self.primary.store(i, Relaxed);
+    }
+
+    /// Whether any replica is configured (routing has something to do).
+    pub fn has_replicas(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// The next readable replica in round-robin order whose replay position has
+    /// reached `min_lsn` (0: any), skipping those in `skip` (a bitmask of node
+    /// indexes already tried).
+    pub fn pick_replica(&self, min_lsn: u64, skip: u64) -> Result<usize, NoReplica> {
+        let n = self.nodes.len();
+        let primary = self.primary();
+        let start = self.next.fetch_add(1, Relaxed);
+        let mut why = NoReplica::NoneHealthy;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if i == primary || (i < 64 && skip & (1 << i) != 0) {
+                continue;
+            }
+            let node = &self.nodes[i];
+            if !node.is_readable() {
+                if node.up.load(Relaxed) && node.in_recovery.load(Relaxed) && why == NoReplica::NoneHealthy {
+                    why = NoReplica::Lagging;
+                }
+                continue;
+            }
+            if min_lsn != 0 && node.lsn.load(Relaxed) < min_lsn {
+                why = NoReplica::BehindClient;
+                continue;
+            }
+            return Ok(i);
+        }
+        Err(why)
+    }
+}
+
+/// Parses PostgreSQL's `X/Y` LSN text.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Formats an LSN as PostgreSQL does.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(replicas: usize) -> Topology {
+        let a = |p| ServerAddr { host: "127.0.0.1".into(), port: p };
+        Topology::new("app", a(5432), (0..replicas).map(|i| a(5433 + i as u16)).collect())
+    }
+
+    #[test]
+    fn lsn_round_trip() {
+        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B3748));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(format_lsn(parse_lsn("A/FF").unwrap()), "A/FF");
+        assert_eq!(parse_lsn("nope"), None);
+    }
+
+    #[test]
+    fn replicas_unchecked_take_no_reads() {
+        let t = topo(2);
+        assert_eq!(t.pick_replica(0, 0), Err(NoReplica::NoneHealthy));
+    }
+
+    #[test]
+    fn round_robin_over_readable_replicas() {
+        let t = topo(2);
+        for n in &t.nodes[1..] {
+            n.readable.store(true, Relaxed);
+            n.up.store(true, Relaxed);
+        }
+        let picks: Vec<_> = (0..6).map(|_| t.pick_replica(0, 0).unwrap()).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 3, "{picks:?}");
+        assert_eq!(picks.iter().filter(|&&i| i == 2).count(), 3, "{picks:?}");
+        // A skipped replica is not picked again.
+        assert!((0..4).all(|_| t.pick_replica(0, 1 << 1) == Ok(2)));
+    }
+
+    #[test]
+    fn lagging_and_behind_client() {
+        let t = topo(1);
+        t.nodes[1].up.store(true, Relaxed);
+        assert_eq!(t.pick_replica(0, 0), Err(NoReplica::Lagging));
+        t.nodes[1].readable.store(true, Relaxed);
+        t.nodes[1].lsn.store(100, Relaxed);
+        assert_eq!(t.pick_replica(101, 0), Err(NoReplica::BehindClient));
+        assert_eq!(t.pick_replica(100, 0), Ok(1));
+    }
+
+    #[test]
+    fn after_failover_the_old_primary_may_read() {
+        let t = topo(1);
+        t.set_primary(1);
+        t.nodes[0].readable.store(true, Relaxed);
+        assert_eq!(t.pick_replica(0, 0), Ok(0));
+    }
+}
