@@ -102,7 +102,7 @@ impl Topology {
     pub fn pick_replica(&self, min_lsn: u64, skip: u64) -> Result<usize, NoReplica> {
         let n = self.nodes.len();
         let primary = self.primary();
-        let start = self.next.fetch_add(1, Relaxed);
+        let start = self.next.load(Relaxed);
         let mut why = NoReplica::NoneHealthy;
         for k in 0..n {
             let i = (start + k) % n;
@@ -120,6 +120,7 @@ impl Topology {
                 why = NoReplica::BehindClient;
                 continue;
             }
+            self.next.store(i + 1, Relaxed);
             return Ok(i);
         }
         Err(why)
