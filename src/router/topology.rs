@@ -61,6 +61,56 @@ pub struct Topology {
     primary: AtomicUsize,
     /// Round-robin cursor over the replicas.
     next: AtomicUsize,
+    /// Routing decisions, by [`Routed`] (index `Routed as usize`).
+    pub routed: [AtomicU64; Routed::ALL.len()],
+}
+
+/// A routing decision, for `pgmux_routed_total{target,reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// A read, to a replica.
+    ReplicaRead,
+    /// A `pgmux:replica` hint, `SET pgmux.route = replica` or a user's `route: replica`.
+    ReplicaHint,
+    /// A write (or anything not provably read-only), to the primary.
+    PrimaryWrite,
+    /// A `pgmux:primary` hint, `pgmux.route = primary`, or a user's `route: primary`.
+    PrimaryHint,
+    /// A read, to the primary: every up replica is past a lag bound.
+    PrimaryLagging,
+    /// A read, to the primary: no replica has replayed the client's last write yet.
+    PrimaryReadYourWrites,
+    /// A read, to the primary: no replica is up (or a replica connection failed).
+    PrimaryFallback,
+}
+
+impl Routed {
+    pub const ALL: [Routed; 7] = [
+        Routed::ReplicaRead,
+        Routed::ReplicaHint,
+        Routed::PrimaryWrite,
+        Routed::PrimaryHint,
+        Routed::PrimaryLagging,
+        Routed::PrimaryReadYourWrites,
+        Routed::PrimaryFallback,
+    ];
+
+    /// `(target, reason)` label values.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Routed::ReplicaRead => ("replica", "read"),
+            Routed::ReplicaHint => ("replica", "hint"),
+            Routed::PrimaryWrite => ("primary", "write"),
+            Routed::PrimaryHint => ("primary", "hint"),
+            Routed::PrimaryLagging => ("primary", "lagging"),
+            Routed::PrimaryReadYourWrites => ("primary", "read_your_writes"),
+            Routed::PrimaryFallback => ("primary", "fallback"),
+        }
+    }
+
+    pub fn to_replica(self) -> bool {
+        matches!(self, Routed::ReplicaRead | Routed::ReplicaHint)
+    }
 }
 
 /// Why a read did not get a replica.
@@ -77,7 +127,18 @@ pub enum NoReplica {
 impl Topology {
     pub fn new(database: &str, primary: ServerAddr, replicas: Vec<ServerAddr>) -> Topology {
         let nodes = std::iter::once(Node::new(primary, false)).chain(replicas.into_iter().map(|a| Node::new(a, true))).collect();
-        Topology { database: database.to_string(), nodes, primary: AtomicUsize::new(0), next: AtomicUsize::new(0) }
+        Topology {
+            database: database.to_string(),
+            nodes,
+            primary: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            routed: Default::default(),
+        }
+    }
+
+    /// Counts a routing decision.
+    pub fn count(&self, r: Routed) {
+        self.routed[r as usize].fetch_add(1, Relaxed);
     }
 
     /// The node writes go to.
@@ -124,6 +185,17 @@ impl Topology {
             return Ok(i);
         }
         Err(why)
+    }
+}
+
+impl NoReplica {
+    /// The decision to record when a read goes to the primary for this reason.
+    pub fn routed(self) -> Routed {
+        match self {
+            NoReplica::NoneHealthy => Routed::PrimaryFallback,
+            NoReplica::Lagging => Routed::PrimaryLagging,
+            NoReplica::BehindClient => Routed::PrimaryReadYourWrites,
+        }
     }
 }
 
