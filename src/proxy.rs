@@ -42,6 +42,8 @@ pub struct DbPools {
     pub user: String,
     pub primary: Arc<Pool>,
     pub replicas: Vec<Arc<Pool>>,
+    /// The database's servers as the router sees them (node `i` is [`DbPools::node`]`(i)`).
+    pub topology: Arc<Topology>,
     /// Clients logged in to this database as this user.
     pub clients: AtomicUsize,
 }
@@ -215,6 +217,7 @@ impl Proxy {
         let config = self.config();
         let db = config.databases.get(database)?;
         let auth = self.user(user)?;
+        let topology = self.topology(database)?;
         let mut settings = PoolSettings::from(&config.pool);
         settings.max_prepared_statements = config.max_prepared_statements;
         let make = |addr: ServerAddr, role: &'static str| {
@@ -237,6 +240,7 @@ impl Proxy {
             user: user.to_string(),
             primary: make(db.primary_addr(), "primary"),
             replicas: db.replica_addrs().into_iter().map(|a| make(a, "replica")).collect(),
+            topology,
             clients: AtomicUsize::new(0),
         });
         Some(self.pools.entry(key).or_insert(pools).clone())

@@ -11,6 +11,7 @@ pub mod relay;
 pub mod responses;
 pub mod retry;
 pub mod rewrite;
+pub mod route;
 pub mod session;
 pub mod txn;
 
@@ -75,6 +76,7 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
         };
         tracing::info!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
         let pools = logged_in.pools.clone();
+        let logged_in_user = logged_in.user.clone();
         pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut session = Session {
             proxy: &proxy,
@@ -84,6 +86,7 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             cbuf: BytesMut::new(),
             cframer: Framer::default(),
             statements: ClientStatements::new(proxy.statements.client_uid()),
+            route: route::RouteState::new(proxy.config().user(&logged_in_user).map(|u| u.route).unwrap_or_default()),
         };
         match session.run().await {
             SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::info!(client = id, "client left"),

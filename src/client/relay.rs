@@ -50,6 +50,9 @@ pub enum RelayEnd {
     IdleInTransaction,
     /// The admin console killed the client (KILL_CLIENT, KILL db).
     Killed,
+    /// On a replica: the client's next request is not a read. Everything before it
+    /// is answered; it is still in the client buffer, unsent.
+    Reroute,
 }
 
 /// Timeouts the relay enforces (None: off).
@@ -99,6 +102,9 @@ pub struct Relay<'a> {
     pub label: Option<String>,
     /// Signalled by the admin console to end this client's session now.
     pub kill: &'a tokio::sync::Notify,
+    /// On a replica: only requests the classifier calls reads are sent; the relay
+    /// ends with [`RelayEnd::Reroute`] before any other.
+    pub guard: Option<&'a crate::router::classify::ClassifyConfig>,
 }
 
 /// Figures gathered during one relay run, recorded once at its end.
@@ -177,7 +183,8 @@ impl Relay<'_> {
         // Server bytes at the front of rbuf that are scanned and due to the client.
         let mut s_out = 0usize;
         // The client's first message(s) are already buffered.
-        let mut client_done = match self.scan_client(&mut retry) {
+        let mut reroute = false;
+        let mut client_done = match self.scan_client(&mut retry, &mut reroute) {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -215,6 +222,9 @@ impl Relay<'_> {
                         Hold::Session(_) => {}
                     }
                 }
+                if reroute && self.txn.quiescent() {
+                    return RelayEnd::Reroute;
+                }
             }
             let session_idle = c_out == 0 && s_out == 0 && self.txn.at_boundary();
             // Timeouts: a client idle inside a transaction, or a request running too long.
@@ -247,7 +257,7 @@ impl Relay<'_> {
                 tokio::select! {
                     biased;
                     r = self.server.stream.readable(), if s_out == 0 => r.map(|_| Event::ServerReadable),
-                    r = self.client.readable(), if c_out == 0 && !client_done => r.map(|_| Event::ClientReadable),
+                    r = self.client.readable(), if c_out == 0 && !client_done && !reroute => r.map(|_| Event::ClientReadable),
                     r = self.client.writable(), if s_out > 0 => r.map(|_| Event::ClientWritable),
                     r = self.server.stream.writable(), if c_out > 0 => r.map(|_| Event::ServerWritable),
                     _ = shutdown, if session_idle => Ok(Event::Shutdown),
@@ -370,7 +380,7 @@ impl Relay<'_> {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return RelayEnd::ClientGone,
                     }
-                    match self.scan_client(&mut retry) {
+                    match self.scan_client(&mut retry, &mut reroute) {
                         Ok(done) => client_done = done,
                         Err(e) => return e,
                     }
@@ -383,13 +393,21 @@ impl Relay<'_> {
     /// rewritten in transaction mode; returns whether the client said Terminate
     /// (which is not forwarded). While a stale-plan retry is still possible, the
     /// client's bytes are kept for it.
-    fn scan_client(&mut self, retry: &mut Retry) -> Result<bool, RelayEnd> {
+    fn scan_client(&mut self, retry: &mut Retry, reroute: &mut bool) -> Result<bool, RelayEnd> {
+        let limit = match self.guard {
+            Some(cfg) => {
+                let (n, stop) = self.vetted(cfg);
+                *reroute |= stop;
+                n
+            }
+            None => self.cbuf.len(),
+        };
         let label = match self.timeouts.slow_query {
             Some(_) if self.label.is_none() => Some(&mut self.label),
             _ => None,
         };
         let (n, terminated) = forward_client_bytes(
-            &self.cbuf[..],
+            &self.cbuf[..limit],
             self.cframer,
             self.txn,
             self.server,
@@ -400,6 +418,23 @@ impl Relay<'_> {
         retry.keep(&mut self.server.replay, &self.cbuf[..n]);
         consume(self.cbuf, n);
         Ok(terminated)
+    }
+
+    /// Guard on a replica: how many bytes at the front of the client buffer are
+    /// whole requests that only read, and whether a request that does more follows.
+    fn vetted(&self, cfg: &crate::router::classify::ClassifyConfig) -> (usize, bool) {
+        use crate::router::request::{next_request, Scan};
+        let Some(statements) = self.statements.as_ref().map(|t| &*t.client) else { return (self.cbuf.len(), false) };
+        let mut at = 0;
+        loop {
+            match next_request(&self.cbuf[at..], self.max_message, cfg, statements) {
+                Scan::Complete(r) if r.read && r.hint != Some(crate::router::classify::Hint::Primary) => at += r.len,
+                Scan::Complete(_) => return (at, true),
+                Scan::Incomplete => return (at, false),
+                // Let the framer report it.
+                Scan::Malformed => return (self.cbuf.len(), false),
+            }
+        }
     }
 
     /// Sends the kept request again after "cached plan must not change result type":

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::login::LoggedIn;
+use super::route::{Prepared, RouteState, Routing};
 use super::relay::{Hold, Relay, RelayEnd, Timeouts, TxnRewrite, CLIENT_READ_BUF};
 use super::txn::TxnTracker;
 use crate::cancel::{self, CancelEntry, CancelTarget};
@@ -37,6 +38,7 @@ pub struct Session<'a> {
     pub cbuf: BytesMut,
     pub cframer: Framer,
     pub statements: ClientStatements,
+    pub route: RouteState,
 }
 
 /// How a session ended, for the log.
@@ -56,7 +58,13 @@ impl Session<'_> {
                 if *shutdown.borrow() {
                     return Box::pin(self.say_goodbye()).await;
                 }
-                let idle_limit = self.proxy.config().pool.client_idle_timeout.nonzero();
+                // In a held-back transaction the client is idle in a transaction.
+                let in_txn = self.route.pending_begin.is_some() && !self.route.to_primary;
+                let idle_limit = if in_txn {
+                    self.proxy.config().pool.idle_transaction_timeout.nonzero()
+                } else {
+                    self.proxy.config().pool.client_idle_timeout.nonzero()
+                };
                 let idle_timer = async {
                     match idle_limit {
                         Some(t) => tokio::time::sleep(t).await,
@@ -66,7 +74,11 @@ impl Session<'_> {
                 tokio::select! {
                     r = self.stream.readable() => if r.is_err() { return SessionEnd::ClientLeft },
                     _ = idle_timer => {
-                        let e = PgError::fatal(crate::error::SqlState::IDLE_SESSION_TIMEOUT, "terminating connection due to idle-session timeout (pgmux client_idle_timeout)");
+                        let e = if in_txn {
+                            PgError::fatal(crate::error::SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)")
+                        } else {
+                            PgError::fatal(crate::error::SqlState::IDLE_SESSION_TIMEOUT, "terminating connection due to idle-session timeout (pgmux client_idle_timeout)")
+                        };
                         self.send_error(&e).await;
                         return SessionEnd::Error("client_idle_timeout".into());
                     }
@@ -90,9 +102,21 @@ impl Session<'_> {
             if self.cbuf[0] == codes::TERMINATE {
                 return SessionEnd::ClientLeft;
             }
+            let topo = self.login.pools.topology.clone();
+            let mut routing = None;
+            if self.routes(&topo) {
+                match self.prepare_route(&topo).await {
+                    Ok(Prepared::Route(r)) => routing = Some(r),
+                    Ok(Prepared::Answered) => continue,
+                    Err(end) => return end,
+                }
+            }
             self.cancel.set_state(crate::cancel::state::WAITING);
             self.proxy.wait_unpaused(&self.login.database).await;
-            let checkout = self.checkout().await;
+            let checkout = match routing.as_mut() {
+                Some(r) => self.checkout_routed(&topo, r).await,
+                None => self.checkout_from(self.login.pools.primary.clone()).await,
+            };
             self.cancel.set_state(crate::cancel::state::ACTIVE);
             let lease = match checkout {
                 Ok(l) => l,
@@ -103,7 +127,7 @@ impl Session<'_> {
                     continue;
                 }
             };
-            let end = Box::pin(self.serve_with(lease, &mut shutdown)).await;
+            let end = Box::pin(self.serve_with(lease, &mut shutdown, routing)).await;
             if let Some(end) = end {
                 return end;
             }
@@ -114,10 +138,15 @@ impl Session<'_> {
         }
     }
 
+    /// Whether this client's requests are routed (else all go to the primary).
+    fn routes(&self, topo: &crate::router::topology::Topology) -> bool {
+        let c = self.proxy.config();
+        c.pool.mode == PoolMode::Transaction && c.routing.read_write_split && topo.has_replicas()
+    }
+
     /// Takes a server connection; tells the client with a NOTICE when the wait passes
     /// `pool.wait_notice` (it keeps waiting, up to `checkout_timeout`).
-    async fn checkout(&mut self) -> Result<Lease, ClientError> {
-        let pool = self.login.pools.primary.clone();
+    pub(super) async fn checkout_from(&mut self, pool: Arc<crate::pool::Pool>) -> Result<Lease, ClientError> {
         let mut checkout = Box::pin(pool.checkout());
         let Some(after) = self.proxy.config().pool.wait_notice.nonzero() else {
             return checkout.await;
@@ -141,19 +170,26 @@ impl Session<'_> {
     /// Runs the client's traffic on `lease` until the boundary (transaction mode) or
     /// the end of the session (session mode, or a client pinned by a session-only
     /// feature). Returns `Some` when the session is over.
-    async fn serve_with(&mut self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>) -> Option<SessionEnd> {
+    async fn serve_with(&mut self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>, routing: Option<Routing>) -> Option<SessionEnd> {
         if let Err(e) = Box::pin(self.sync_settings(&mut lease)).await {
             lease.discard();
             return Box::pin(self.refuse_request(&e)).await.err();
         }
+        if let Err(e) = Box::pin(self.send_pending_begin(&mut lease)).await {
+            lease.discard();
+            return Box::pin(self.refuse_request(&e)).await.err();
+        }
+        // Kept for the guard's lifetime (only when routing).
+        let config = routing.map(|_| arc_swap::Guard::into_inner(self.proxy.config()));
+        let mut guard = routing.is_some_and(|r| r.guard);
         let conn = lease.conn();
         self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
         let mode = self.proxy.config().pool.mode;
         let reject = self.login.session_features == SessionFeatures::Reject;
         let mut pinned = false;
+        let mut txn = TxnTracker::default();
+        let mut effects = SessionEffects::default();
         loop {
-            let mut txn = TxnTracker::default();
-            let mut effects = SessionEffects::default();
             let hold = if mode == PoolMode::Session || pinned { Hold::Session(&mut *shutdown) } else { Hold::UntilBoundary };
             let statements = (mode == PoolMode::Transaction).then(|| TxnRewrite {
                 client: &mut self.statements,
@@ -179,9 +215,31 @@ impl Session<'_> {
                 },
                 label: None,
                 kill: &self.cancel.kill,
+                guard: config.as_ref().filter(|_| guard).map(|c| c.routing.classify()),
             }
             .run(hold)
             .await;
+            if end == RelayEnd::Reroute {
+                let movable = routing.is_some_and(|r| r.movable);
+                if movable && txn.status == codes::TXN_IN_BLOCK && !txn.unsynced && !pinned {
+                    self.cancel.detach();
+                    if !self.move_to_primary(lease).await {
+                        self.send_error(&ClientError::ServerLost("could not end the transaction on the replica".into()).to_pg()).await;
+                        return Some(SessionEnd::Error("moving a transaction to the primary failed".into()));
+                    }
+                    return None;
+                }
+                // A failed, read-only or repeatable-read transaction stays where it is:
+                // the server answers the request (a standby refuses writes with 25006).
+                guard = false;
+                continue;
+            }
+            if end == RelayEnd::Boundary {
+                // Read-your-writes: a write ended on the primary.
+                if routing.is_some_and(|r| !r.read && !r.decision.routed.to_replica()) {
+                    self.route.wrote(&self.login.pools.topology);
+                }
+            }
             if let Some(reason) = effects.pin.filter(|_| !pinned) {
                 pinned = true;
                 self.proxy.counters.pinned_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -213,6 +271,8 @@ impl Session<'_> {
                 }
             }
             if end == RelayEnd::Boundary && pinned {
+                txn = TxnTracker::default();
+                effects = SessionEffects::default();
                 continue;
             }
             self.cancel.detach();
@@ -231,7 +291,7 @@ impl Session<'_> {
 
     async fn after_relay(&mut self, end: RelayEnd, lease: Lease, txn: &TxnTracker) -> Option<SessionEnd> {
         match end {
-            RelayEnd::Boundary => {
+            RelayEnd::Boundary | RelayEnd::Reroute => {
                 lease.release();
                 None
             }

@@ -50,6 +50,20 @@ impl Node {
     pub fn is_readable(&self) -> bool {
         self.readable.load(Relaxed)
     }
+
+    /// `primary` or `replica` as the last check found it; `unknown` before one.
+    pub fn role(&self) -> &'static str {
+        match (self.checked.load(Relaxed), self.in_recovery.load(Relaxed)) {
+            (false, _) => "unknown",
+            (true, true) => "replica",
+            (true, false) => "primary",
+        }
+    }
+
+    /// The time lag, in seconds.
+    pub fn lag_seconds(&self) -> f64 {
+        self.lag_micros.load(Relaxed) as f64 / 1e6
+    }
 }
 
 /// The servers of one configured database.
@@ -63,6 +77,12 @@ pub struct Topology {
     next: AtomicUsize,
     /// Routing decisions, by [`Routed`] (index `Routed as usize`).
     pub routed: [AtomicU64; Routed::ALL.len()],
+    /// The primary's WAL position at the monitor's last check, and when (µs since
+    /// `epoch`) that check began: read-your-writes needs a position read after a
+    /// client's write, and gets it without a round trip of its own.
+    primary_lsn: AtomicU64,
+    primary_lsn_at: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 /// A routing decision, for `pgmux_routed_total{target,reason}`.
@@ -133,7 +153,30 @@ impl Topology {
             primary: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             routed: Default::default(),
+            primary_lsn: AtomicU64::new(0),
+            primary_lsn_at: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
+    }
+
+    /// Now, in this topology's clock (µs; never 0).
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64 + 1
+    }
+
+    /// The monitor read the primary's WAL position `lsn` in a check that began at
+    /// `started` (from [`Topology::now`]).
+    pub fn record_primary_lsn(&self, lsn: u64, started: u64) {
+        // Position first: a reader that sees the new time sees this position or a later one.
+        self.primary_lsn.store(lsn, std::sync::atomic::Ordering::Release);
+        self.primary_lsn_at.store(started, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The primary's WAL position as read by a check that began after `since`, if
+    /// the monitor has made one yet.
+    pub fn primary_lsn_since(&self, since: u64) -> Option<u64> {
+        let at = self.primary_lsn_at.load(std::sync::atomic::Ordering::Acquire);
+        (at > since).then(|| self.primary_lsn.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Counts a routing decision.
@@ -152,9 +195,41 @@ impl Topology {
         self.primary.store(i, Relaxed);
     }
 
+    /// What an operator is told about node `i` (SHOW REPLICAS, /readyz):
+    /// `unchecked` before its first check, `down` (its breaker is open), `lagging`
+    /// (a standby that answers but takes no reads: past a lag bound, or not yet back
+    /// within half of both), else `up`.
+    pub fn state(&self, i: usize) -> &'static str {
+        let node = &self.nodes[i];
+        if !node.checked.load(Relaxed) {
+            "unchecked"
+        } else if !node.up.load(Relaxed) {
+            "down"
+        } else if i != self.primary() && node.in_recovery.load(Relaxed) && !node.is_readable() {
+            "lagging"
+        } else {
+            "up"
+        }
+    }
+
+    /// The role node `i` has in the config: node 0 is the configured primary.
+    pub fn configured_role(i: usize) -> &'static str {
+        if i == 0 {
+            "primary"
+        } else {
+            "replica"
+        }
+    }
+
     /// Whether any replica is configured (routing has something to do).
     pub fn has_replicas(&self) -> bool {
         self.nodes.len() > 1
+    }
+
+    /// Whether some replica takes reads now.
+    pub fn any_readable(&self) -> bool {
+        let primary = self.primary();
+        self.nodes.iter().enumerate().any(|(i, n)| i != primary && n.is_readable())
     }
 
     /// The next readable replica in round-robin order whose replay position has
@@ -256,6 +331,40 @@ mod tests {
         t.nodes[1].lsn.store(100, Relaxed);
         assert_eq!(t.pick_replica(101, 0), Err(NoReplica::BehindClient));
         assert_eq!(t.pick_replica(100, 0), Ok(1));
+    }
+
+    #[test]
+    fn primary_lsn_only_from_later_checks() {
+        let t = topo(1);
+        let wrote = t.now();
+        assert_eq!(t.primary_lsn_since(wrote), None);
+        t.record_primary_lsn(42, wrote);
+        assert_eq!(t.primary_lsn_since(wrote), None, "a check that began with the write may predate it");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        t.record_primary_lsn(43, t.now());
+        assert_eq!(t.primary_lsn_since(wrote), Some(43));
+    }
+
+    #[test]
+    fn state_and_role_for_operators() {
+        let t = topo(2);
+        assert_eq!((t.state(1), t.nodes[1].role()), ("unchecked", "unknown"));
+        for n in &t.nodes {
+            n.checked.store(true, Relaxed);
+        }
+        t.nodes[1].up.store(true, Relaxed);
+        t.nodes[1].readable.store(true, Relaxed);
+        assert_eq!((t.state(0), t.nodes[0].role()), ("up", "primary"));
+        assert_eq!((t.state(1), t.nodes[1].role()), ("up", "replica"));
+        assert_eq!(t.state(2), "down");
+        t.nodes[2].up.store(true, Relaxed);
+        assert_eq!(t.state(2), "lagging");
+        // A current primary found in recovery is not "lagging": it takes no reads by design.
+        t.nodes[0].in_recovery.store(true, Relaxed);
+        assert_eq!((t.state(0), t.nodes[0].role()), ("up", "replica"));
+        t.nodes[2].lag_micros.store(1_500_000, Relaxed);
+        assert_eq!(t.nodes[2].lag_seconds(), 1.5);
+        assert_eq!((Topology::configured_role(0), Topology::configured_role(2)), ("primary", "replica"));
     }
 
     #[test]
