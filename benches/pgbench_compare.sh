@@ -467,6 +467,26 @@ add_target() {
 CSV_HEADER="workload,pgbench_flags,target,round,clients,jobs,pool,duration_s,scale,tps,transactions,failed_transactions,pooler_cpu_s,pooler_cpu_us_per_txn,pgbench_exit"
 
 # run_one WORKLOAD ROUND TARGET_INDEX: one pgbench run, appends a CSV row.
+# node_commits: "port:xact_commit ..." of the bench database on the primary and
+# each replica (to see where a routed run's transactions went).
+node_commits() {
+    local p out=""
+    for p in "$PG_PORT" ${REPLICA_PORTS[@]+"${REPLICA_PORTS[@]}"}; do
+        out+="$p:$(PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/psql" -h 127.0.0.1 -p "$p" -U "$BENCH_USER" -d "$BENCH_DB" -Atc \
+            "select xact_commit from pg_stat_database where datname = current_database()" 2>/dev/null || echo 0) "
+    done
+    echo "$out"
+}
+
+# spread BEFORE AFTER: each node's share of the commits between two node_commits.
+spread() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " "); total = 0
+        for (i = 1; i <= n; i++) { split(x[i], p, ":"); split(y[i], q, ":"); d[i] = q[2] - p[2]; port[i] = p[1]; total += d[i] }
+        for (i = 1; i <= n; i++) printf "%s%s=%.0f%%", (i > 1 ? " " : ""), (i == 1 ? "primary" : "replica:" port[i]), (total > 0 ? 100 * d[i] / total : 0)
+    }'
+}
+
 run_one() {
     local workload=$1 round=$2 idx=$3
     local name=${TARGET_NAMES[$idx]} port=${TARGET_PORTS[$idx]} pid=${TARGET_PIDS[$idx]}
@@ -485,6 +505,9 @@ run_one() {
             return 0
         fi
     fi
+
+    local commits_before=""
+    if [[ $name == pgmux-replicas ]]; then commits_before=$(node_commits); fi
 
     # Run pgbench in the background and `wait` for it, so that a signal to
     # this script is handled (cleanup) at once instead of after the run.
@@ -507,6 +530,9 @@ run_one() {
         fi
     fi
 
+    if [[ -n $commits_before ]]; then
+        log "$name round $round: transactions by node (pg_stat_database.xact_commit, incl. the monitor's checks): $(spread "$commits_before" "$(node_commits)")"
+    fi
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out" | head -n 1)
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -n 1)
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out" | head -n 1)

@@ -12,6 +12,9 @@ use common::{message, sqlstate, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::SimpleQueryMessage;
 
+/// For tests that count connections and clients under a known load on one server:
+/// reads stay on the primary (routing has its own tests).
+const PRIMARY_ONLY: &str = "routing:\n  read_write_split: false\n";
 
 /// Runs an admin command; returns (column names, rows as name -> value maps).
 async fn admin(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<HashMap<String, String>>) {
@@ -85,7 +88,7 @@ fn sum(samples: &[(String, HashMap<String, String>, f64)], name: &str, label: Op
 #[test]
 fn admin_console_and_metrics_under_load() {
     let metrics_port = pgmux::cluster::free_port();
-    let px = Setup { pool_size: 2, checkout_timeout: "20s", extra: String::new(), ..Default::default() }
+    let px = Setup { pool_size: 2, checkout_timeout: "20s", extra: PRIMARY_ONLY.into(), ..Default::default() }
         .start_with(|y| format!("metrics_listen: 127.0.0.1:{metrics_port}\n{y}"));
     mt().block_on(async {
         let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
@@ -210,7 +213,7 @@ fn config_value(rows: &[HashMap<String, String>], key: &str) -> String {
 
 #[test]
 fn reload_applies_a_valid_file_atomically_and_rejects_a_bad_one() {
-    let setup = Setup { pool_size: 1, ..Default::default() };
+    let setup = Setup { pool_size: 1, extra: PRIMARY_ONLY.into(), ..Default::default() };
     let px = setup.start();
     let yaml = std::fs::read_to_string(&px.config).unwrap();
     mt().block_on(async {
@@ -257,7 +260,7 @@ fn reload_applies_a_valid_file_atomically_and_rejects_a_bad_one() {
 
 #[test]
 fn json_logs_slow_queries_and_pool_pressure() {
-    let px = Setup { pool_size: 1, checkout_timeout: "10s", ..Default::default() }.start_with(|y| {
+    let px = Setup { pool_size: 1, checkout_timeout: "10s", extra: PRIMARY_ONLY.into(), ..Default::default() }.start_with(|y| {
         format!("log_format: json\nslow_query_threshold: 250ms\npool_pressure_waiting: 2\n{y}")
     });
     mt().block_on(async {
@@ -305,7 +308,12 @@ fn kill_drops_a_databases_clients_now() {
 
 #[test]
 fn min_pool_size_keeps_connections_open() {
-    let setup = Setup { pool_size: 3, pool_extra: "  min_pool_size: 2\n  server_idle_timeout: 1s\n".into(), ..Default::default() };
+    let setup = Setup {
+        pool_size: 3,
+        pool_extra: "  min_pool_size: 2\n  server_idle_timeout: 1s\n".into(),
+        extra: PRIMARY_ONLY.into(),
+        ..Default::default()
+    };
     let px = setup.start();
     mt().block_on(async {
         let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();

@@ -90,11 +90,13 @@ fn endpoint() -> Endpoint {
     let file_suffix = target.file_suffix();
     match target {
         Target::Transaction => {
-            let px = Setup { pool_size: 2, checkout_timeout: "10s", ..Default::default() }.start();
+            // With read/write routing on: the drivers' reads go to the replicas.
+            let routing = "routing:\n  read_write_split: true\n  monitor_interval: 100ms\n".to_string();
+            let px = Setup { pool_size: 2, checkout_timeout: "10s", extra: routing, ..Default::default() }.start();
             Endpoint {
                 port: px.port,
                 pool_size: 2,
-                describe: "pgmux, transaction mode, pool size 2".into(),
+                describe: "pgmux, transaction mode, pool size 2, read/write routing".into(),
                 file_suffix,
                 pgmux: Some(px),
                 expect_spread: true,

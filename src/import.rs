@@ -64,6 +64,8 @@ const NUMERIC: &[Num] = &[
     Num("idle_transaction_timeout", "pool.idle_transaction_timeout", Unit::Secs, None, None),
     Num("client_idle_timeout", "pool.client_idle_timeout", Unit::Secs, None, None),
     Num("query_timeout", "pool.query_timeout", Unit::Secs, None, None),
+    Num("max_db_connections", "pool.max_db_connections", Unit::Count, None, None),
+    Num("max_user_connections", "pool.max_user_connections", Unit::Count, None, None),
 ];
 
 /// Output order of the scalar keys.
@@ -71,8 +73,8 @@ const ORDER: &[&str] = &[
     "listen", "max_client_connections", "auth_type", "max_prepared_statements", "max_message_size", "startup_timeout",
     "pool.mode", "pool.size", "pool.checkout_timeout", "pool.server_idle_timeout", "pool.server_lifetime",
     "pool.server_connect_timeout", "pool.server_check_delay", "pool.server_reset_query", "pool.min_pool_size",
-    "pool.reserve_pool_size", "pool.reserve_pool_timeout", "pool.idle_transaction_timeout", "pool.client_idle_timeout",
-    "pool.query_timeout",
+    "pool.reserve_pool_size", "pool.reserve_pool_timeout", "pool.max_db_connections", "pool.max_user_connections",
+    "pool.idle_transaction_timeout", "pool.client_idle_timeout", "pool.query_timeout",
 ];
 
 /// Why a `[pgbouncer]` key is not translated; a key ending in `_` is a prefix.
@@ -94,8 +96,30 @@ const REASONS: &[(&[&str], &str)] = &[
     (&["server_reset_query_always"], "not supported: server_reset_query runs in session mode only"),
     (&["auth_user", "auth_query", "auth_dbname"], "no auth query: list every user under users:"),
     (&["auth_hba_file"], "HBA rules are not supported"),
-    (&["max_db_connections", "max_user_connections"], "not supported yet (issue #5)"),
 ];
+
+/// Per-database (`[databases]`) and per-user (`[users]`) pool settings: PgBouncer's
+/// key, pgmux's key under `databases.<name>` / `users[]`, and the smallest value pgmux
+/// takes.
+const DB_KEYS: &[(&str, &str, u64)] = &[
+    ("pool_size", "pool_size", 1),
+    ("min_pool_size", "min_pool_size", 0),
+    ("reserve_pool", "reserve_pool_size", 0),
+    ("reserve_pool_size", "reserve_pool_size", 0),
+    ("max_db_connections", "max_db_connections", 0),
+];
+const USER_KEYS: &[(&str, &str, u64)] = &[("pool_size", "pool_size", 1), ("max_user_connections", "max_user_connections", 0)];
+
+/// A per-database or per-user count: `Ok(Some)` to write, `Ok(None)` reported as
+/// untranslated, `Err` when it is not a number.
+fn per_entry(out: &mut Out, key: &str, (from, to, min): (&str, &'static str, u64), v: &str) -> Result<Option<(&'static str, String)>, String> {
+    let n: u64 = v.parse().map_err(|_| format!("{key}: {from} \"{v}\" is not a valid number"))?;
+    if n < min {
+        out.skip(key, format!("{from}={v}"), format!("must be at least {min} in pgmux: the global setting applies"));
+        return Ok(None);
+    }
+    Ok(Some((to, n.to_string())))
+}
 
 #[derive(Default)]
 struct Out {
@@ -221,17 +245,21 @@ fn userlist_line(t: &str) -> Option<(String, String)> {
     Some((name, quoted(rest)?.0))
 }
 
-/// `[pgbouncer]` settings: (line, key, value); `[databases]` entries: (line, name, connection string).
+/// `[pgbouncer]` settings: (line, key, value); `[databases]` and `[users]` entries:
+/// (line, name, connection string).
 type Lines = Vec<(usize, String, String)>;
-/// A user as written: name, password, admin, comment.
-type User = (String, String, bool, String);
+/// A user as written: name, password, admin, comment, per-user keys.
+type User = (String, String, bool, String, Vec<(&'static str, String)>);
+/// A database as written: name, primary, dbname, per-database keys.
+type Db = (String, String, Option<String>, Vec<(&'static str, String)>);
 
 /// Translates pgbouncer.ini (and userlist.txt) text to pgmux YAML.
 pub fn convert(ini: &str, userlist: Option<&str>) -> Result<Conversion, ImportError> {
     let mut out = Out::default();
-    let (settings, databases) = read_ini(ini, &mut out)?;
+    let (settings, databases, user_settings) = read_ini(ini, &mut out)?;
     let (auth_type, auth_file, admins) = translate_settings(&settings, &mut out)?;
-    let users = read_users(userlist, &admins, &mut out)?;
+    let mut users = read_users(userlist, &admins, &mut out)?;
+    translate_user_settings(&user_settings, &mut users, &mut out)?;
     if let (None, Some(f)) = (userlist, auth_file) {
         out.skip("auth_file", f, "not read: give it as the second argument (pgmux import-pgbouncer pgbouncer.ini userlist.txt)");
     }
@@ -252,10 +280,10 @@ pub fn convert(ini: &str, userlist: Option<&str>) -> Result<Conversion, ImportEr
     Ok(Conversion { yaml, untranslated: out.untranslated })
 }
 
-/// Splits the ini file into `[pgbouncer]` settings (keys lowercased) and `[databases]`
-/// entries; anything else is reported.
-fn read_ini(ini: &str, out: &mut Out) -> Result<(Lines, Lines), ImportError> {
-    let (mut settings, mut databases) = (Vec::new(), Vec::new());
+/// Splits the ini file into `[pgbouncer]` settings (keys lowercased), `[databases]` and
+/// `[users]` entries; anything else is reported.
+fn read_ini(ini: &str, out: &mut Out) -> Result<(Lines, Lines, Lines), ImportError> {
+    let (mut settings, mut databases, mut users) = (Vec::new(), Vec::new(), Vec::new());
     let mut section: Option<String> = None;
     for (i, raw) in ini.lines().enumerate() {
         let err = |message: String| ImportError { file: INI, line: i + 1, message };
@@ -279,11 +307,11 @@ fn read_ini(ini: &str, out: &mut Out) -> Result<(Lines, Lines), ImportError> {
                 settings.push((i + 1, k, v))
             }
             Some("databases") => databases.push((i + 1, k.to_string(), v)),
-            Some("users") => out.skip(format!("[users] {k}"), v, "per-user settings are not supported yet (issue #5)"),
+            Some("users") => users.push((i + 1, k.to_string(), v)),
             Some(s) => out.skip(format!("[{s}] {k}"), v, format!("pgmux has no [{s}] section")),
         }
     }
-    Ok((settings, databases))
+    Ok((settings, databases, users))
 }
 
 /// The settings that depend on the users: auth_type, auth_file, admin_users.
@@ -368,22 +396,47 @@ fn read_users(userlist: Option<&str>, admins: &[&str], out: &mut Out) -> Result<
             out.skip(key, "", "listed twice: the last entry is used");
             users.retain(|u| u.0 != name);
         }
-        users.push((name, pw, false, comment));
+        users.push((name, pw, false, comment, Vec::new()));
     }
     for &a in admins {
         match users.iter_mut().find(|u| u.0 == a) {
             Some(u) => u.2 = true,
             None => {
                 out.skip("admin_users", a, "not in userlist.txt: written with a random placeholder password");
-                users.push((a.to_string(), placeholder(), true, "placeholder: not in userlist.txt".into()));
+                users.push((a.to_string(), placeholder(), true, "placeholder: not in userlist.txt".into(), Vec::new()));
             }
         }
     }
     Ok(users)
 }
 
-/// `[databases]` as (name, primary, dbname); connection parameters without equivalent reported.
-fn translate_databases(databases: &Lines, out: &mut Out) -> Result<Vec<(String, String, Option<String>)>, ImportError> {
+/// `[users]`: `pool_size` and `max_user_connections` per user; the rest reported.
+fn translate_user_settings(lines: &Lines, users: &mut [User], out: &mut Out) -> Result<(), ImportError> {
+    for (line, name, v) in lines {
+        let err = |message: String| ImportError { file: INI, line: *line, message };
+        let key = format!("users.{name}");
+        let Some(user) = users.iter_mut().find(|u| u.0 == *name) else {
+            out.skip(format!("[users] {name}"), v, "not in userlist.txt: a user's settings need the user");
+            continue;
+        };
+        for (k, v) in connstr(v).map_err(err)? {
+            match USER_KEYS.iter().find(|u| u.0 == k) {
+                Some(&spec) => {
+                    if let Some((to, v)) = per_entry(out, &key, spec, &v).map_err(err)? {
+                        user.4.retain(|e| e.0 != to);
+                        user.4.push((to, v));
+                    }
+                }
+                None if k == "pool_mode" => out.skip(&key, format!("{k}={v}"), "per-user pool_mode is not supported: pool.mode applies"),
+                None => out.skip(&key, format!("{k}={v}"), "no per-user equivalent in pgmux"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[databases]`; connection parameters without equivalent reported.
+fn translate_databases(databases: &Lines, out: &mut Out) -> Result<Vec<Db>, ImportError> {
     let mut dbs = Vec::new();
     for (line, name, v) in databases {
         let err = |message: String| ImportError { file: INI, line: *line, message };
@@ -399,7 +452,7 @@ fn translate_databases(databases: &Lines, out: &mut Out) -> Result<Vec<(String, 
             out.skip(key, all.join(" "), why);
             continue;
         }
-        let (mut host, mut port, mut dbname) = (String::new(), 5432u16, None);
+        let (mut host, mut port, mut dbname, mut extra) = (String::new(), 5432u16, None, Vec::new());
         for (k, v) in params {
             match k.as_str() {
                 "host" => host = v,
@@ -407,9 +460,14 @@ fn translate_databases(databases: &Lines, out: &mut Out) -> Result<Vec<(String, 
                 "dbname" => dbname = Some(v).filter(|d| d != name),
                 "user" => out.skip(&key, shown(&k, &v), "no forced user: pgmux logs in to PostgreSQL as the client's user"),
                 "password" => out.skip(&key, shown(&k, &v), "no forced user: pgmux logs in with the client's own password"),
-                "pool_size" | "min_pool_size" | "reserve_pool" | "reserve_pool_size" | "max_db_connections" | "pool_mode" => {
-                    out.skip(&key, shown(&k, &v), "per-database pool settings are not supported yet (issue #5): the global ones apply")
+                k if DB_KEYS.iter().any(|d| d.0 == k) => {
+                    let spec = *DB_KEYS.iter().find(|d| d.0 == k).expect("listed");
+                    if let Some((to, v)) = per_entry(out, &key, spec, &v).map_err(err)? {
+                        extra.retain(|e: &(&str, String)| e.0 != to);
+                        extra.push((to, v));
+                    }
                 }
+                "pool_mode" => out.skip(&key, shown(&k, &v), "per-database pool_mode is not supported: pool.mode applies"),
                 _ => out.skip(&key, shown(&k, &v), "no per-database equivalent in pgmux"),
             }
         }
@@ -422,13 +480,13 @@ fn translate_databases(databases: &Lines, out: &mut Out) -> Result<Vec<(String, 
             out.skip(&key, format!("host={host}"), why);
             host = first.trim().to_string();
         }
-        dbs.push((name.clone(), ServerAddr { host, port }.to_string(), dbname));
+        dbs.push((name.clone(), ServerAddr { host, port }.to_string(), dbname, extra));
     }
     Ok(dbs)
 }
 
 /// The YAML text: scalars in [`ORDER`], then users and databases.
-fn render(scalars: &mut [(&'static str, String, String)], users: &[User], dbs: &[(String, String, Option<String>)]) -> String {
+fn render(scalars: &mut [(&'static str, String, String)], users: &[User], dbs: &[Db]) -> String {
     let mut y = String::from("# pgmux configuration, imported from PgBouncer by `pgmux import-pgbouncer`.\n");
     let line = |y: &mut String, indent: &str, key: &str, value: &str, comment: &str| {
         let c = if comment.is_empty() { String::new() } else { format!("  # {comment}") };
@@ -443,19 +501,25 @@ fn render(scalars: &mut [(&'static str, String, String)], users: &[User], dbs: &
         line(&mut y, "  ", &k[5..], v, c);
     }
     y.push_str(if users.is_empty() { "users: []\n" } else { "users:\n" });
-    for (name, pw, admin, comment) in users {
+    for (name, pw, admin, comment, extra) in users {
         line(&mut y, "  - ", "name", &ys(name), "");
         line(&mut y, "    ", "password", &ys(pw), comment);
         if *admin {
             line(&mut y, "    ", "admin", "true", "");
         }
+        for (k, v) in extra {
+            line(&mut y, "    ", k, v, "");
+        }
     }
     y.push_str(if dbs.is_empty() { "databases: {}\n" } else { "databases:\n" });
-    for (name, primary, dbname) in dbs {
+    for (name, primary, dbname, extra) in dbs {
         y.push_str(&format!("  {}:\n", ys(name)));
         line(&mut y, "    ", "primary", &ys(primary), "");
         if let Some(d) = dbname {
             line(&mut y, "    ", "dbname", &ys(d), "");
+        }
+        for (k, v) in extra {
+            line(&mut y, "    ", k, v, "");
         }
     }
     y

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::auth::scram::ScramSecret;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, ServerAddr};
-use crate::pool::{Pool, PoolSettings};
+use crate::pool::{LimitKind, Limits, Pool, PoolSettings};
 use crate::metrics::Metrics;
 use crate::prepared::Registry;
 use crate::router::topology::Topology;
@@ -67,6 +67,8 @@ pub struct Proxy {
     pub config_path: Option<std::path::PathBuf>,
     users: arc_swap::ArcSwap<HashMap<String, Arc<UserAuth>>>,
     pools: DashMap<(String, String), Arc<DbPools>>,
+    /// `max_db_connections` / `max_user_connections` per server, shared by pools.
+    pub limits: Limits,
     /// Each database's servers as the replica monitor sees them.
     topologies: DashMap<String, Arc<Topology>>,
     pub cancel: CancelRegistry,
@@ -130,6 +132,7 @@ impl Proxy {
             config_path,
             users: arc_swap::ArcSwap::from_pointee(users),
             pools: DashMap::new(),
+            limits: Limits::default(),
             topologies,
             cancel: CancelRegistry::default(),
             statements: Registry::default(),
@@ -179,14 +182,13 @@ impl Proxy {
         let users = build_users(&new, &self.users.load());
         // Pool sets whose database or user changed are dropped from the registry:
         // their clients drain, new logins build new pools.
-        let mut settings = PoolSettings::from(&new.pool);
-        settings.max_prepared_statements = new.max_prepared_statements;
         self.pools.retain(|(db, user), pools| {
             let same_db = old.databases.get(db).map(|d| (&d.primary, &d.replicas, &d.dbname))
                 == new.databases.get(db).map(|d| (&d.primary, &d.replicas, &d.dbname));
             let old_user = old.user(user).map(|u| &u.password);
             let same_user = old_user.is_some() && old_user == new.user(user).map(|u| &u.password);
             if same_db && same_user {
+                let settings = PoolSettings::resolve(&new, db, user);
                 for p in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
                     p.update_settings(settings.clone());
                 }
@@ -196,6 +198,7 @@ impl Proxy {
         sync_topologies(&self.topologies, &new);
         self.users.store(Arc::new(users));
         self.config.store(Arc::new(new));
+        self.limits.apply(&self.config());
         Ok(())
     }
 
@@ -218,10 +221,13 @@ impl Proxy {
         let db = config.databases.get(database)?;
         let auth = self.user(user)?;
         let topology = self.topology(database)?;
-        let mut settings = PoolSettings::from(&config.pool);
-        settings.max_prepared_statements = config.max_prepared_statements;
+        let settings = PoolSettings::resolve(&config, database, user);
         let make = |addr: ServerAddr, role: &'static str| {
             let metrics = self.metrics.pool(database, user, &addr.to_string(), role);
+            let limits = vec![
+                self.limits.get(LimitKind::Database, database, &addr, &config),
+                self.limits.get(LimitKind::User, user, &addr, &config),
+            ];
             Pool::new(
                 ServerTarget {
                     addr,
@@ -233,6 +239,7 @@ impl Proxy {
                 settings.clone(),
                 metrics,
                 role,
+                limits,
             )
         };
         let pools = Arc::new(DbPools {
@@ -281,6 +288,7 @@ impl Proxy {
     /// Accepts clients until shutdown begins.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let upkeep = tokio::spawn(self.clone().upkeep());
+        let monitor = tokio::spawn(crate::router::monitor::run(self.clone()));
         let mut shutdown = self.shutdown.subscribe();
         loop {
             tokio::select! {
@@ -299,6 +307,7 @@ impl Proxy {
             }
         }
         upkeep.abort();
+        monitor.abort();
     }
 
     /// Once a second: closes idle server connections past their idle timeout or
@@ -321,6 +330,7 @@ impl Proxy {
                     tokio::spawn(async move { p.warm().await });
                 }
             }
+            self.limits.upkeep();
             for p in self.all_pools() {
                 p.reap();
                 if max_waiting == 0 && max_wait.is_none() {

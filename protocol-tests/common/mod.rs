@@ -79,7 +79,7 @@ impl Setup {
         let c = cluster();
         let replicas: Vec<String> = c.replicas.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
         format!(
-            "listen: 127.0.0.1:{port}\nmax_client_connections: {max}\npool:\n  mode: {mode}\n  size: {size}\n  checkout_timeout: {to}\n{pool_extra}users:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{primary}\n    replicas: [{replicas}]\n{extra}",
+            "listen: 127.0.0.1:{port}\nmax_client_connections: {max}\npool:\n  mode: {mode}\n  size: {size}\n  checkout_timeout: {to}\n{pool_extra}{routing}users:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{primary}\n    replicas: [{replicas}]\n{extra}",
             max = self.max_clients,
             mode = self.mode,
             size = self.pool_size,
@@ -87,8 +87,20 @@ impl Setup {
             primary = c.primary.port,
             replicas = replicas.join(", "),
             extra = self.extra,
+            routing = self.routing_off(),
             pool_extra = self.pool_extra,
         )
+    }
+
+    /// `routing: {read_write_split: false}` unless `extra` has a routing block of
+    /// its own: the suites that look at the primary's backends expect every statement
+    /// there (routing has its own tests: routing.rs, replicas.rs, and the drivers).
+    fn routing_off(&self) -> &'static str {
+        if self.extra.contains("routing:") {
+            ""
+        } else {
+            "routing:\n  read_write_split: false\n"
+        }
     }
 
     pub fn start(&self) -> Pgmux {
@@ -97,23 +109,28 @@ impl Setup {
 
     /// Starts pgmux with the generated YAML edited by `edit`.
     pub fn start_with(&self, edit: impl FnOnce(String) -> String) -> Pgmux {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("pgmux.yaml");
-        std::fs::write(&config, edit(self.yaml(port))).unwrap();
-        let log = dir.path().join("pgmux.log");
-        let child = Command::new(pgmux_bin())
-            .arg("--config")
-            .arg(&config)
-            .env("PGMUX_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn pgmux");
-        let p = Pgmux { child: Some(child), port, dir, config, log };
-        p.wait_listening();
-        p
+        start_config(|port| edit(self.yaml(port)))
     }
+}
+
+/// Starts pgmux with a whole config, `yaml(listen port)` (for a test with its own cluster).
+pub fn start_config(yaml: impl FnOnce(u16) -> String) -> Pgmux {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("pgmux.yaml");
+    std::fs::write(&config, yaml(port)).unwrap();
+    let log = dir.path().join("pgmux.log");
+    let child = Command::new(pgmux_bin())
+        .arg("--config")
+        .arg(&config)
+        .env("PGMUX_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn pgmux");
+    let p = Pgmux { child: Some(child), port, dir, config, log };
+    p.wait_listening();
+    p
 }
 
 impl Pgmux {

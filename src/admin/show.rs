@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::ResultSet;
 use crate::cancel::state;
 use crate::proxy::Proxy;
+use crate::router::topology::{format_lsn, Topology};
 
 fn n(v: impl ToString) -> Option<String> {
     Some(v.to_string())
@@ -265,17 +266,63 @@ fn lists(proxy: &Proxy) -> ResultSet {
     ResultSet { columns: vec![("list", false), ("items", true)], rows: items.iter().map(|(k, v)| vec![n(k), n(v)]).collect() }
 }
 
-/// pgmux's own: every configured server with its role and what pgmux knows of it.
+/// pgmux's own: every configured server of every database, with what the replica
+/// monitor last found (databases without replicas are not monitored: `unchecked`).
 fn replicas(proxy: &Proxy) -> ResultSet {
+    let cols = [
+        ("database", false), ("server", false), ("configured_role", false), ("role", false), ("state", false),
+        ("readable", false), ("lag_bytes", true), ("lag_seconds", false), ("lsn", false), ("check_ms", false),
+    ];
+    let mut topologies = proxy.topologies();
+    topologies.sort_by(|a, b| a.database.cmp(&b.database));
     let mut rows = Vec::new();
-    for (db, p) in proxy.pool_sets() {
-        for (pool, role) in std::iter::once((&p.primary, "primary")).chain(p.replicas.iter().map(|r| (r, "replica"))) {
-            let s = pool.status();
-            rows.push(vec![n(&db), n(&p.user), n(pool.target.addr.to_string()), n(role), n(if pool.is_down() { "down" } else { "up" }), n(s.total), None, None]);
+    for t in &topologies {
+        for (i, node) in t.nodes.iter().enumerate() {
+            let checked = node.checked.load(Ordering::Relaxed);
+            let lsn = node.lsn.load(Ordering::Relaxed);
+            rows.push(vec![
+                n(&t.database),
+                n(&node.addr),
+                n(Topology::configured_role(i)),
+                n(node.role()),
+                n(t.state(i)),
+                n(node.is_readable()),
+                n(node.lag_bytes.load(Ordering::Relaxed)),
+                n(format!("{:.3}", node.lag_seconds())),
+                if checked && lsn != 0 { n(format_lsn(lsn)) } else { None },
+                if checked { n(format!("{:.3}", node.check_micros.load(Ordering::Relaxed) as f64 / 1000.0)) } else { None },
+            ]);
         }
     }
-    ResultSet {
-        columns: vec![("database", false), ("user", false), ("server", false), ("role", false), ("state", false), ("connections", true), ("lag_bytes", true), ("lag_seconds", false)],
-        rows,
+    ResultSet { columns: cols.to_vec(), rows }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_replicas_lists_every_configured_server() {
+        let yaml = "users:\n  - name: app\n    password: app\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\n    replicas: [127.0.0.1:5433]\n  solo:\n    primary: 127.0.0.1:6000\n";
+        let proxy = Proxy::new(crate::config::Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap());
+        let t = proxy.topology("app").unwrap();
+        let r = &t.nodes[1];
+        for (flag, v) in [(&r.checked, true), (&r.up, true), (&r.readable, true)] {
+            flag.store(v, Ordering::Relaxed);
+        }
+        r.lsn.store(0x3000148, Ordering::Relaxed);
+        r.lag_bytes.store(100, Ordering::Relaxed);
+        r.lag_micros.store(1_234_567, Ordering::Relaxed);
+        r.check_micros.store(412, Ordering::Relaxed);
+        let rs = replicas(&proxy);
+        let names: Vec<&str> = rs.columns.iter().map(|c| c.0).collect();
+        assert_eq!(names, ["database", "server", "configured_role", "role", "state", "readable", "lag_bytes", "lag_seconds", "lsn", "check_ms"]);
+        let text = |row: &Vec<Option<String>>| row.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect::<Vec<_>>().join(" ");
+        let rows: Vec<String> = rs.rows.iter().map(text).collect();
+        assert_eq!(rows, [
+            "app 127.0.0.1:5432 primary unknown unchecked false 0 0.000 NULL NULL",
+            "app 127.0.0.1:5433 replica replica up true 100 1.235 0/3000148 0.412",
+            "solo 127.0.0.1:6000 primary unknown unchecked false 0 0.000 NULL NULL",
+        ]);
     }
 }

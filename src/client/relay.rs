@@ -222,7 +222,9 @@ impl Relay<'_> {
                         Hold::Session(_) => {}
                     }
                 }
-                if reroute && self.txn.quiescent() {
+                // Nothing awaited (a Flush may have left the batch unsynced: the
+                // session deals with that).
+                if reroute && self.txn.pending == 0 && !self.txn.copy_in {
                     return RelayEnd::Reroute;
                 }
             }

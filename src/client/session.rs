@@ -175,19 +175,28 @@ impl Session<'_> {
             lease.discard();
             return Box::pin(self.refuse_request(&e)).await.err();
         }
+        let began = self.route.pending_begin.is_some();
         if let Err(e) = Box::pin(self.send_pending_begin(&mut lease)).await {
             lease.discard();
             return Box::pin(self.refuse_request(&e)).await.err();
         }
         // Kept for the guard's lifetime (only when routing).
         let config = routing.map(|_| arc_swap::Guard::into_inner(self.proxy.config()));
-        let mut guard = routing.is_some_and(|r| r.guard);
+        // A read on the primary (no replica would do) is watched the same way: a write
+        // that follows in its transaction counts for read-your-writes.
+        let read_on_primary = routing.is_some_and(|r| r.read && !r.decision.routed.to_replica());
+        let mut wrote = routing.is_some_and(|r| !r.read && !r.decision.routed.to_replica());
+        let mut guard = routing.is_some_and(|r| r.guard) || read_on_primary;
         let conn = lease.conn();
         self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
         let mode = self.proxy.config().pool.mode;
         let reject = self.login.session_features == SessionFeatures::Reject;
         let mut pinned = false;
         let mut txn = TxnTracker::default();
+        if began {
+            // pgmux's own BEGIN opened the transaction the client believes it is in.
+            txn.status = codes::TXN_IN_BLOCK;
+        }
         let mut effects = SessionEffects::default();
         loop {
             let hold = if mode == PoolMode::Session || pinned { Hold::Session(&mut *shutdown) } else { Hold::UntilBoundary };
@@ -219,9 +228,16 @@ impl Session<'_> {
             }
             .run(hold)
             .await;
+            if end == RelayEnd::Reroute && read_on_primary {
+                wrote = true;
+                guard = false;
+                continue;
+            }
             if end == RelayEnd::Reroute {
                 let movable = routing.is_some_and(|r| r.movable);
-                if movable && txn.status == codes::TXN_IN_BLOCK && !txn.unsynced && !pinned {
+                // Moving is safe even after a Parse/Describe/Flush without its Sync:
+                // nothing ran, and the statements are prepared again on the primary.
+                if movable && txn.status == codes::TXN_IN_BLOCK && !pinned {
                     self.cancel.detach();
                     if !self.move_to_primary(lease).await {
                         self.send_error(&ClientError::ServerLost("could not end the transaction on the replica".into()).to_pg()).await;
@@ -229,6 +245,7 @@ impl Session<'_> {
                     }
                     return None;
                 }
+                tracing::debug!(client = self.cancel.pid, movable, status = %(txn.status as char), unsynced = txn.unsynced, pinned, "a request that is not a read stays on the replica");
                 // A failed, read-only or repeatable-read transaction stays where it is:
                 // the server answers the request (a standby refuses writes with 25006).
                 guard = false;
@@ -236,7 +253,7 @@ impl Session<'_> {
             }
             if end == RelayEnd::Boundary {
                 // Read-your-writes: a write ended on the primary.
-                if routing.is_some_and(|r| !r.read && !r.decision.routed.to_replica()) {
+                if wrote {
                     self.route.wrote(&self.login.pools.topology);
                 }
             }

@@ -5,6 +5,7 @@
 //! (addresses, sizes, password formats). Every error names the file, line and key.
 //! The parsed config is immutable; a reload builds a new one.
 
+mod limits;
 mod routing;
 mod units;
 
@@ -107,6 +108,12 @@ pub struct PoolConfig {
     pub reserve_pool_size: usize,
     #[serde(default = "defaults::reserve_pool_timeout")]
     pub reserve_pool_timeout: Dur,
+    /// Server connections per database on each server, over all its users' pools (0: no limit).
+    #[serde(default)]
+    pub max_db_connections: usize,
+    /// Server connections per user on each server, over all its databases' pools (0: no limit).
+    #[serde(default)]
+    pub max_user_connections: usize,
     #[serde(default = "defaults::checkout_timeout")]
     pub checkout_timeout: Dur,
     #[serde(default = "defaults::server_idle_timeout")]
@@ -146,6 +153,8 @@ impl Default for PoolConfig {
             min_pool_size: 0,
             reserve_pool_size: 0,
             reserve_pool_timeout: defaults::reserve_pool_timeout(),
+            max_db_connections: 0,
+            max_user_connections: 0,
             checkout_timeout: defaults::checkout_timeout(),
             server_idle_timeout: defaults::server_idle_timeout(),
             server_lifetime: defaults::server_lifetime(),
@@ -171,6 +180,12 @@ pub struct UserConfig {
     /// Where this user's transactions go by default: `auto`, `primary` or `replica`.
     #[serde(default)]
     pub route: Route,
+    /// This user's pools' size (wins over `databases.<name>.pool_size` and `pool.size`).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    /// Overrides `pool.max_user_connections` for this user (0: no limit).
+    #[serde(default)]
+    pub max_user_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +203,16 @@ pub struct DatabaseConfig {
     /// SQL PREPARE): `pin` it to its server connection, or `reject` the statement.
     #[serde(default)]
     pub session_features: SessionFeatures,
+    /// Overrides of the `pool:` keys of the same names for this database's pools.
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    #[serde(default)]
+    pub min_pool_size: Option<usize>,
+    #[serde(default)]
+    pub reserve_pool_size: Option<usize>,
+    /// Overrides `pool.max_db_connections` for this database (0: no limit).
+    #[serde(default)]
+    pub max_db_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -409,7 +434,7 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        self.validate_pool_overrides()
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

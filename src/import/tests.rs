@@ -38,16 +38,18 @@ fn realistic_config() {
     assert_eq!(dbs[..2], expected);
     assert_eq!(dbs[2], ("reports", "replica1.db.internal:5432", Some("orders_prod")));
     let expected = [
-        "[users] reporting = pool_mode=session max_user_connections=10", "%include = /etc/pgbouncer/pgbouncer-local.ini",
-        "logfile = /var/log/postgresql/pgbouncer.log", "pidfile = /var/run/postgresql/pgbouncer.pid",
-        "unix_socket_dir = /var/run/postgresql", "stats_users = monitoring", "ignore_startup_parameters = extra_float_digits",
-        "max_db_connections = 100", "server_tls_sslmode = require", "log_connections = 0", "stats_period = 60",
-        "tcp_keepalive = 1", "userlist.txt \"postgres\" = md5 hash", "userlist.txt \"reporting\" = SCRAM verifier",
-        "auth_type = md5", "databases.orders = pool_size=40", "databases.reports = user=reporting",
+        "%include = /etc/pgbouncer/pgbouncer-local.ini", "logfile = /var/log/postgresql/pgbouncer.log",
+        "pidfile = /var/run/postgresql/pgbouncer.pid", "unix_socket_dir = /var/run/postgresql", "stats_users = monitoring",
+        "ignore_startup_parameters = extra_float_digits", "server_tls_sslmode = require", "log_connections = 0",
+        "stats_period = 60", "tcp_keepalive = 1", "userlist.txt \"postgres\" = md5 hash", "userlist.txt \"reporting\" = SCRAM verifier",
+        "users.reporting = pool_mode=session", "auth_type = md5", "databases.reports = user=reporting",
         "databases.reports = password=***", "databases.analytics", "databases.* = host=10.0.1.5",
     ];
     assert_eq!(keys(&c), expected);
-    assert!(c.untranslated[8].to_string() == "server_tls_sslmode = require: TLS is not supported yet (issue #6)");
+    assert!(c.untranslated[6].to_string() == "server_tls_sslmode = require: TLS is not supported yet (issue #6)");
+    assert_eq!((cfg.pool.max_db_connections, cfg.pool.max_user_connections), (100, 0));
+    assert_eq!(cfg.databases["orders"].pool_size, Some(40));
+    assert_eq!(cfg.user("reporting").unwrap().max_user_connections, Some(10));
     assert_eq!((cfg.pool.min_pool_size, cfg.pool.reserve_pool_size), (5, 5));
     assert_eq!(cfg.pool.idle_transaction_timeout.0, std::time::Duration::from_secs(600));
     assert!(!format!("{:?}", c.untranslated).contains("s3cr3t"), "no password in the report");
@@ -109,4 +111,27 @@ fn formats() {
     assert_eq!([0.0, 0.5, 5.0, 600.0, 90.0, 7200.0].map(duration), ["0s", "500ms", "5s", "10m", "90s", "2h"]);
     assert_eq!([1024, 16 << 20, 1 << 30, 1500].map(bytes), ["1kB", "16MB", "1GB", "1500"]);
     assert_eq!([ "app", "10.0.0.1:5432", "yes", "123", "a b", "it's"].map(ys), ["app", "10.0.0.1:5432", "'yes'", "'123'", "'a b'", "'it''s'"]);
+}
+
+#[test]
+fn per_database_and_per_user_pool_settings() {
+    let ini = "[databases]\na = host=h pool_size=3 min_pool_size=1 reserve_pool=2 max_db_connections=8 pool_mode=session\n\
+               b = host=h pool_size=0 reserve_pool_size=4\n[users]\nu = pool_size=6 max_user_connections=9 pool_mode=session\n\
+               ghost = pool_size=1\n[pgbouncer]\nlisten_addr = *\nmax_user_connections = 20\nmax_db_connections = 0\n";
+    let c = convert(ini, Some("\"u\" \"pw\"\n")).unwrap();
+    let cfg = parse(&c);
+    let a = &cfg.databases["a"];
+    assert_eq!((a.pool_size, a.min_pool_size, a.reserve_pool_size, a.max_db_connections), (Some(3), Some(1), Some(2), Some(8)));
+    let b = &cfg.databases["b"];
+    assert_eq!((b.pool_size, b.reserve_pool_size), (None, Some(4)));
+    let u = cfg.user("u").unwrap();
+    assert_eq!((u.pool_size, u.max_user_connections), (Some(6), Some(9)));
+    assert_eq!((cfg.pool.max_user_connections, cfg.pool.max_db_connections), (20, 0));
+    let expected = ["users.u = pool_mode=session", "[users] ghost = pool_size=1", "databases.a = pool_mode=session", "databases.b = pool_size=0"];
+    assert_eq!(keys(&c), expected);
+    assert!(c.untranslated[3].reason.starts_with("must be at least 1"), "{:?}", c.untranslated[3]);
+    let e = convert("[databases]\na = host=h pool_size=many\n", None).unwrap_err();
+    assert_eq!(e.to_string(), "pgbouncer.ini:2: databases.a: pool_size \"many\" is not a valid number");
+    let e = convert("[users]\nu = max_user_connections=-1\n", Some("\"u\" \"pw\"\n")).unwrap_err();
+    assert!(e.to_string().starts_with("pgbouncer.ini:2: users.u: max_user_connections"), "{e}");
 }

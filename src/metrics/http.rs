@@ -1,7 +1,7 @@
 //! The HTTP endpoint on `metrics_listen`: `/metrics` (Prometheus text format),
-//! `/healthz` (the process answers) and `/readyz` (a primary of every database is
-//! reachable and pgmux is not shutting down; a JSON body says, per server, what was
-//! found and how long the check took).
+//! `/healthz` (the process answers) and `/readyz` (every database's current primary
+//! is up and pgmux is not shutting down; a JSON body says, per server, its role,
+//! state, whether it takes reads, its lag and how long its check took).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -69,29 +69,80 @@ fn json_str(s: &str) -> String {
     out
 }
 
-/// Checks every configured server with a TCP connect (1 s bound).
+/// A TCP connect within 1 s: how a server is checked where the monitor has not
+/// (a database without replicas, or before the monitor's first answer).
+async fn tcp_check(addr: &crate::config::ServerAddr) -> (bool, f64) {
+    let t0 = Instant::now();
+    let connect = tokio::net::TcpStream::connect((addr.host.as_str(), addr.port));
+    let up = matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)));
+    (up, t0.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// One server's entry of the body.
+struct Entry<'a> {
+    database: &'a str,
+    server: String,
+    role: &'static str,
+    state: &'static str,
+    readable: bool,
+    lag_bytes: u64,
+    lag_seconds: f64,
+    check_ms: f64,
+}
+
+impl Entry<'_> {
+    fn json(&self) -> String {
+        format!(
+            "{{\"database\":{},\"server\":{},\"role\":\"{}\",\"state\":\"{}\",\"readable\":{},\"lag_bytes\":{},\"lag_seconds\":{},\"check_ms\":{:.3}}}",
+            json_str(self.database),
+            json_str(&self.server),
+            self.role,
+            self.state,
+            self.readable,
+            self.lag_bytes,
+            self.lag_seconds,
+            self.check_ms
+        )
+    }
+}
+
+/// Ready when every database's current primary is up and pgmux is not shutting
+/// down. Databases with replicas: as the replica monitor last found them (a TCP
+/// check of the primary until its first check); others: a TCP connect (1 s bound).
 async fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
+    use std::sync::atomic::Ordering::Relaxed;
     let shutting_down = *proxy.shutdown.borrow();
+    let mut topologies = proxy.topologies();
+    topologies.sort_by(|a, b| a.database.cmp(&b.database));
     let mut entries = Vec::new();
     let mut all_primaries_up = true;
-    for (name, db) in &proxy.config().databases {
-        let servers = std::iter::once((db.primary_addr(), "primary")).chain(db.replica_addrs().into_iter().map(|a| (a, "replica")));
-        for (addr, role) in servers {
-            let t0 = Instant::now();
-            let up = matches!(
-                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((addr.host.as_str(), addr.port))).await,
-                Ok(Ok(_))
-            );
-            if role == "primary" && !up {
+    for t in &topologies {
+        let primary = t.primary();
+        for (i, node) in t.nodes.iter().enumerate() {
+            let checked = t.has_replicas() && node.checked.load(Relaxed);
+            let mut e = Entry {
+                database: &t.database,
+                server: node.addr.to_string(),
+                role: node.role(),
+                state: t.state(i),
+                readable: node.is_readable(),
+                lag_bytes: node.lag_bytes.load(Relaxed),
+                lag_seconds: node.lag_seconds(),
+                check_ms: node.check_micros.load(Relaxed) as f64 / 1000.0,
+            };
+            if !checked {
+                // Not (yet) checked by the monitor: only the primary, by TCP.
+                if i != primary {
+                    entries.push(e.json());
+                    continue;
+                }
+                let (up, ms) = tcp_check(&node.addr).await;
+                (e.role, e.state, e.check_ms) = ("primary", if up { "up" } else { "down" }, ms);
+            }
+            if i == primary && e.state != "up" {
                 all_primaries_up = false;
             }
-            entries.push(format!(
-                "{{\"database\":{},\"server\":{},\"role\":\"{role}\",\"state\":\"{}\",\"check_ms\":{:.3}}}",
-                json_str(name),
-                json_str(&addr.to_string()),
-                if up { "up" } else { "down" },
-                t0.elapsed().as_secs_f64() * 1000.0
-            ));
+            entries.push(e.json());
         }
     }
     let ready = all_primaries_up && !shutting_down;
@@ -100,4 +151,27 @@ async fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
         entries.join(",")
     );
     respond(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, "application/json", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_json() {
+        let e = Entry {
+            database: "a\"b",
+            server: "127.0.0.1:5433".into(),
+            role: "replica",
+            state: "lagging",
+            readable: false,
+            lag_bytes: 12,
+            lag_seconds: 1.5,
+            check_ms: 0.25,
+        };
+        assert_eq!(
+            e.json(),
+            r#"{"database":"a\"b","server":"127.0.0.1:5433","role":"replica","state":"lagging","readable":false,"lag_bytes":12,"lag_seconds":1.5,"check_ms":0.250}"#
+        );
+    }
 }

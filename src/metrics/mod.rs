@@ -6,9 +6,11 @@
 //! per transaction; gauges (clients, servers, saturation) are read from the pools at
 //! scrape time ([`collect`]), so keeping them costs nothing in between. Histograms
 //! have real buckets (not summaries), so they can be summed across instances.
+//! Replica and routing figures are rendered from the topologies ([`replicas`]).
 //! The HTTP endpoint is in [`http`].
 
 pub mod http;
+pub mod replicas;
 
 use std::sync::atomic::Ordering;
 
@@ -160,11 +162,14 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// The text exposition, after refreshing the gauges from `proxy`.
+    /// The text exposition, after refreshing the gauges from `proxy`; the replica
+    /// and routing families are appended from the topologies ([`replicas`]).
     pub fn render(&self, proxy: &Proxy) -> String {
         collect(self, proxy);
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut out = self.handle.render();
+        replicas::render(&proxy.topologies(), &mut out);
+        out
     }
 }
 

@@ -1,4 +1,4 @@
-//! A server connection lent to one client.
+//! A server connection lent to one client, and the slot of one being opened.
 
 use std::sync::Arc;
 
@@ -52,5 +52,39 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.close_now();
+    }
+}
+
+/// A slot counted in the pool's `total` (and its limits) for a connection being
+/// opened. Dropped unfilled (login failed, or the client's task went away during it),
+/// it frees the slot.
+pub(super) struct Slot<'a> {
+    pool: &'a Arc<Pool>,
+    armed: bool,
+}
+
+impl<'a> Slot<'a> {
+    pub(super) fn new(pool: &'a Arc<Pool>) -> Slot<'a> {
+        Slot { pool, armed: true }
+    }
+
+    /// The connection opened in this slot, lent out.
+    pub(super) fn lend(mut self, conn: ServerConn) -> Lease {
+        self.armed = false;
+        Lease::new(self.pool.clone(), conn)
+    }
+
+    /// The connection opened in this slot, put in the pool.
+    pub(super) fn put_back(mut self, conn: ServerConn) {
+        self.armed = false;
+        self.pool.put_back(conn);
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.forget_one();
+        }
     }
 }

@@ -1,16 +1,25 @@
 //! A bounded pool of server connections for one (database, user, server).
 //!
-//! At most `size` connections exist (open or being opened). A client that finds
-//! none idle and the pool full waits in a FIFO queue; a returned connection goes
-//! straight to the longest waiter. Waiting is bounded by `checkout_timeout`. A server
-//! that cannot be reached is retried with exponential backoff; meanwhile checkouts
-//! fail at once with the last connect error instead of hanging.
+//! At most `size` connections exist (open or being opened), and no more than the
+//! pool's shared [`limit`]s allow (`max_db_connections`, `max_user_connections`). A
+//! client that finds none idle and no room waits in a FIFO queue; a returned
+//! connection goes straight to the longest waiter, and a freed slot to the longest
+//! waiter of whichever pool sharing the limit has waited longest. Waiting is bounded by
+//! `checkout_timeout`. A server that cannot be reached is retried with exponential
+//! backoff; meanwhile checkouts fail at once with the last connect error instead of
+//! hanging.
 //!
 //! A checked-out connection is a [`Lease`]: give it back with [`Lease::release`]
 //! (reusable) or [`Lease::discard`]; a lease dropped any other way (a panic, a
-//! forgotten path) is discarded, so the pool's count never leaks.
+//! forgotten path) is discarded, so the pool's count never leaks. The slot of a
+//! connection being opened and a place in the queue are guards too. Every change of
+//! `total` goes through [`Pool::take_slot`] and [`Pool::give_slots`], which count the
+//! limits' units with it.
 
 mod lease;
+pub mod limit;
+mod settings;
+mod wait;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,53 +28,22 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::config::PoolConfig;
 use crate::error::ClientError;
 use crate::metrics::PoolMetrics;
 use crate::server::{self, ServerConn, ServerTarget};
 
 pub use lease::Lease;
+pub use limit::{Limit, LimitKind, Limits};
+pub use settings::PoolSettings;
 
-/// Limits and timeouts of one pool.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    pub size: usize,
-    pub checkout_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub lifetime: Duration,
-    pub connect_timeout: Duration,
-    pub check_delay: Duration,
-    pub max_prepared_statements: usize,
-    /// Connections kept open even when idle (opened by the upkeep task).
-    pub min_size: usize,
-    /// Extra connections for clients that waited `reserve_timeout` (closed again
-    /// when they come back).
-    pub reserve_size: usize,
-    pub reserve_timeout: Duration,
-}
-
-impl From<&PoolConfig> for PoolSettings {
-    fn from(c: &PoolConfig) -> Self {
-        PoolSettings {
-            size: c.size,
-            checkout_timeout: c.checkout_timeout.0,
-            idle_timeout: c.server_idle_timeout.0,
-            lifetime: c.server_lifetime.0,
-            connect_timeout: c.server_connect_timeout.0,
-            check_delay: c.server_check_delay.0,
-            max_prepared_statements: crate::prepared::DEFAULT_CACHE,
-            min_size: c.min_pool_size.min(c.size),
-            reserve_size: c.reserve_pool_size,
-            reserve_timeout: c.reserve_pool_timeout.0,
-        }
-    }
-}
+use lease::Slot;
+use wait::Waiter;
 
 /// The verdict on an idle connection about to be lent.
 enum Vetted {
-    Fit(ServerConn),
+    Fit,
     /// Idle for longer than `server_check_delay`: check it first.
-    Check(ServerConn),
+    Check,
     Unfit,
 }
 
@@ -77,14 +55,36 @@ enum Grant {
     Slot,
 }
 
+/// What a checkout does after looking at the pool (a short-lived local: its size
+/// does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Next<'a> {
+    Ready(Grant),
+    /// Queued; `true` when a shared limit (not the pool's size) holds it back.
+    Wait(Waiter<'a>, bool),
+}
+
+/// Whether a new slot could be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Taken,
+    /// The pool is at its size.
+    Full,
+    /// A shared limit (`max_db_connections`, `max_user_connections`) is reached.
+    Limited,
+}
+
 #[derive(Default)]
 struct State {
     /// Idle connections; the most recently used at the back.
     idle: VecDeque<ServerConn>,
-    /// Connections open or being opened, idle or lent out.
+    /// Connections open or being opened, idle or lent out (each holds a unit of every
+    /// limit of the pool).
     total: usize,
     /// Waiting clients, with when each began to wait.
     waiters: VecDeque<(Instant, oneshot::Sender<Grant>)>,
+    /// `waiters` was non-empty when the limits were last told.
+    flagged: bool,
     down: Option<Down>,
 }
 
@@ -132,6 +132,9 @@ pub struct Pool {
     pub target: ServerTarget,
     /// Swapped whole on reload.
     settings: arc_swap::ArcSwap<PoolSettings>,
+    /// The shared limits this pool's connections count in (its database's and its
+    /// user's on this server).
+    pub limits: Vec<Arc<Limit>>,
     state: Mutex<State>,
     /// ParameterStatus values of the first login, reported to clients at their login.
     server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
@@ -143,17 +146,28 @@ const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Pool {
-    pub fn new(target: ServerTarget, settings: PoolSettings, metrics: PoolMetrics, role: &'static str) -> Arc<Pool> {
-        Arc::new(Pool {
+    pub fn new(
+        target: ServerTarget,
+        settings: PoolSettings,
+        metrics: PoolMetrics,
+        role: &'static str,
+        limits: Vec<Arc<Limit>>,
+    ) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
             name: format!("{}/{}@{}", target.dbname, target.user, target.addr),
             role,
             target,
             settings: arc_swap::ArcSwap::from_pointee(settings),
+            limits,
             state: Mutex::new(State::default()),
             server_params: Mutex::new(None),
             counters: PoolCounters::default(),
             metrics,
-        })
+        });
+        for l in &pool.limits {
+            l.join(&pool);
+        }
+        pool
     }
 
     pub fn settings(&self) -> arc_swap::Guard<Arc<PoolSettings>> {
@@ -161,23 +175,24 @@ impl Pool {
     }
 
     /// Applies new limits (reload): a larger pool lets waiters open connections at
-    /// once; a smaller one shrinks as connections come back.
+    /// once; a smaller one closes idle connections beyond its size and shrinks further
+    /// as connections come back.
     pub fn update_settings(&self, settings: PoolSettings) {
         let size = settings.size;
         self.settings.store(Arc::new(settings));
-        let mut st = self.lock();
-        while st.total < size {
-            let Some((_, w)) = st.waiters.pop_front() else { break };
-            st.total += 1;
-            if w.send(Grant::Slot).is_err() {
-                st.total -= 1;
+        let mut closed = Vec::new();
+        {
+            let mut st = self.lock();
+            self.grant_waiters(&mut st);
+            while st.total > size {
+                let Some(c) = st.idle.pop_front() else { break };
+                self.give_slots(&mut st, 1);
+                closed.push(c);
             }
+            self.sync_waiting(&mut st);
         }
-        while st.total > size {
-            let Some(c) = st.idle.pop_front() else { break };
-            st.total -= 1;
-            c.close();
-        }
+        closed.into_iter().for_each(ServerConn::close);
+        self.wake_limits();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -222,109 +237,169 @@ impl Pool {
             let next = {
                 let mut st = self.lock();
                 if let Some(conn) = st.idle.pop_back() {
-                    Some(Grant::Conn(conn))
-                } else if st.total < self.settings().size {
-                    if let Some(d) = &st.down {
-                        if Instant::now() < d.retry_at {
-                            return Err(self.unavailable(&d.reason));
+                    Next::Ready(Grant::Conn(conn))
+                } else {
+                    let size = self.settings().size;
+                    if st.total < size {
+                        if let Some(d) = &st.down {
+                            if Instant::now() < d.retry_at {
+                                return Err(self.unavailable(&d.reason));
+                            }
                         }
                     }
-                    st.total += 1;
-                    Some(Grant::Slot)
-                } else {
-                    None
+                    match self.take_slot(&mut st, size) {
+                        Room::Taken => Next::Ready(Grant::Slot),
+                        // Queued under the same lock: a grant cannot slip by.
+                        room => Next::Wait(Waiter::enqueue(self, &mut st), room == Room::Limited),
+                    }
                 }
             };
             let grant = match next {
-                Some(g) => g,
-                None => Box::pin(self.wait(deadline)).await?,
+                Next::Ready(grant) => grant,
+                Next::Wait(waiter, limited) => {
+                    if limited {
+                        // Room may be made by closing idle connections of other pools.
+                        limit::wake(&self.limits);
+                    }
+                    Box::pin(waiter.wait(deadline)).await?
+                }
             };
             match grant {
                 Grant::Conn(conn) => {
-                    let conn = match self.vet(conn) {
-                        Vetted::Fit(conn) => Some(conn),
-                        Vetted::Check(conn) => Box::pin(self.check(conn)).await,
-                        Vetted::Unfit => None,
+                    // Leased before any await: the slot is freed whatever happens.
+                    let mut lease = Lease::new(self.clone(), conn);
+                    let fit = match self.vet(lease.conn()) {
+                        Vetted::Fit => true,
+                        Vetted::Check => Box::pin(self.check(lease.conn_mut())).await,
+                        Vetted::Unfit => false,
                     };
-                    if let Some(conn) = conn {
-                        return Ok(Lease::new(self.clone(), conn));
+                    if fit {
+                        return Ok(lease);
                     }
-                    self.forget_one();
+                    lease.discard();
                 }
-                // Boxed, like the check below: rare paths with large futures stay out of
+                // Boxed, like the check above: rare paths with large futures stay out of
                 // every client task's size.
-                Grant::Slot => return Box::pin(self.open()).await.map(|c| Lease::new(self.clone(), c)),
+                Grant::Slot => {
+                    let slot = Slot::new(self);
+                    return Box::pin(self.open()).await.map(|c| slot.lend(c));
+                }
             }
         }
     }
 
-    /// Queues for a connection until `deadline`.
-    async fn wait(&self, deadline: Instant) -> Result<Grant, ClientError> {
-        let (tx, mut rx) = oneshot::channel();
-        let started = Instant::now();
-        self.lock().waiters.push_back((started, tx));
-        let settings = self.settings().clone();
-        let reserve_at = started + settings.reserve_timeout;
-        if settings.reserve_size > 0 && reserve_at < deadline {
-            if let Ok(r) = tokio::time::timeout_at(reserve_at.into(), &mut rx).await {
-                return r.map_err(|_| self.unavailable("pool closed"));
+    /// Takes a slot if the pool has fewer than `cap` and every limit has room.
+    fn take_slot(&self, st: &mut State, cap: usize) -> Room {
+        if st.total >= cap {
+            return Room::Full;
+        }
+        for (i, l) in self.limits.iter().enumerate() {
+            if !l.try_take() {
+                self.limits[..i].iter().for_each(|l| l.give(1));
+                return Room::Limited;
             }
-            // Waited long: a reserve connection, if the reserve has room.
+        }
+        st.total += 1;
+        Room::Taken
+    }
+
+    /// Frees `n` slots (their connections are gone or going).
+    fn give_slots(&self, st: &mut State, n: usize) {
+        st.total -= n;
+        self.limits.iter().for_each(|l| l.give(n));
+    }
+
+    /// Tells the limits whether this pool has clients waiting.
+    fn sync_waiting(&self, st: &mut State) {
+        let on = !st.waiters.is_empty();
+        if on != st.flagged {
+            st.flagged = on;
+            self.limits.iter().for_each(|l| l.set_waiting(on));
+        }
+    }
+
+    /// Gives waiters new slots while the size and the limits allow; returns how many.
+    fn grant_waiters(&self, st: &mut State) -> usize {
+        let size = self.settings().size;
+        let mut granted = 0;
+        while !st.waiters.is_empty() && self.take_slot(st, size) == Room::Taken {
+            let (_, w) = st.waiters.pop_front().expect("not empty");
+            if w.send(Grant::Slot).is_ok() {
+                granted += 1;
+            } else {
+                self.give_slots(st, 1);
+            }
+        }
+        granted
+    }
+
+    /// For [`limit::wake`]: since when the longest waiter has waited, if the pool has
+    /// waiters and room by its size (so only a limit can hold them back).
+    fn blocked_since(&self) -> Option<Instant> {
+        let st = self.lock();
+        let (t, _) = st.waiters.front()?;
+        (st.total < self.settings().size).then_some(*t)
+    }
+
+    /// For [`limit::wake`]: gives waiters the room there is.
+    fn grant(&self) -> usize {
+        let mut st = self.lock();
+        let n = self.grant_waiters(&mut st);
+        self.sync_waiting(&mut st);
+        n
+    }
+
+    /// For [`limit::wake`]: when the least recently used idle connection was last used.
+    fn oldest_idle(&self) -> Option<Instant> {
+        self.lock().idle.front().map(|c| c.last_used)
+    }
+
+    /// Closes the least recently used idle connection to make room under a limit.
+    fn evict_idle(&self) -> bool {
+        let conn = {
             let mut st = self.lock();
-            if st.total < settings.size + settings.reserve_size {
-                rx.close();
-                if let Ok(g) = rx.try_recv() {
-                    return Ok(g);
-                }
-                st.total += 1;
-                return Ok(Grant::Slot);
-            }
-        }
-        let r = tokio::time::timeout_at(deadline.into(), &mut rx).await;
-        match r {
-            Ok(Ok(g)) => Ok(g),
-            Ok(Err(_)) => Err(self.unavailable("pool closed")),
-            Err(_) => {
-                // A grant may have arrived just as the timer fired: take it.
-                rx.close();
-                match rx.try_recv() {
-                    Ok(g) => Ok(g),
-                    Err(_) => {
-                        self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                        Err(ClientError::CheckoutTimeout {
-                            pool: self.name.clone(),
-                            timeout: self.settings().checkout_timeout,
-                        })
-                    }
-                }
-            }
+            let Some(c) = st.idle.pop_front() else { return false };
+            self.give_slots(&mut st, 1);
+            c
+        };
+        tracing::debug!(pool = %self.name, "closing an idle server connection to make room for another pool under a connection limit");
+        conn.close();
+        true
+    }
+
+    /// After slots were freed: lets waiters of other pools sharing a limit proceed.
+    fn wake_limits(&self) {
+        if self.limits.iter().any(|l| l.has_waiters()) {
+            limit::wake(&self.limits);
         }
     }
 
-    /// Looks at an idle connection before lending it (no I/O); closes it if unfit.
-    fn vet(&self, conn: ServerConn) -> Vetted {
+    /// A grant that reached a client no longer waiting.
+    fn take_back(&self, g: Grant) {
+        match g {
+            Grant::Conn(c) => self.put_back(c),
+            Grant::Slot => self.forget_one(),
+        }
+    }
+
+    /// Looks at an idle connection before lending it (no I/O).
+    fn vet(&self, conn: &ServerConn) -> Vetted {
         if !conn.idle_is_clean() || conn.created.elapsed() >= self.settings().lifetime {
-            conn.close();
             return Vetted::Unfit;
         }
         if conn.last_used.elapsed() >= self.settings().check_delay {
-            return Vetted::Check(conn);
+            return Vetted::Check;
         }
-        Vetted::Fit(conn)
+        Vetted::Fit
     }
 
-    /// Checks a connection idle for long with an empty query; closes it if broken.
-    async fn check(&self, mut conn: ServerConn) -> Option<ServerConn> {
-        match conn.run_internal("", self.settings().connect_timeout).await {
-            Ok(r) if r.error.is_none() && r.status == b'I' => Some(conn),
-            _ => {
-                conn.close();
-                None
-            }
-        }
+    /// Checks a connection idle for long with an empty query.
+    async fn check(&self, conn: &mut ServerConn) -> bool {
+        matches!(conn.run_internal("", self.settings().connect_timeout).await, Ok(r) if r.error.is_none() && r.status == b'I')
     }
 
-    /// Opens a new connection in a slot already counted in `total`.
+    /// Opens a new connection in a slot already counted in `total` (the caller's
+    /// [`Slot`] frees it if this fails).
     async fn open(&self) -> Result<ServerConn, ClientError> {
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
         match server::login::connect(&self.target, self.settings().connect_timeout).await {
@@ -345,13 +420,10 @@ impl Pool {
                     Some(pg) => ClientError::ServerRefused(pg.clone()),
                     None => self.unavailable(&e.to_string()),
                 };
-                {
-                    let mut st = self.lock();
-                    let failures = st.down.as_ref().map_or(0, |d| d.failures) + 1;
-                    let backoff = (BACKOFF_START * 2u32.saturating_pow(failures - 1)).min(BACKOFF_MAX);
-                    st.down = Some(Down { retry_at: Instant::now() + backoff, failures, reason: e.to_string() });
-                }
-                self.forget_one();
+                let mut st = self.lock();
+                let failures = st.down.as_ref().map_or(0, |d| d.failures) + 1;
+                let backoff = (BACKOFF_START * 2u32.saturating_pow(failures - 1)).min(BACKOFF_MAX);
+                st.down = Some(Down { retry_at: Instant::now() + backoff, failures, reason: e.to_string() });
                 Err(client_err)
             }
         }
@@ -361,52 +433,70 @@ impl Pool {
         ClientError::ServerUnavailable { server: self.target.addr.to_string(), reason: reason.to_string() }
     }
 
-    /// A connection (or slot) went away: let the longest waiter open a new one.
+    /// A connection (or slot) went away: its slot goes to the longest waiter if the
+    /// size and limits allow, else back to the limits (for other pools' waiters).
     fn forget_one(&self) {
-        let mut st = self.lock();
-        st.total -= 1;
-        while let Some((_, w)) = st.waiters.pop_front() {
-            st.total += 1;
-            if w.send(Grant::Slot).is_ok() {
-                return;
-            }
-            st.total -= 1;
+        {
+            let mut st = self.lock();
+            self.give_slots(&mut st, 1);
+            self.grant_waiters(&mut st);
+            self.sync_waiting(&mut st);
         }
+        self.wake_limits();
     }
 
-    /// Takes back a reusable connection: to the longest waiter, else to the idle list.
+    /// Takes back a reusable connection: to the longest waiter, else to the idle list
+    /// (or closed, when a limit it counts in is wanted by another pool's waiters).
     fn put_back(&self, mut conn: ServerConn) {
-        if conn.created.elapsed() >= self.settings().lifetime || self.over_size() {
+        if conn.created.elapsed() >= self.settings().lifetime || self.over_size() || self.limits.iter().any(|l| l.is_over()) {
             conn.close();
             self.forget_one();
             return;
         }
         conn.last_used = Instant::now();
         conn.shrink();
-        let mut st = self.lock();
-        while let Some((_, w)) = st.waiters.pop_front() {
-            match w.send(Grant::Conn(conn)) {
-                Ok(()) => return,
-                Err(Grant::Conn(c)) => conn = c,
-                Err(Grant::Slot) => unreachable!("sent a connection"),
+        {
+            let mut st = self.lock();
+            let (mut left, mut idled) = (Some(conn), false);
+            while let Some(c) = left.take() {
+                let Some((_, w)) = st.waiters.pop_front() else {
+                    st.idle.push_back(c);
+                    idled = true;
+                    break;
+                };
+                match w.send(Grant::Conn(c)) {
+                    Ok(()) => {}
+                    Err(Grant::Conn(c)) => left = Some(c),
+                    Err(Grant::Slot) => unreachable!("sent a connection"),
+                }
+            }
+            self.sync_waiting(&mut st);
+            if !idled {
+                return;
             }
         }
-        st.idle.push_back(conn);
+        if self.limits.iter().any(|l| l.contended()) {
+            limit::wake(&self.limits);
+        }
     }
 
-    /// Opens connections until the pool has `min_size` (called by the upkeep task).
+    /// Opens connections until the pool has `min_size` (called by the upkeep task),
+    /// as far as the limits allow.
     pub async fn warm(self: &Arc<Self>) {
         loop {
             {
                 let mut st = self.lock();
                 let min = self.settings().min_size;
-                if st.total >= min || st.down.as_ref().is_some_and(|d| Instant::now() < d.retry_at) {
+                if st.down.as_ref().is_some_and(|d| Instant::now() < d.retry_at) {
                     return;
                 }
-                st.total += 1;
+                if self.take_slot(&mut st, min) != Room::Taken {
+                    return;
+                }
             }
+            let slot = Slot::new(self);
             match self.open().await {
-                Ok(conn) => self.put_back(conn),
+                Ok(conn) => slot.put_back(conn),
                 Err(_) => return,
             }
         }
@@ -436,11 +526,12 @@ impl Pool {
                 !go
             });
             st.idle = keep;
-            st.total -= gone.len();
+            self.give_slots(&mut st, gone.len());
             gone.into_iter().collect()
         };
-        for c in expired {
-            c.close();
+        if !expired.is_empty() {
+            expired.into_iter().for_each(ServerConn::close);
+            self.wake_limits();
         }
     }
 
@@ -459,12 +550,32 @@ impl Pool {
         let idle: Vec<ServerConn> = {
             let mut st = self.lock();
             let v: Vec<_> = st.idle.drain(..).collect();
-            st.total -= v.len();
+            self.give_slots(&mut st, v.len());
             v
         };
-        for c in idle {
-            c.close();
+        if !idle.is_empty() {
+            idle.into_iter().for_each(ServerConn::close);
+            self.wake_limits();
         }
     }
 }
 
+impl Drop for Pool {
+    /// A pool goes away with its last client (a reload dropped it from the registry):
+    /// its idle connections close and give their units back.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let (total, flagged) = (st.total, st.flagged);
+        st.idle.drain(..).for_each(ServerConn::close);
+        for l in &self.limits {
+            l.give(total);
+            if flagged {
+                l.set_waiting(false);
+            }
+        }
+        limit::wake(&self.limits);
+    }
+}
+
+#[cfg(test)]
+mod tests;

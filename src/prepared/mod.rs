@@ -23,8 +23,8 @@ pub struct StmtDef {
     pub server_name: String,
     /// `query\0`, parameter count and types, as in the client's Parse.
     pub body: Bytes,
-    /// Whether it may run on a replica (classified once, on first use by the router).
-    pub reads: std::sync::OnceLock<bool>,
+    /// What it means for routing (classified once, on first use by the router).
+    pub route: std::sync::OnceLock<crate::router::request::Verdict>,
 }
 
 /// All distinct statements seen, shared by every client.
@@ -46,7 +46,7 @@ impl Registry {
             .entry(body.clone())
             .or_insert_with(|| {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-                Arc::new(StmtDef { id, server_name: server_name(id), body, reads: Default::default() })
+                Arc::new(StmtDef { id, server_name: server_name(id), body, route: Default::default() })
             })
             .clone()
     }

@@ -40,8 +40,9 @@ pub enum Begin {
     /// A plain `BEGIN` (read committed): while it has only read, the transaction
     /// can move to the primary when a write comes.
     Plain,
-    /// `BEGIN ... READ ONLY`, or an isolation level whose snapshot must not change
-    /// (`REPEATABLE READ`): it stays where it started.
+    /// `BEGIN ... READ ONLY` (may run on a replica), or `REPEATABLE READ` (whose
+    /// snapshot must not change: the request is then not a read, it starts on the
+    /// primary): it stays where it started.
     Fixed,
 }
 
@@ -56,12 +57,79 @@ pub enum Scan {
     Malformed,
 }
 
+/// What one statement means for routing (kept with a named statement, see
+/// [`crate::prepared::StmtDef::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// It may run on a replica (a plain `BEGIN` and the end of a transaction count:
+    /// the request's other statements decide).
+    pub reads: bool,
+    pub hint: Option<Hint>,
+    pub begin: Option<Begin>,
+}
+
+impl Verdict {
+    /// Classifies one statement's text.
+    pub fn of(text: &[u8], cfg: &ClassifyConfig) -> Verdict {
+        let c = classify(text, cfg);
+        let mut v = Verdict { reads: statement_reads(&c), hint: c.hint, begin: None };
+        match c.txn {
+            TxnEffect::Begin if c.hint.is_none() => {
+                if fixed_isolation(text) {
+                    // Its snapshot could not move to the primary at a write: start there.
+                    v.begin = Some(Begin::Fixed);
+                    v.reads = false;
+                } else {
+                    v.begin = Some(Begin::Plain);
+                }
+            }
+            TxnEffect::BeginReadOnly => v.begin = Some(Begin::Fixed),
+            _ => {}
+        }
+        v
+    }
+}
+
+/// Named statements parsed earlier in the same request (not yet known to the
+/// client's statements): a few, without allocating; more are judged conservatively.
+#[derive(Default)]
+struct Parsed<'a> {
+    entries: [Option<(&'a [u8], Verdict)>; 8],
+    next: usize,
+    overflowed: bool,
+}
+
+impl<'a> Parsed<'a> {
+    fn insert(&mut self, name: &'a [u8], v: Verdict) {
+        if let Some(slot) = self.entries.iter_mut().flatten().find(|(n, _)| *n == name) {
+            slot.1 = v;
+            return;
+        }
+        if self.next == self.entries.len() {
+            self.overflowed = true;
+            return;
+        }
+        self.entries[self.next] = Some((name, v));
+        self.next += 1;
+    }
+
+    /// `Some(None)`: the name may have been parsed here but was not kept.
+    fn get(&self, name: &[u8]) -> Option<Option<Verdict>> {
+        match self.entries.iter().flatten().find(|(n, _)| *n == name) {
+            Some((_, v)) => Some(Some(*v)),
+            None if self.overflowed => Some(None),
+            None => None,
+        }
+    }
+}
+
 /// Finds and sums up the first request in `buf`.
 pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statements: &ClientStatements) -> Scan {
     let mut at = 0;
     let mut req = Request { len: 0, read: true, hint: None, begin: None, lone_begin: false, lone_end: None };
     // The verdict on the unnamed statement as of this point of the request.
-    let mut unnamed: Option<bool> = None;
+    let mut unnamed: Option<Verdict> = None;
+    let mut parsed = Parsed::default();
     let mut first = true;
     loop {
         if buf.len() < at + HEADER_LEN {
@@ -88,43 +156,44 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                     req.lone_begin = c.txn == TxnEffect::Begin && !c.is_read() && c.hint.is_none() && !fixed_isolation(text);
                     req.lone_end = lone_end(text, &c);
                 }
-                note(&mut req, &c, text);
+                note(&mut req, Verdict::of(text, cfg));
                 req.len = at;
                 return Scan::Complete(req);
             }
             codes::PARSE => {
                 let Some((name, rest)) = cstr(body) else { return Scan::Malformed };
                 let Some((text, _)) = cstr(rest) else { return Scan::Malformed };
-                let c = classify(text, cfg);
+                let v = Verdict::of(text, cfg);
                 if name.is_empty() {
-                    unnamed = Some(statement_reads(&c));
+                    unnamed = Some(v);
+                } else {
+                    parsed.insert(name, v);
                 }
-                note(&mut req, &c, text);
+                // Parsing runs nothing: the Bind that uses it decides.
             }
             codes::BIND => {
                 let Some((_, rest)) = cstr(body) else { return Scan::Malformed };
                 let Some((stmt, _)) = cstr(rest) else { return Scan::Malformed };
-                let reads = if stmt.is_empty() {
-                    *unnamed.get_or_insert_with(|| last_unnamed_reads(statements, cfg))
+                let v = if stmt.is_empty() {
+                    Some(*unnamed.get_or_insert_with(|| last_unnamed(statements, cfg)))
                 } else {
-                    match statements.named.get(stmt) {
-                        Some(def) => *def.reads.get_or_init(|| statement_reads(&classify(query_of(&def.body), cfg))),
-                        // Unknown to pgmux: whatever happens, not on a replica.
-                        None => false,
+                    match parsed.get(stmt) {
+                        Some(v) => v,
+                        None => statements.named.get(stmt).map(|def| *def.route.get_or_init(|| Verdict::of(query_of(&def.body), cfg))),
                     }
                 };
-                req.read &= reads;
+                match v {
+                    Some(v) => note(&mut req, v),
+                    // Unknown to pgmux: whatever happens, not on a replica.
+                    None => req.read = false,
+                }
             }
             codes::FUNCTION_CALL => {
                 req.read = false;
                 req.len = at;
                 return Scan::Complete(req);
             }
-            codes::SYNC | codes::FLUSH => {
-                req.len = at;
-                return Scan::Complete(req);
-            }
-            codes::TERMINATE => {
+            codes::SYNC | codes::FLUSH | codes::TERMINATE => {
                 req.len = at;
                 return Scan::Complete(req);
             }
@@ -135,18 +204,14 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
 }
 
 /// Folds one statement into its request.
-fn note(req: &mut Request, c: &Classification, text: &[u8]) {
-    if c.hint.is_some() {
-        req.hint = c.hint;
+fn note(req: &mut Request, v: Verdict) {
+    if v.hint.is_some() {
+        req.hint = v.hint;
     }
-    match c.txn {
-        TxnEffect::Begin if c.hint.is_none() => {
-            req.begin = Some(if fixed_isolation(text) { Begin::Fixed } else { Begin::Plain });
-        }
-        TxnEffect::BeginReadOnly => req.begin = Some(Begin::Fixed),
-        _ => {}
+    if v.begin.is_some() {
+        req.begin = v.begin;
     }
-    req.read &= statement_reads(c);
+    req.read &= v.reads;
 }
 
 /// Whether a statement may run on a replica inside a request: reads, plus a plain
@@ -177,10 +242,10 @@ fn lone_end(text: &[u8], c: &Classification) -> Option<bool> {
 }
 
 /// The client's last unnamed statement (a Bind without a Parse reuses it).
-fn last_unnamed_reads(statements: &ClientStatements, cfg: &ClassifyConfig) -> bool {
+fn last_unnamed(statements: &ClientStatements, cfg: &ClassifyConfig) -> Verdict {
     match &statements.unnamed {
-        Some(body) => statement_reads(&classify(query_of(body), cfg)),
-        None => false,
+        Some(body) => Verdict::of(query_of(body), cfg),
+        None => Verdict { reads: false, hint: None, begin: None },
     }
 }
 
@@ -250,7 +315,9 @@ mod tests {
         let b = complete(scan(&query("BEGIN")));
         assert!(b.lone_begin && b.begin == Some(Begin::Plain) && b.read);
         let b = complete(scan(&query("begin isolation level repeatable read")));
-        assert!(!b.lone_begin && b.begin == Some(Begin::Fixed));
+        assert!(!b.lone_begin && b.begin == Some(Begin::Fixed) && !b.read);
+        let b = complete(scan(&query("begin read only")));
+        assert!(!b.lone_begin && b.begin == Some(Begin::Fixed) && b.read);
         assert_eq!(complete(scan(&query("commit"))).lone_end, Some(true));
         assert_eq!(complete(scan(&query("ROLLBACK"))).lone_end, Some(false));
         let h = complete(scan(&query("/* pgmux:replica */ insert into t values (1)")));
@@ -310,6 +377,40 @@ mod tests {
         bind(&mut x, "nope");
         frontend::sync(&mut x);
         assert!(!complete(next_request(&x, 1 << 20, &cfg(), &st)).read);
+    }
+
+    #[test]
+    fn a_statement_parsed_in_the_request_is_known_to_its_bind() {
+        let mut b = BytesMut::new();
+        extended(&mut b, "S_9", "select count(*) from t where a = $1");
+        frontend::sync(&mut b);
+        assert!(complete(scan(&b)).read);
+        let mut w = BytesMut::new();
+        extended(&mut w, "S_10", "delete from t");
+        frontend::sync(&mut w);
+        assert!(!complete(scan(&w)).read);
+        // A Parse alone runs nothing (a write may be prepared anywhere).
+        let mut p = BytesMut::new();
+        frontend::parse("S_11", "delete from t", [], &mut p).unwrap();
+        frontend::sync(&mut p);
+        assert!(complete(scan(&p)).read);
+    }
+
+    #[test]
+    fn a_named_begin_opens_a_transaction() {
+        // pgjdbc prepares BEGIN as a named statement once it has been used enough.
+        let registry = crate::prepared::Registry::default();
+        let mut st = ClientStatements::default();
+        let mut parse = BytesMut::new();
+        frontend::parse("S_1", "BEGIN", [], &mut parse).unwrap();
+        st.named.insert(b"S_1".to_vec().into_boxed_slice(), registry.intern(&parse[9..]));
+        let mut b = BytesMut::new();
+        bind(&mut b, "S_1");
+        frontend::execute("", 0, &mut b).unwrap();
+        extended(&mut b, "", "select 1");
+        frontend::sync(&mut b);
+        let r = complete(next_request(&b, 1 << 20, &cfg(), &st));
+        assert!(r.read && r.begin == Some(Begin::Plain), "{r:?}");
     }
 
     #[test]

@@ -115,6 +115,16 @@ async def main_async():
     await conn.execute(f"drop table if exists {TABLE}")
     await conn.execute(f"create table {TABLE} (conn int not null, i int not null)")
     await conn.close()
+    # With read/write routing a new connection may read a replica that has not yet
+    # replayed the creation: wait, as an application reading replicas must.
+    for _ in range(200):
+        c = await connect()
+        try:
+            if await c.fetchval("select to_regclass($1) is not null", TABLE):
+                break
+        finally:
+            await c.close()
+        await asyncio.sleep(0.05)
 
     results = await asyncio.gather(*(connection_worker(c) for c in range(CONNS)), return_exceptions=True)
     cached = []

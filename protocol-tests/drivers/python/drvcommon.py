@@ -19,6 +19,21 @@ DB = os.environ.get("PGMUX_DB", "app")
 EXPECT_SPREAD = os.environ.get("PGMUX_EXPECT_SPREAD") == "1"
 
 
+def wait_visible(connect, table, seconds=10):
+    """With read/write routing, a new connection's read may go to a replica that has
+    not yet replayed the table's creation (another connection made it): wait, as an
+    application reading replicas must."""
+    import time
+    deadline = time.monotonic() + seconds
+    while True:
+        with connect() as c:
+            if c.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]:
+                return
+        if time.monotonic() > deadline:
+            raise WrongResult(f"table {table} not visible to new connections after {seconds}s")
+        time.sleep(0.05)
+
+
 class WrongResult(AssertionError):
     pass
 

@@ -19,7 +19,7 @@ import time
 
 import psycopg
 
-from drvcommon import DB, HOST, PASSWORD, PORT, USER, Report, expect
+from drvcommon import DB, HOST, PASSWORD, PORT, USER, Report, expect, wait_visible
 
 THREADS = 4
 TXNS = 50
@@ -194,6 +194,7 @@ def main():
             if part in parts:
                 conn.execute(f"drop table if exists {table}")
                 conn.execute(f"create table {table} (thread int not null, i int not null)")
+                wait_visible(lambda: connect(autocommit=True), table)
     threads = []
     if "prepared" in parts:
         threads += [guarded(f"prepared thread {t}", prepared_transactions, t) for t in range(THREADS)]

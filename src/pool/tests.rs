@@ -1,0 +1,334 @@
+//! Pools and shared limits against a fake server that logs anyone in and answers
+//! empty queries, counting its open connections.
+
+use super::*;
+use crate::config::ServerAddr;
+use std::sync::atomic::AtomicUsize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A fake PostgreSQL: trust login, `EmptyQueryResponse` to any query. `open` counts
+/// connections it has not seen closed; with `hang`, it never answers the login.
+struct Fake {
+    addr: ServerAddr,
+    open: Arc<AtomicUsize>,
+}
+
+async fn fake(hang: bool) -> Fake {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = ServerAddr { host: "127.0.0.1".into(), port: l.local_addr().unwrap().port() };
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let count = count.clone();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = serve(&mut s, hang).await;
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Fake { addr, open }
+}
+
+async fn serve(s: &mut tokio::net::TcpStream, hang: bool) -> std::io::Result<()> {
+    let len = s.read_u32().await? as usize;
+    let mut startup = vec![0; len - 4];
+    s.read_exact(&mut startup).await?;
+    if hang {
+        let mut sink = [0u8; 64];
+        while s.read(&mut sink).await? > 0 {}
+        return Ok(());
+    }
+    s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2, b'Z', 0, 0, 0, 5, b'I']).await?;
+    loop {
+        let tag = s.read_u8().await?;
+        let len = s.read_u32().await? as usize;
+        let mut body = vec![0; len - 4];
+        s.read_exact(&mut body).await?;
+        match tag {
+            b'Q' => s.write_all(&[b'I', 0, 0, 0, 4, b'Z', 0, 0, 0, 5, b'I']).await?,
+            b'X' => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+fn settings(size: usize) -> PoolSettings {
+    PoolSettings {
+        size,
+        checkout_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(600),
+        lifetime: Duration::from_secs(3600),
+        connect_timeout: Duration::from_secs(2),
+        check_delay: Duration::from_secs(30),
+        max_prepared_statements: 8,
+        min_size: 0,
+        reserve_size: 0,
+        reserve_timeout: Duration::from_secs(5),
+    }
+}
+
+fn pool(addr: &ServerAddr, db: &str, user: &str, settings: PoolSettings, limits: &[&Arc<Limit>]) -> Arc<Pool> {
+    let target = ServerTarget {
+        addr: addr.clone(),
+        dbname: db.into(),
+        user: user.into(),
+        password: None,
+        keys: Default::default(),
+    };
+    let metrics = crate::metrics::Metrics::new().pool(db, user, &addr.to_string(), "primary");
+    Pool::new(target, settings, metrics, "primary", limits.iter().map(|l| (*l).clone()).collect())
+}
+
+fn db_limit(f: &Fake, max: usize) -> Arc<Limit> {
+    Limit::new(LimitKind::Database, "d", &f.addr, max)
+}
+
+fn user_limit(f: &Fake, name: &str, max: usize) -> Arc<Limit> {
+    Limit::new(LimitKind::User, name, &f.addr, max)
+}
+
+/// Waits until `cond` holds (the fake server sees closes a moment later).
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn is_waiting(p: &Arc<Pool>) {
+    eventually("a client waits", || p.status().waiting == 1).await;
+}
+
+#[tokio::test]
+async fn a_database_limit_holds_clients_of_another_user_until_a_connection_goes_idle() {
+    let f = fake(false).await;
+    let d = db_limit(&f, 2);
+    let (a, b) = (pool(&f.addr, "d", "a", settings(5), &[&d]), pool(&f.addr, "d", "b", settings(5), &[&d]));
+    let (l1, l2) = (a.checkout().await.unwrap(), a.checkout().await.unwrap());
+    assert_eq!((d.used(), f.open.load(Ordering::SeqCst)), (2, 2));
+    let b2 = b.clone();
+    let waiter = tokio::spawn(async move { b2.checkout().await.map(|l| l.release()) });
+    is_waiting(&b).await;
+    assert!(d.contended());
+    // A connection going idle in a's pool is closed to make room for b's client.
+    l1.release();
+    waiter.await.unwrap().unwrap();
+    assert_eq!((a.status().total, b.status().total, d.used()), (1, 1, 2));
+    assert_eq!((b.status().waiting, d.contended()), (0, false));
+    l2.release();
+    eventually("server sees 2", || f.open.load(Ordering::SeqCst) == 2).await;
+}
+
+#[tokio::test]
+async fn idle_connections_of_other_pools_are_closed_at_once_for_a_waiter() {
+    let f = fake(false).await;
+    let d = db_limit(&f, 2);
+    let (a, b) = (pool(&f.addr, "d", "a", settings(5), &[&d]), pool(&f.addr, "d", "b", settings(5), &[&d]));
+    let (l1, l2) = (a.checkout().await.unwrap(), a.checkout().await.unwrap());
+    l1.release();
+    l2.release();
+    assert_eq!((a.status().idle, d.used()), (2, 2));
+    let t0 = Instant::now();
+    let (m1, m2) = (b.checkout().await.unwrap(), b.checkout().await.unwrap());
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert_eq!((a.status().total, b.status().total, d.used()), (0, 2, 2));
+    drop((m1, m2));
+    assert_eq!(d.used(), 0, "dropped leases give their units back");
+    eventually("server sees none", || f.open.load(Ordering::SeqCst) == 0).await;
+}
+
+#[tokio::test]
+async fn a_discarded_connection_lets_the_other_pools_waiter_open_one() {
+    let f = fake(false).await;
+    let u = user_limit(&f, "u", 1);
+    let (a, b) = (pool(&f.addr, "d1", "u", settings(3), &[&u]), pool(&f.addr, "d2", "u", settings(3), &[&u]));
+    let held = a.checkout().await.unwrap();
+    let b2 = b.clone();
+    let waiter = tokio::spawn(async move { b2.checkout().await });
+    is_waiting(&b).await;
+    held.discard();
+    let lease = waiter.await.unwrap().unwrap();
+    assert_eq!((a.status().total, b.status().total, u.used()), (0, 1, 1));
+    drop(lease);
+    assert_eq!(u.used(), 0);
+}
+
+#[tokio::test]
+async fn waiters_time_out_with_53300_and_nothing_leaks() {
+    let f = fake(false).await;
+    let d = db_limit(&f, 1);
+    let mut s = settings(4);
+    s.checkout_timeout = Duration::from_millis(200);
+    let (a, b) = (pool(&f.addr, "d", "a", s.clone(), &[&d]), pool(&f.addr, "d", "b", s, &[&d]));
+    let held = a.checkout().await.unwrap();
+    let t0 = Instant::now();
+    let e = b.checkout().await.err().expect("times out");
+    assert!(matches!(e, ClientError::CheckoutTimeout { .. }), "{e:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(190));
+    // A client whose task goes away while waiting leaves no entry behind.
+    let b2 = b.clone();
+    let gone = tokio::spawn(async move { b2.checkout().await.map(drop) });
+    is_waiting(&b).await;
+    gone.abort();
+    let _ = gone.await;
+    assert_eq!((b.status().waiting, b.status().total, d.used()), (0, 0, 1));
+    assert!(!d.contended());
+    drop(held);
+    assert_eq!(d.used(), 0);
+}
+
+#[tokio::test]
+async fn a_checkout_abandoned_during_login_frees_its_slot() {
+    let f = fake(true).await;
+    let d = db_limit(&f, 1);
+    let a = pool(&f.addr, "d", "a", settings(2), &[&d]);
+    let a2 = a.clone();
+    let t = tokio::spawn(async move { a2.checkout().await.map(drop) });
+    eventually("logging in", || d.used() == 1).await;
+    t.abort();
+    let _ = t.await;
+    assert_eq!((a.status().total, d.used()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_pool_blocked_by_both_limits_gets_room_from_both() {
+    let f = fake(false).await;
+    let (d, d2) = (db_limit(&f, 1), Limit::new(LimitKind::Database, "d2", &f.addr, 0));
+    let (u, u2) = (user_limit(&f, "u", 1), user_limit(&f, "u2", 0));
+    // (d, u2) holds d's unit, (d2, u) holds u's unit, both idle; (d, u) wants one.
+    let x = pool(&f.addr, "d", "u2", settings(2), &[&d, &u2]);
+    let y = pool(&f.addr, "d2", "u", settings(2), &[&d2, &u]);
+    let want = pool(&f.addr, "d", "u", settings(2), &[&d, &u]);
+    x.checkout().await.unwrap().release();
+    y.checkout().await.unwrap().release();
+    let lease = tokio::time::timeout(Duration::from_secs(2), want.checkout()).await.expect("no wait").unwrap();
+    assert_eq!((x.status().total, y.status().total, d.used(), u.used()), (0, 0, 1, 1));
+    drop(lease);
+}
+
+#[tokio::test]
+async fn raising_a_limit_lets_waiters_proceed_and_lowering_one_shrinks() {
+    let f = fake(false).await;
+    let d = db_limit(&f, 1);
+    let a = pool(&f.addr, "d", "a", settings(5), &[&d]);
+    let held = a.checkout().await.unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let a2 = a.clone();
+        waiters.push(tokio::spawn(async move { a2.checkout().await }));
+    }
+    eventually("two wait", || a.status().waiting == 2).await;
+    d.set_max(3);
+    limit::wake(std::slice::from_ref(&d));
+    let mut leases = Vec::new();
+    for w in waiters {
+        leases.push(w.await.unwrap().unwrap());
+    }
+    assert_eq!((a.status().total, d.used()), (3, 3));
+    // Lowered: connections coming back close until the limit holds.
+    d.set_max(1);
+    leases.into_iter().for_each(Lease::release);
+    assert_eq!((a.status().total, a.status().idle, d.used()), (1, 0, 1));
+    held.release();
+    assert_eq!((a.status().idle, d.used()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_grown_pool_size_is_still_bounded_by_the_limit() {
+    let f = fake(false).await;
+    let d = db_limit(&f, 2);
+    let a = pool(&f.addr, "d", "a", settings(1), &[&d]);
+    let held = a.checkout().await.unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let a2 = a.clone();
+        waiters.push(tokio::spawn(async move { a2.checkout().await }));
+    }
+    eventually("two wait", || a.status().waiting == 2).await;
+    a.update_settings(settings(5));
+    let first = waiters.remove(0).await.unwrap().unwrap();
+    assert_eq!((a.status().total, a.status().waiting, d.used()), (2, 1, 2));
+    drop(first);
+    waiters.remove(0).await.unwrap().unwrap().release();
+    held.release();
+    assert_eq!((a.status().total, d.used()), (2, 2));
+}
+
+#[tokio::test]
+async fn min_pool_size_stops_at_the_limit_and_a_dropped_pool_gives_its_units_back() {
+    let f = fake(false).await;
+    let d = db_limit(&f, 2);
+    let mut s = settings(5);
+    s.min_size = 4;
+    let a = pool(&f.addr, "d", "a", s, &[&d]);
+    a.warm().await;
+    assert_eq!((a.status().idle, d.used()), (2, 2));
+    drop(a);
+    assert_eq!(d.used(), 0);
+    eventually("server sees none", || f.open.load(Ordering::SeqCst) == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_clients_of_three_pools_never_exceed_the_limit_and_nothing_leaks() {
+    let f = fake(false).await;
+    let d = db_limit(&f, 3);
+    let pools: Vec<Arc<Pool>> = ["a", "b", "c"].iter().map(|u| pool(&f.addr, "d", u, settings(3), &[&d])).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let (d, stop) = (d.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut max = 0;
+            while !stop.load(Ordering::SeqCst) {
+                max = max.max(d.used());
+                tokio::task::yield_now().await;
+            }
+            max
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..30usize {
+        let p = pools[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut served = 0;
+            for j in 0..20usize {
+                let hold = Duration::from_micros(((i * 7 + j * 13) % 5) as u64 * 300);
+                match (i + j) % 7 {
+                    // A client that gives up waiting (its task goes away).
+                    0 => {
+                        let _ = tokio::time::timeout(Duration::from_millis(1), p.checkout()).await;
+                    }
+                    1 => {
+                        let l = p.checkout().await.unwrap();
+                        tokio::time::sleep(hold).await;
+                        l.discard();
+                        served += 1;
+                    }
+                    _ => {
+                        let l = p.checkout().await.unwrap();
+                        tokio::time::sleep(hold).await;
+                        l.release();
+                        served += 1;
+                    }
+                }
+            }
+            served
+        }));
+    }
+    let mut served = 0;
+    for t in tasks {
+        served += t.await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    assert!(watch.await.unwrap() <= 3);
+    assert!(served > 400, "{served}");
+    let totals: usize = pools.iter().map(|p| p.status().total).sum();
+    assert_eq!(d.used(), totals, "units follow the connections");
+    assert!(pools.iter().all(|p| p.status().waiting == 0));
+    assert!(!d.has_waiters());
+    assert_eq!(pools.iter().map(|p| p.status().idle).sum::<usize>(), totals, "nothing lent out or opening");
+}
