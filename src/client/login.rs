@@ -117,7 +117,8 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
         settings.extend(parsed);
     }
     let params = Arc::new(SessionParams::from_startup(settings));
-    let server_params = pools.primary.server_params().await.map_err(|e| {
+    // From the server writes go to now (the configured primary may be gone after a failover).
+    let server_params = pools.node(pools.topology.primary()).server_params().await.map_err(|e| {
         let mut pg = e.to_pg();
         pg.severity = crate::error::Severity::Fatal;
         Refusal::Error(pg)

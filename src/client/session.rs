@@ -115,7 +115,8 @@ impl Session<'_> {
             self.proxy.wait_unpaused(&self.login.database).await;
             let checkout = match routing.as_mut() {
                 Some(r) => self.checkout_routed(&topo, r).await,
-                None => self.checkout_from(self.login.pools.primary.clone()).await,
+                // The primary now (it moves on failover).
+                None => self.checkout_from(self.login.pools.node(topo.primary()).clone()).await,
             };
             self.cancel.set_state(crate::cancel::state::ACTIVE);
             let lease = match checkout {
