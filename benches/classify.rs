@@ -2,10 +2,12 @@
 //!
 //! Short statements of the kinds ORMs send, the longest statement of the corpus (a
 //! ~1.9 KB Hibernate-style query with joins and subqueries), and the whole corpus of
-//! `src/router/corpus.sql` (throughput = statements).
+//! `src/router/corpus.sql` (throughput = statements); and the router's scan of a whole
+//! request (`request/*`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pgmux::router::classify::{classify, ClassifyConfig};
+use pgmux::router::request::{next_request, Scan};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,6 +90,28 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    group.finish();
+
+    // What the router pays per request: find the request's end and sum up its
+    // statements (a pgbench -S style Parse/Bind/Describe/Execute/Sync, and a simple Query).
+    let mut extended = bytes::BytesMut::new();
+    let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+    postgres_protocol::message::frontend::parse("", sql, [], &mut extended).unwrap();
+    let bind_len = 4 + 1 + 1 + 2 + 2 + 4 + 2 + 2;
+    extended.extend_from_slice(b"B");
+    extended.extend_from_slice(&(bind_len as i32).to_be_bytes());
+    extended.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 2, b'4', b'2', 0, 0]);
+    postgres_protocol::message::frontend::describe(b'P', "", &mut extended).unwrap();
+    postgres_protocol::message::frontend::execute("", 0, &mut extended).unwrap();
+    postgres_protocol::message::frontend::sync(&mut extended);
+    let mut simple = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("SELECT abalance FROM pgbench_accounts WHERE aid = 42;", &mut simple).unwrap();
+    let statements = pgmux::prepared::ClientStatements::default();
+    let mut group = c.benchmark_group("request");
+    for (name, buf) in [("extended_pbdes", &extended), ("simple_query", &simple)] {
+        assert!(matches!(next_request(buf, 1 << 20, &cfg, &statements), Scan::Complete(r) if r.read));
+        group.bench_function(name, |b| b.iter(|| next_request(black_box(&buf[..]), 1 << 20, &cfg, &statements)));
+    }
     group.finish();
 }
 

@@ -332,3 +332,92 @@ fn min_pool_size_keeps_connections_open() {
         }
     });
 }
+
+#[test]
+fn limits_in_show_databases_show_users_and_metrics() {
+    let metrics_port = pgmux::cluster::free_port();
+    let setup = Setup {
+        pool_size: 3,
+        checkout_timeout: "20s",
+        pool_extra: "  max_db_connections: 2\n".into(),
+        extra: PRIMARY_ONLY.into(),
+        ..Default::default()
+    };
+    let px = setup.start_with(|y| {
+        let y = y.replacen("    password: app\n", "    password: app\n    max_user_connections: 4\n", 1);
+        format!("metrics_listen: 127.0.0.1:{metrics_port}\n{y}")
+    });
+    let primary = format!("127.0.0.1:{}", common::cluster().primary.port);
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
+        // 4 clients, pools of 3, but 2 connections for the database: 2 run, 2 wait.
+        let mut load = vec![];
+        for _ in 0..4 {
+            let c = px.connect().await;
+            load.push(tokio::spawn(async move { c.simple_query("select pg_sleep(1)").await.unwrap() }));
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+
+        let (cols, dbs) = admin(&console, "SHOW DATABASES").await;
+        let want = [
+            "name", "host", "port", "database", "force_user", "pool_size", "min_pool_size", "reserve_pool",
+            "server_lifetime", "pool_mode", "max_connections", "current_connections", "paused", "disabled",
+        ];
+        assert_eq!(cols, want, "PgBouncer's SHOW DATABASES columns, in its order");
+        let app = dbs.iter().find(|r| r["name"] == "app").expect("a row for app");
+        assert_eq!(
+            [&app["pool_size"], &app["min_pool_size"], &app["reserve_pool"], &app["max_connections"], &app["current_connections"]],
+            ["3", "0", "0", "2", "2"],
+            "{app:?}"
+        );
+        assert_eq!((app["paused"].as_str(), app["pool_mode"].as_str()), ("0", "transaction"), "{app:?}");
+
+        let (cols, users) = admin(&console, "SHOW USERS").await;
+        assert_eq!(cols, ["name", "pool_size", "pool_mode", "max_user_connections", "current_connections"]);
+        let user = |name: &str| users.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no row for {name}: {users:?}")).clone();
+        let app = user("app");
+        assert_eq!((app["max_user_connections"].as_str(), app["current_connections"].as_str()), ("4", "2"), "{app:?}");
+        assert_eq!(app["pool_mode"], "transaction");
+        let adm = user("admin");
+        assert_eq!((adm["max_user_connections"].as_str(), adm["current_connections"].as_str()), ("0", "0"), "{adm:?}");
+
+        let (_, pools) = admin(&console, "SHOW POOLS").await;
+        let pool = pools.iter().find(|r| r["database"] == "app" && r["user"] == "app").unwrap();
+        assert_eq!((pool["sv_active"].as_str(), pool["cl_waiting"].as_str()), ("2", "2"), "held back by the database's limit: {pool:?}");
+
+        let (status, body) = http_get(metrics_port, "/metrics").await;
+        assert_eq!(status, 200);
+        let m = parse_metrics(&body);
+        let value = |name: &str, kind: &str, who: &str, server: &str| {
+            m.iter()
+                .find(|(n, l, _)| n == name && l["kind"] == kind && l["name"] == who && l["server"] == server)
+                .map(|s| s.2)
+        };
+        assert_eq!(value("pgmux_limit_connections", "database", "app", &primary), Some(2.0), "{body}");
+        assert_eq!(value("pgmux_limit_max_connections", "database", "app", &primary), Some(2.0), "{body}");
+        assert_eq!(value("pgmux_limit_connections", "user", "app", &primary), Some(2.0), "{body}");
+        assert_eq!(value("pgmux_limit_max_connections", "user", "app", &primary), Some(4.0), "{body}");
+        assert_eq!(value("pgmux_limit_connections", "user", "admin", &primary), Some(0.0), "{body}");
+        assert_eq!(value("pgmux_limit_max_connections", "user", "admin", &primary), None, "no limit set: {body}");
+        for r in &common::cluster().replicas {
+            let replica = format!("127.0.0.1:{}", r.port);
+            assert_eq!(value("pgmux_limit_connections", "database", "app", &replica), Some(0.0), "{body}");
+            assert_eq!(value("pgmux_limit_max_connections", "database", "app", &replica), Some(2.0), "per server: {body}");
+        }
+
+        let (_, cfg) = admin(&console, "SHOW CONFIG").await;
+        assert_eq!(config_value(&cfg, "pool.max_db_connections"), "2");
+        assert_eq!(config_value(&cfg, "pool.max_user_connections"), "0");
+        assert_eq!(config_value(&cfg, "users.app.max_user_connections"), "4");
+        assert_eq!(config_value(&cfg, "routing.read_write_split"), "false");
+        assert!(cfg.iter().all(|r| !r["key"].contains("password")), "{cfg:?}");
+
+        for t in load {
+            t.await.unwrap();
+        }
+        // The connections stay open, idle: still counted.
+        let (_, dbs) = admin(&console, "SHOW DATABASES").await;
+        let app = dbs.iter().find(|r| r["name"] == "app").unwrap();
+        assert_eq!(app["current_connections"], "2", "{app:?}");
+    });
+}

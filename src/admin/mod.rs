@@ -6,6 +6,7 @@
 //! this module reads commands and dispatches them.
 
 mod show;
+mod show_config;
 
 use std::sync::Arc;
 

@@ -1,20 +1,22 @@
 //! The SHOW commands, with PgBouncer's columns and meanings.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::ResultSet;
 use crate::cancel::state;
+use crate::pool::limit::LimitKind;
 use crate::proxy::Proxy;
 use crate::router::topology::{format_lsn, Topology};
-
-fn n(v: impl ToString) -> Option<String> {
-    Some(v.to_string())
-}
 
 fn unix_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     format!("{}", d.as_secs())
+}
+
+pub(super) fn n(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
 }
 
 pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
@@ -25,7 +27,7 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
         "servers" => servers(proxy),
         "databases" => databases(proxy),
         "users" => users(proxy),
-        "config" => config(proxy),
+        "config" => super::show_config::config(&proxy.config()),
         "lists" => lists(proxy),
         "version" => ResultSet { columns: vec![("version", false)], rows: vec![vec![n(format!("pgmux {}", env!("CARGO_PKG_VERSION")))]] },
         "replicas" => replicas(proxy),
@@ -183,60 +185,68 @@ fn servers(proxy: &Proxy) -> ResultSet {
     ResultSet { columns: client_columns(), rows }
 }
 
+/// Server connections (open or being opened) of every `kind` limit, by name, summed
+/// over the servers: PgBouncer's `current_connections`.
+fn current_connections(proxy: &Proxy, kind: LimitKind) -> BTreeMap<String, usize> {
+    let mut current = BTreeMap::new();
+    for l in proxy.limits.all().into_iter().filter(|l| l.kind == kind) {
+        *current.entry(l.name.clone()).or_default() += l.used();
+    }
+    current
+}
+
+/// PgBouncer 1.23's columns. `pool_size`, `min_pool_size`, `reserve_pool`: the
+/// database's own values (a user's `pool_size` may override the first for its pools);
+/// `max_connections`: `max_db_connections` on each server (0: no limit);
+/// `current_connections`: its server connections now, on all its servers.
 fn databases(proxy: &Proxy) -> ResultSet {
     let cols = [
         ("name", false), ("host", false), ("port", true), ("database", false), ("force_user", false),
-        ("pool_size", true), ("min_pool_size", true), ("reserve_pool", true), ("pool_mode", false),
-        ("max_connections", true), ("current_connections", true), ("paused", true), ("disabled", true),
+        ("pool_size", true), ("min_pool_size", true), ("reserve_pool", true), ("server_lifetime", true),
+        ("pool_mode", false), ("max_connections", true), ("current_connections", true), ("paused", true),
+        ("disabled", true),
     ];
-    let sets = proxy.pool_sets();
-    let rows = proxy
-        .config()
+    let config = proxy.config();
+    let current = current_connections(proxy, LimitKind::Database);
+    let paused = proxy.paused.borrow().clone();
+    let rows = config
         .databases
         .iter()
         .map(|(name, db)| {
             let a = db.primary_addr();
-            let current: usize = sets
-                .iter()
-                .filter(|(d, _)| d == name)
-                .map(|(_, p)| std::iter::once(&p.primary).chain(p.replicas.iter()).map(|pool| pool.status().total).sum::<usize>())
-                .sum();
+            let sizes = config.database_pool_sizes(name);
             vec![
                 n(name), n(a.host), n(a.port), n(db.dbname.clone().unwrap_or_else(|| name.clone())), None,
-                n(proxy.config().pool.size), n(0), n(0), n(pool_mode(proxy)), n(0), n(current), n(0), n(0),
+                n(sizes.size), n(sizes.min_pool_size), n(sizes.reserve_pool_size),
+                n(config.pool.server_lifetime.0.as_secs()), n(pool_mode(proxy)), n(config.max_db_connections(name)),
+                n(current.get(name).copied().unwrap_or(0)), n(u8::from(paused.holds(name))), n(0),
             ]
         })
         .collect();
     ResultSet { columns: cols.to_vec(), rows }
 }
 
+/// PgBouncer 1.23's columns: `pool_size` is the user's own (NULL when not set),
+/// `max_user_connections` applies on each server (0: no limit), `current_connections`
+/// counts the user's server connections now, on all servers.
 fn users(proxy: &Proxy) -> ResultSet {
-    let rows = proxy.config().users.iter().map(|u| vec![n(&u.name), n(pool_mode(proxy))]).collect();
-    ResultSet { columns: vec![("name", false), ("pool_mode", false)], rows }
-}
-
-fn config(proxy: &Proxy) -> ResultSet {
-    let c = proxy.config();
-    let items: Vec<(&str, String, &str)> = vec![
-        ("listen", c.listen.clone(), "127.0.0.1:6432"),
-        ("metrics_listen", c.metrics_listen.clone().unwrap_or_default(), ""),
-        ("max_client_connections", c.max_client_connections.to_string(), "5000"),
-        ("auth_type", format!("{:?}", c.auth_type), "ScramSha256"),
-        ("max_message_size", c.max_message_size.0.to_string(), "268435456"),
-        ("max_prepared_statements", c.max_prepared_statements.to_string(), "256"),
-        ("startup_timeout", c.startup_timeout.to_string(), "15s"),
-        ("shutdown_timeout", c.shutdown_timeout.to_string(), "30s"),
-        ("pool.mode", pool_mode(proxy).to_string(), "transaction"),
-        ("pool.size", c.pool.size.to_string(), "10"),
-        ("pool.checkout_timeout", c.pool.checkout_timeout.to_string(), "5s"),
-        ("pool.server_idle_timeout", c.pool.server_idle_timeout.to_string(), "600s"),
-        ("pool.server_lifetime", c.pool.server_lifetime.to_string(), "3600s"),
-        ("pool.server_connect_timeout", c.pool.server_connect_timeout.to_string(), "5s"),
-        ("pool.server_check_delay", c.pool.server_check_delay.to_string(), "30s"),
-        ("pool.server_reset_query", c.pool.server_reset_query.clone(), "DISCARD ALL"),
+    let cols = [
+        ("name", false), ("pool_size", true), ("pool_mode", false), ("max_user_connections", true),
+        ("current_connections", true),
     ];
-    let rows = items.into_iter().map(|(k, v, d)| vec![n(k), n(v), n(d), n("no")]).collect();
-    ResultSet { columns: vec![("key", false), ("value", false), ("default", false), ("changeable", false)], rows }
+    let config = proxy.config();
+    let current = current_connections(proxy, LimitKind::User);
+    let rows = config
+        .users
+        .iter()
+        .map(|u| {
+            vec![
+                n(&u.name), u.pool_size.map(|s| s.to_string()), n(pool_mode(proxy)),
+                n(config.max_user_connections(&u.name)), n(current.get(&u.name).copied().unwrap_or(0)),
+            ]
+        })
+        .collect();
+    ResultSet { columns: cols.to_vec(), rows }
 }
 
 fn lists(proxy: &Proxy) -> ResultSet {
@@ -324,5 +334,31 @@ mod tests {
             "app 127.0.0.1:5433 replica replica up true 100 1.235 0/3000148 0.412",
             "solo 127.0.0.1:6000 primary unknown unchecked false 0 0.000 NULL NULL",
         ]);
+    }
+    #[test]
+    fn show_databases_and_users_have_pgbouncers_limit_columns() {
+        let yaml = "pool:\n  size: 5\n  min_pool_size: 1\n  max_db_connections: 4\nusers:\n  - name: app\n    password: app\n    max_user_connections: 3\n    pool_size: 2\n  - name: other\n    password: other\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\n  big:\n    primary: 127.0.0.1:5432\n    pool_size: 8\n    reserve_pool_size: 2\n    max_db_connections: 0\n";
+        let proxy = Proxy::new(crate::config::Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap());
+        proxy.paused.send_modify(|p| {
+            p.databases.insert("big".into());
+        });
+        let text = |rs: &ResultSet| {
+            let cols: Vec<&str> = rs.columns.iter().map(|c| c.0).collect();
+            let rows: Vec<String> = rs
+                .rows
+                .iter()
+                .map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect::<Vec<_>>().join(" "))
+                .collect();
+            (cols.join(" "), rows)
+        };
+        let (cols, rows) = text(&databases(&proxy));
+        assert_eq!(cols, "name host port database force_user pool_size min_pool_size reserve_pool server_lifetime pool_mode max_connections current_connections paused disabled");
+        assert_eq!(rows, [
+            "app 127.0.0.1 5432 app NULL 5 1 0 3600 transaction 4 0 0 0",
+            "big 127.0.0.1 5432 big NULL 8 1 2 3600 transaction 0 0 1 0",
+        ]);
+        let (cols, rows) = text(&users(&proxy));
+        assert_eq!(cols, "name pool_size pool_mode max_user_connections current_connections");
+        assert_eq!(rows, ["app 2 transaction 3 0", "other NULL transaction 0 0"]);
     }
 }

@@ -118,7 +118,8 @@ impl Rewriter<'_> {
             QUERY => {
                 // A simple query destroys the server's unnamed statement.
                 self.server.unnamed_owner = None;
-                let text = body.strip_suffix(&[0]).unwrap_or(body);
+                // The text ends at its first NUL (PostgreSQL refuses a Query with one inside).
+                let text = crate::protocol::frame::cstr(body).map_or(body, |(t, _)| t);
                 match self.note_effects(text) {
                     Some(reason) => put_msg(out, QUERY, &[rejection_sql(reason).as_bytes(), b"\0"]),
                     None => match deallocate_target(text).filter(|n| self.client.named.contains_key(&n[..])) {

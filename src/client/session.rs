@@ -102,10 +102,10 @@ impl Session<'_> {
             if self.cbuf[0] == codes::TERMINATE {
                 return SessionEnd::ClientLeft;
             }
-            let topo = self.login.pools.topology.clone();
             let mut routing = None;
-            if self.routes(&topo) {
-                match self.prepare_route(&topo).await {
+            let topo = if self.routes() { Some(self.login.pools.topology.clone()) } else { None };
+            if let Some(topo) = &topo {
+                match self.prepare_route(topo).await {
                     Ok(Prepared::Route(r)) => routing = Some(r),
                     Ok(Prepared::Answered) => continue,
                     Err(end) => return end,
@@ -113,10 +113,13 @@ impl Session<'_> {
             }
             self.cancel.set_state(crate::cancel::state::WAITING);
             self.proxy.wait_unpaused(&self.login.database).await;
-            let checkout = match routing.as_mut() {
-                Some(r) => self.checkout_routed(&topo, r).await,
+            let checkout = match (routing.as_mut(), &topo) {
+                (Some(r), Some(topo)) => self.checkout_routed(topo, r).await,
                 // The primary now (it moves on failover).
-                None => self.checkout_from(self.login.pools.node(topo.primary()).clone()).await,
+                _ => {
+                    let pools = &self.login.pools;
+                    self.checkout_from(pools.node(pools.topology.primary()).clone()).await
+                }
             };
             self.cancel.set_state(crate::cancel::state::ACTIVE);
             let lease = match checkout {
@@ -140,9 +143,12 @@ impl Session<'_> {
     }
 
     /// Whether this client's requests are routed (else all go to the primary).
-    fn routes(&self, topo: &crate::router::topology::Topology) -> bool {
+    fn routes(&self) -> bool {
+        if !self.login.pools.topology.has_replicas() {
+            return false;
+        }
         let c = self.proxy.config();
-        c.pool.mode == PoolMode::Transaction && c.routing.read_write_split && topo.has_replicas()
+        c.pool.mode == PoolMode::Transaction && c.routing.read_write_split
     }
 
     /// Takes a server connection; tells the client with a NOTICE when the wait passes

@@ -23,6 +23,19 @@ impl Config {
             .and_then(|u| u.pool_size)
             .or(db.and_then(|d| d.pool_size))
             .unwrap_or(self.pool.size);
+        self.sizes_of(database, size)
+    }
+
+    /// The database's own values (`databases.<name>.*`, else `pool:`), before any
+    /// user's `pool_size`: what PgBouncer's SHOW DATABASES reports.
+    pub fn database_pool_sizes(&self, database: &str) -> PoolSizes {
+        let size = self.databases.get(database).and_then(|d| d.pool_size).unwrap_or(self.pool.size);
+        self.sizes_of(database, size)
+    }
+
+    /// `database`'s minimum and reserve for pools of `size`.
+    fn sizes_of(&self, database: &str, size: usize) -> PoolSizes {
+        let db = self.databases.get(database);
         let min = db.and_then(|d| d.min_pool_size).unwrap_or(self.pool.min_pool_size);
         let reserve = db.and_then(|d| d.reserve_pool_size).unwrap_or(self.pool.reserve_pool_size);
         PoolSizes { size, min_pool_size: min.min(size), reserve_pool_size: reserve }
@@ -97,6 +110,8 @@ mod tests {
         assert_eq!(s("app", "big").size, 40);
         assert_eq!((c.max_db_connections("app"), c.max_db_connections("small")), (30, 0));
         assert_eq!((c.max_user_connections("app"), c.max_user_connections("big")), (0, 7));
+        assert_eq!(c.database_pool_sizes("small"), PoolSizes { size: 3, min_pool_size: 1, reserve_pool_size: 0 });
+        assert_eq!(c.database_pool_sizes("app"), PoolSizes { size: 10, min_pool_size: 2, reserve_pool_size: 1 });
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! per transaction; gauges (clients, servers, saturation) are read from the pools at
 //! scrape time ([`collect`]), so keeping them costs nothing in between. Histograms
 //! have real buckets (not summaries), so they can be summed across instances.
-//! Replica and routing figures are rendered from the topologies ([`replicas`]).
+//! Replica and routing figures are rendered from the topologies ([`replicas`]), the
+//! connection-limit gauges from the proxy's limits ([`limits`]).
 //! The HTTP endpoint is in [`http`].
 
 pub mod http;
+pub mod limits;
 pub mod replicas;
 
 use std::sync::atomic::Ordering;
@@ -163,12 +165,14 @@ impl Metrics {
     }
 
     /// The text exposition, after refreshing the gauges from `proxy`; the replica
-    /// and routing families are appended from the topologies ([`replicas`]).
+    /// and routing families are appended from the topologies ([`replicas`]), the
+    /// limit gauges from the proxy's limits ([`limits`]).
     pub fn render(&self, proxy: &Proxy) -> String {
         collect(self, proxy);
         self.handle.run_upkeep();
         let mut out = self.handle.render();
         replicas::render(&proxy.topologies(), &mut out);
+        limits::render(&proxy.limits, &proxy.config(), &mut out);
         out
     }
 }

@@ -150,7 +150,8 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
         at = end;
         match tag {
             codes::QUERY => {
-                let text = body.strip_suffix(&[0]).unwrap_or(body);
+                // The text ends at its first NUL (PostgreSQL refuses a Query with one inside).
+                let text = crate::protocol::frame::cstr(body).map_or(body, |(t, _)| t);
                 let c = classify(text, cfg);
                 if first {
                     req.lone_begin = c.txn == TxnEffect::Begin && !c.is_read() && c.hint.is_none() && !fixed_isolation(text);
