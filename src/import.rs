@@ -95,7 +95,7 @@ const REASONS: &[(&[&str], &str)] = &[
     (&["server_round_robin"], "not supported: each database has one primary"),
     (&["server_reset_query_always"], "not supported: server_reset_query runs in session mode only"),
     (&["auth_user", "auth_query", "auth_dbname"], "no auth query: list every user under users:"),
-    (&["auth_hba_file"], "HBA rules are not supported"),
+    (&["auth_hba_file"], "not translated: write the rules as pgmux's hba: list (allow/deny by users, databases, addresses)"),
 ];
 
 /// Per-database (`[databases]`) and per-user (`[users]`) pool settings: PgBouncer's

@@ -20,6 +20,7 @@
 //! - [`import`]: `pgmux import-pgbouncer`: pgbouncer.ini and userlist.txt as pgmux YAML.
 //! - [`metrics`]: Prometheus metrics and the /metrics, /healthz, /readyz endpoint.
 //! - [`net`]: socket reads that keep tokio's readiness exact.
+//! - [`memory`]: giving memory back after a wave of clients leaves.
 //! - [`cluster`]: throwaway PostgreSQL primary + replicas for `pgmux demo` and tests.
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod import;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -72,6 +72,8 @@ pub struct Proxy {
     /// Each database's servers as the replica monitor sees them.
     topologies: DashMap<String, Arc<Topology>>,
     pub cancel: CancelRegistry,
+    /// Failed logins per client address (`auth_failure_limit`).
+    pub auth_failures: crate::client::access::AuthFailures,
     /// Every distinct named statement clients prepared (transaction mode).
     pub statements: Registry,
     pub counters: ProxyCounters,
@@ -135,6 +137,7 @@ impl Proxy {
             limits: Limits::default(),
             topologies,
             cancel: CancelRegistry::default(),
+            auth_failures: Default::default(),
             statements: Registry::default(),
             counters: ProxyCounters::default(),
             metrics: Metrics::new(),
@@ -311,13 +314,16 @@ impl Proxy {
     }
 
     /// Once a second: closes idle server connections past their idle timeout or
-    /// lifetime, and warns (rate-limited) about pools under pressure.
+    /// lifetime, warns (rate-limited) about pools under pressure, and forgets
+    /// failed-login counts whose window has passed.
     async fn upkeep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_warned: HashMap<String, Instant> = HashMap::new();
+        let mut trim = crate::memory::Trim::default();
         loop {
             tick.tick().await;
+            trim.after_tick(self.clients());
             // Folds recorded histogram samples into their buckets (bounded memory
             // even when nobody scrapes).
             self.metrics.upkeep();
@@ -331,6 +337,7 @@ impl Proxy {
                 }
             }
             self.limits.upkeep();
+            self.auth_failures.prune(config.auth_failure_window.0);
             for p in self.all_pools() {
                 p.reap();
                 if max_waiting == 0 && max_wait.is_none() {

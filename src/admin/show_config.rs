@@ -56,6 +56,9 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
             }),
             s("scram-sha-256"),
         ),
+        (s("hba"), c.hba.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "), s("")),
+        (s("auth_failure_limit"), c.auth_failure_limit.to_string(), s("20")),
+        (s("auth_failure_window"), dur(c.auth_failure_window), secs(60)),
         (s("max_prepared_statements"), c.max_prepared_statements.to_string(), s("256")),
         (s("max_message_size"), c.max_message_size.0.to_string(), (256u64 << 20).to_string()),
         (s("startup_timeout"), dur(c.startup_timeout), secs(15)),
@@ -147,7 +150,7 @@ mod tests {
 
     #[test]
     fn every_key_with_its_value_and_no_password() {
-        let yaml = "pool:\n  max_db_connections: 4\n  min_pool_size: 1\nrouting:\n  write_functions: [audit.log, bump]\nusers:\n  - name: app\n    password: s3cret-app\n    max_user_connections: 3\n  - name: admin\n    password: s3cret-admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\n    replicas: [127.0.0.1:5433]\n    pool_size: 4\n";
+        let yaml = "hba:\n  - action: allow\n    users: [admin]\n    databases: [pgbouncer]\n  - action: deny\n    users: [admin]\npool:\n  max_db_connections: 4\n  min_pool_size: 1\nrouting:\n  write_functions: [audit.log, bump]\nusers:\n  - name: app\n    password: s3cret-app\n    max_user_connections: 3\n  - name: admin\n    password: s3cret-admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\n    replicas: [127.0.0.1:5433]\n    pool_size: 4\n";
         let c = Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap();
         let rs = config(&c);
         let get = |k: &str| {
@@ -159,6 +162,8 @@ mod tests {
         assert_eq!(get("pool.idle_transaction_timeout"), "0 | 0 | yes");
         assert_eq!(get("pool.server_idle_timeout"), "600s | 600s | yes");
         assert_eq!(get("auth_type"), "scram-sha-256 | scram-sha-256 | yes");
+        assert_eq!(get("hba"), "allow users=admin databases=pgbouncer; deny users=admin |  | yes");
+        assert_eq!(get("auth_failure_window"), "60s | 60s | yes");
         assert_eq!(get("listen"), "127.0.0.1:6432 | 127.0.0.1:6432 | no");
         assert_eq!(get("routing.read_write_split"), "true | true | yes");
         assert_eq!(get("routing.max_replica_lag_bytes"), "16777216 | 16777216 | yes");

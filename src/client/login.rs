@@ -47,6 +47,8 @@ pub enum Login {
 pub enum Refusal {
     /// Tell the client, then close.
     Error(PgError),
+    /// Refused by the `hba:` rules or the failed-login limit, before authentication.
+    Denied(PgError, super::access::Denial),
     /// Close without a word (a cancel request, a vanished client).
     Silent,
 }
@@ -79,6 +81,9 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
     if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
         return Err(ClientError::Unsupported("pgmux does not pool replication connections".into()).into());
     }
+    let addr = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    // Before any authentication exchange, as PostgreSQL checks pg_hba.conf.
+    super::access::check(&proxy.config(), &proxy.auth_failures, addr.ip(), &user, &database).map_err(|(e, why)| Refusal::Denied(e, why))?;
     if proxy.clients() > proxy.config().max_client_connections {
         return Err(ClientError::TooManyClients.into());
     }
@@ -87,8 +92,20 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
         let unsupported = startup.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
         backend::negotiate_protocol(&mut out, unsupported);
     }
-    authenticate(stream, proxy, &user, &mut out).await?;
-    let addr = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    match authenticate(stream, proxy, &user, &mut out).await {
+        Ok(()) => proxy.auth_failures.succeeded(addr.ip()),
+        Err(Refusal::Error(e)) if e.code == SqlState::INVALID_PASSWORD => {
+            let (limit, window) = {
+                let c = proxy.config();
+                (c.auth_failure_limit, c.auth_failure_window.0)
+            };
+            if proxy.auth_failures.failed(addr.ip(), limit, window) {
+                tracing::warn!(addr = %addr.ip(), failures = limit, ban = ?window, "too many failed logins: address banned");
+            }
+            return Err(Refusal::Error(e));
+        }
+        Err(e) => return Err(e),
+    }
     let info = |application_name: &str| crate::cancel::ClientInfo {
         user: user.clone(),
         database: database.clone(),

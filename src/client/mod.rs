@@ -1,11 +1,13 @@
 //! One client connection, from accept to close.
 //!
 //! - [`login`]: first packets, authentication, greeting.
+//! - [`access`]: `hba:` rules and the failed-login limit, checked before authentication.
 //! - [`session`]: the loop between transactions: checkout, settings sync, release.
 //! - [`relay`]: the hot path forwarding bytes during a transaction.
 //! - [`rewrite`], [`responses`]: named statements shared across server connections.
 //! - [`txn`]: the protocol bookkeeping that says when a transaction is over.
 
+pub mod access;
 pub mod login;
 pub mod relay;
 pub mod responses;
@@ -62,6 +64,18 @@ pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
             Ok(Err(Refusal::Error(e))) => {
                 tracing::info!(client = id, %peer, error = %e, "login refused");
                 count_rejection(&proxy, &e);
+                let mut out = BytesMut::new();
+                backend::error(&mut out, &e);
+                let _ = stream.write_all(&out).await;
+                return;
+            }
+            Ok(Err(Refusal::Denied(e, why))) => {
+                tracing::warn!(client = id, %peer, reason = why.as_str(), error = %e, "login refused before authentication");
+                let r = &proxy.metrics.rejected;
+                match why {
+                    access::Denial::Hba => r.hba.increment(1),
+                    access::Denial::TooManyFailures => r.auth_failure_limit.increment(1),
+                }
                 let mut out = BytesMut::new();
                 backend::error(&mut out, &e);
                 let _ = stream.write_all(&out).await;

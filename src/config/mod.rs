@@ -5,6 +5,7 @@
 //! (addresses, sizes, password formats). Every error names the file, line and key.
 //! The parsed config is immutable; a reload builds a new one.
 
+mod access;
 mod limits;
 mod routing;
 mod units;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use access::{Cidr, HbaAction, HbaRule};
 pub use routing::{Route, RoutingConfig};
 pub use units::{ByteSize, Dur};
 
@@ -58,6 +60,15 @@ pub struct Config {
     /// Named statements kept prepared per server connection (transaction mode).
     #[serde(default = "defaults::max_prepared_statements")]
     pub max_prepared_statements: usize,
+    /// Who may log in from where: ordered rules, first match wins (none: everyone).
+    #[serde(default)]
+    pub hba: Vec<HbaRule>,
+    /// Failed logins from one address within `auth_failure_window` that ban it for
+    /// a window (0: off).
+    #[serde(default = "access::default_auth_failure_limit")]
+    pub auth_failure_limit: u32,
+    #[serde(default = "access::default_auth_failure_window")]
+    pub auth_failure_window: Dur,
     #[serde(default)]
     pub pool: PoolConfig,
     #[serde(default)]
@@ -434,6 +445,7 @@ impl Config {
                 }
             }
         }
+        self.validate_access()?;
         self.validate_pool_overrides()
     }
 
@@ -475,6 +487,11 @@ fn locate(text: &str, key: &str) -> Option<usize> {
     let mut found = None;
     let lines: Vec<&str> = text.lines().collect();
     for seg in key.split('.') {
+        // `hba[2]`: the key, then its third `- ` item.
+        let (seg, item) = match seg.strip_suffix(']').and_then(|s| s.split_once('[')) {
+            Some((name, i)) => (name, i.parse::<usize>().ok()),
+            None => (seg, None),
+        };
         let hit = lines.iter().enumerate().skip(line_from).find(|(_, l)| {
             let t = l.trim_start().trim_start_matches("- ");
             t.starts_with(&format!("{seg}:"))
@@ -489,8 +506,41 @@ fn locate(text: &str, key: &str) -> Option<usize> {
             }
             None => break,
         }
+        if let Some(n) = item {
+            match nth_item(&lines, line_from, n) {
+                Some(i) => {
+                    found = Some(i + 1);
+                    line_from = i;
+                }
+                None => break,
+            }
+        }
     }
     found
+}
+
+/// The line index of the `n`th (0-based) block list item under the key on line `key`.
+fn nth_item(lines: &[&str], key: usize, n: usize) -> Option<usize> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let key_indent = indent(lines[key]);
+    let mut item_indent = None;
+    let mut seen = 0;
+    for (i, l) in lines.iter().enumerate().skip(key + 1) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if indent(l) < key_indent || (indent(l) == key_indent && !t.starts_with("- ")) {
+            return None;
+        }
+        if t.starts_with("- ") && *item_indent.get_or_insert(indent(l)) == indent(l) {
+            if seen == n {
+                return Some(i);
+            }
+            seen += 1;
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ pub struct Rejected {
     pub startup_timeout: Counter,
     pub protocol: Counter,
     pub server_unavailable: Counter,
+    /// Refused by the `hba:` rules.
+    pub hba: Counter,
+    /// Refused while the address is banned after too many failed logins.
+    pub auth_failure_limit: Counter,
 }
 
 /// Per-pool handles, registered once: labels `database`, `user`, `server`, `role`.
@@ -104,6 +108,8 @@ impl Metrics {
             startup_timeout: rejected("startup_timeout"),
             protocol: rejected("protocol"),
             server_unavailable: rejected("server_unavailable"),
+            hba: rejected("hba"),
+            auth_failure_limit: rejected("auth_failure_limit"),
         };
         let config_reloads_ok = counter("pgmux_config_reloads_total", &[("result", "ok")]);
         let config_reloads_failed = counter("pgmux_config_reloads_total", &[("result", "failed")]);
