@@ -1,0 +1,79 @@
+# lib.sh - helpers shared by the benchmark scripts (sourced, not run).
+#
+# They read the sourcing script's globals when called: AS_PG (command prefix to run
+# as the postgres OS user), PG_BINDIR, BENCH_USER, BENCH_PASSWORD, BENCH_DB.
+
+log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+warn() { printf '[%s] WARNING: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+die()  { printf '[%s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
+
+# Run a command as the postgres OS user when we are root (exec-style, so a
+# backgrounded command's $! is the real server pid), else as ourselves.
+as_pg() { ${AS_PG[@]+"${AS_PG[@]}"} "$@"; }
+
+# Print the last lines of a log file, to explain a failure.
+show_log() {
+    local file=$1
+    if [[ -f $file ]]; then
+        echo "----- last lines of $file -----" >&2
+        tail -n 30 "$file" >&2 || true
+        echo "-----" >&2
+    fi
+}
+
+# is_port_in_use PORT: true when something listens on 127.0.0.1:PORT.
+is_port_in_use() {
+    local port=$1
+    if command -v ss >/dev/null 2>&1; then
+        ss -Htln "sport = :$port" 2>/dev/null | grep -q .
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+    fi
+}
+
+# wait_for_sql NAME PORT PID LOGFILE: wait until a SELECT 1 works through PORT.
+wait_for_sql() {
+    local name=$1 port=$2 pid=$3 logfile=$4 i
+    for i in $(seq 1 60); do
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            show_log "$logfile"
+            warn "$name (pid $pid) exited during startup"
+            return 1
+        fi
+        if PGCONNECT_TIMEOUT=2 PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/psql" \
+            -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -d "$BENCH_DB" \
+            -Atqc 'select 1' >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    show_log "$logfile"
+    warn "$name did not accept connections on port $port within 30s"
+    return 1
+}
+
+# stop_pid PID: SIGTERM, wait up to 10s, then SIGKILL.
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# median: median of the numbers on stdin (one per line, blanks ignored).
+median() {
+    awk 'NF' | sort -g | awk '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { print ""; exit }
+            if (NR % 2) print v[(NR + 1) / 2]
+            else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+        }'
+}
