@@ -23,8 +23,9 @@ pub struct StmtDef {
     pub server_name: String,
     /// `query\0`, parameter count and types, as in the client's Parse.
     pub body: Bytes,
-    /// What it means for routing (classified once, on first use by the router).
-    pub route: std::sync::OnceLock<crate::router::request::Verdict>,
+    /// What it means for routing (classified once, on first use by the router, and
+    /// again if a reload changes `routing.write_functions`).
+    pub route: crate::router::request::CachedVerdict,
 }
 
 /// All distinct statements seen, shared by every client.

@@ -160,6 +160,9 @@ pub struct ClassifyConfig {
     /// name is also matched after a dot without parentheses (`t.name`), PostgreSQL's
     /// attribute notation for a one-argument function call.
     pub write_functions: Vec<String>,
+    /// Identifies the list (a hash of it): verdicts cached with a statement are
+    /// recomputed when a reload changes the list.
+    pub fingerprint: u64,
 }
 
 impl ClassifyConfig {
@@ -169,9 +172,11 @@ impl ClassifyConfig {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        ClassifyConfig {
-            write_functions: write_functions.into_iter().map(|f| f.as_ref().trim().to_ascii_lowercase()).collect(),
-        }
+        use std::hash::{Hash, Hasher};
+        let write_functions: Vec<String> = write_functions.into_iter().map(|f| f.as_ref().trim().to_ascii_lowercase()).collect();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        write_functions.hash(&mut h);
+        ClassifyConfig { write_functions, fingerprint: h.finish() }
     }
 }
 

@@ -90,6 +90,59 @@ impl Verdict {
     }
 }
 
+/// A statement's [`Verdict`], kept with it (one atomic word, no lock: statements are
+/// shared by every client) for the classifier configuration it was computed under.
+#[derive(Debug, Default)]
+pub struct CachedVerdict(std::sync::atomic::AtomicU64);
+
+impl CachedVerdict {
+    /// The verdict under `cfg`, computed by `compute` when none is kept for it.
+    pub fn get(&self, cfg: &ClassifyConfig, compute: impl FnOnce() -> Verdict) -> Verdict {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Bits 0-5: the verdict; bit 7: set; bits 8-63: the configuration's fingerprint.
+        let key = cfg.fingerprint << 8 | 0x80;
+        let word = self.0.load(Relaxed);
+        if word & !0x7f == key {
+            return Verdict::unpack(word as u8);
+        }
+        let v = compute();
+        self.0.store(key | v.pack() as u64, Relaxed);
+        v
+    }
+}
+
+impl Verdict {
+    fn pack(self) -> u8 {
+        let hint = match self.hint {
+            None => 0,
+            Some(Hint::Primary) => 1,
+            Some(Hint::Replica) => 2,
+        };
+        let begin = match self.begin {
+            None => 0,
+            Some(Begin::Plain) => 1,
+            Some(Begin::Fixed) => 2,
+        };
+        self.reads as u8 | hint << 1 | begin << 3
+    }
+
+    fn unpack(b: u8) -> Verdict {
+        Verdict {
+            reads: b & 1 != 0,
+            hint: match (b >> 1) & 3 {
+                1 => Some(Hint::Primary),
+                2 => Some(Hint::Replica),
+                _ => None,
+            },
+            begin: match (b >> 3) & 3 {
+                1 => Some(Begin::Plain),
+                2 => Some(Begin::Fixed),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// Named statements parsed earlier in the same request (not yet known to the
 /// client's statements): a few, without allocating; more are judged conservatively.
 #[derive(Default)]
@@ -180,7 +233,7 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 } else {
                     match parsed.get(stmt) {
                         Some(v) => v,
-                        None => statements.named.get(stmt).map(|def| *def.route.get_or_init(|| Verdict::of(query_of(&def.body), cfg))),
+                        None => statements.named.get(stmt).map(|def| def.route.get(cfg, || Verdict::of(query_of(&def.body), cfg))),
                     }
                 };
                 match v {
@@ -412,6 +465,19 @@ mod tests {
         frontend::sync(&mut b);
         let r = complete(next_request(&b, 1 << 20, &cfg(), &st));
         assert!(r.read && r.begin == Some(Begin::Plain), "{r:?}");
+    }
+
+    #[test]
+    fn cached_verdicts_follow_the_write_function_list() {
+        let c = CachedVerdict::default();
+        let before = ClassifyConfig::new(["f"]);
+        let after = ClassifyConfig::new(["f", "g"]);
+        let read = || Verdict { reads: true, hint: Some(Hint::Replica), begin: Some(Begin::Fixed) };
+        assert_eq!(c.get(&before, read), read());
+        assert_eq!(c.get(&before, || unreachable!("kept")), read());
+        let write = || Verdict { reads: false, hint: None, begin: Some(Begin::Plain) };
+        assert_eq!(c.get(&after, write), write(), "a reload changed the list: computed again");
+        assert_eq!(c.get(&after, || unreachable!("kept")), write());
     }
 
     #[test]
