@@ -126,6 +126,7 @@ mod size_tests {
             drop(lf);
             let f = super::serve(s, proxy.clone());
             eprintln!("serve future: {} bytes", std::mem::size_of_val(&f));
+            eprintln!("session: {} bytes; logged in: {}; statements: {}; route: {}", std::mem::size_of::<super::session::Session<'static>>(), std::mem::size_of::<super::login::LoggedIn>(), std::mem::size_of::<crate::prepared::ClientStatements>(), std::mem::size_of::<super::route::RouteState>());
         });
     }
 }
