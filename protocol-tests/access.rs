@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::{message, mt, scalar, sqlstate, Pgmux, Setup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// PostgreSQL's pg_hba.conf wording, with pgmux's name for the rules.
 fn hba_message(user: &str, db: &str) -> String {
@@ -38,12 +37,8 @@ async fn logged_in(px: &Pgmux, user: &str, pw: &str, db: &str) -> tokio_postgres
 
 /// `pgmux_client_connections_rejected_total{reason}` from /metrics.
 async fn rejected(metrics_port: u16, reason: &str) -> f64 {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port)).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let (status, text) = common::http_get(metrics_port, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
     let series = format!("pgmux_client_connections_rejected_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))

@@ -8,8 +8,7 @@ use common::{mt, scalar};
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{message, sqlstate, Setup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{http_get, message, sqlstate, Setup};
 use tokio_postgres::SimpleQueryMessage;
 
 /// For tests that count connections and clients under a known load on one server:
@@ -37,18 +36,6 @@ async fn admin(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<HashM
     (cols, rows)
 }
 
-/// GET over plain HTTP/1.1; returns (status, body).
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    // The body may be chunked; the exposition lines survive as they are.
-    (status, body)
-}
 
 /// Parses the Prometheus text format: (name, labels, value) per sample.
 fn parse_metrics(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {

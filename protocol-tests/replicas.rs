@@ -9,9 +9,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{mt, start_config, Pgmux};
+use common::{http_get, mt, start_config, Pgmux};
 use pgmux::cluster::{free_port, Cluster, ClusterSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::SimpleQueryMessage;
 
 fn own_cluster() -> Cluster {
@@ -72,16 +71,6 @@ fn field<'a>(rows: &'a HashMap<u16, HashMap<String, String>>, port: u16, col: &s
     rows[&port][col].as_str()
 }
 
-/// GET over plain HTTP/1.1; returns (status, body).
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (text[9..12].parse().unwrap(), body)
-}
 
 /// The value of one sample in a Prometheus scrape (`series` written as rendered).
 fn sample(scrape: &str, series: &str) -> Option<f64> {

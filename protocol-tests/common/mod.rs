@@ -280,3 +280,15 @@ pub async fn scalar(c: &tokio_postgres::Client, sql: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no row for {sql}: {msgs:?}"))
 }
+
+/// GET over plain HTTP/1.1 (the metrics endpoint); returns (status, body).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (text[9..12].parse().unwrap(), body)
+}
