@@ -133,10 +133,11 @@ declare -A R_START R_IDLE R_LOADED R_AFTER R_HWM R_TPS R_TPS0 R_OK R_FAILED \
 declare -A TPS_LIST   # "pooler:idle" / "pooler:none" -> TPS of each round
 
 # ---------------------------------------------------------------------------
-# Helpers (log .. stop_pid, find_pg_bindir, ensure_pgbouncer, make_tmpdir and
-# setup_primary are those of pgbench_compare.sh)
+# Helpers (shared ones in benches/lib.sh; make_tmpdir and setup_primary follow
+# those of pgbench_compare.sh)
 # ---------------------------------------------------------------------------
-# log, warn, die, as_pg, show_log, is_port_in_use, wait_for_sql, stop_pid, median
+# log, warn, die, as_pg, show_log, is_port_in_use, wait_for_sql, stop_pid, median,
+# find_pg_bindir, ensure_pgbouncer
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -231,46 +232,6 @@ raise_nofile() {
     soft=$(ulimit -Sn)
     (( soft >= need )) || die "open-files limit is $soft (hard $hard); N=$N needs >= $need: raise it (ulimit -Hn as root) or lower N"
     log "ulimit -n: $soft (hard $hard)"
-}
-
-find_pg_bindir() {
-    if [[ -z ${PG_BINDIR:-} ]]; then
-        if command -v pg_config >/dev/null 2>&1; then
-            PG_BINDIR=$(pg_config --bindir)
-        else
-            PG_BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-        fi
-    fi
-    local b
-    for b in initdb pg_ctl psql pgbench; do
-        [[ -x $PG_BINDIR/$b ]] || die "$b not found in PG_BINDIR=$PG_BINDIR"
-    done
-}
-
-ensure_pgbouncer() {
-    if [[ -z ${PGBOUNCER_BIN:-} ]]; then
-        PGBOUNCER_BIN=$(command -v pgbouncer 2>/dev/null || true)
-        [[ -z $PGBOUNCER_BIN && -x /usr/sbin/pgbouncer ]] && PGBOUNCER_BIN=/usr/sbin/pgbouncer
-    fi
-    if [[ -z $PGBOUNCER_BIN ]]; then
-        [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1 \
-            || die "pgbouncer is not installed (install it, or run as root to apt-get it)"
-        log "installing pgbouncer with apt-get"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
-        PGBOUNCER_BIN=/usr/sbin/pgbouncer
-        if command -v systemctl >/dev/null 2>&1; then
-            systemctl stop pgbouncer >/dev/null 2>&1 || true
-            systemctl disable pgbouncer >/dev/null 2>&1 || true
-        fi
-        if command -v service >/dev/null 2>&1; then
-            service pgbouncer stop >/dev/null 2>&1 || true
-        fi
-        if command -v update-rc.d >/dev/null 2>&1; then
-            update-rc.d pgbouncer disable >/dev/null 2>&1 || true
-        fi
-    fi
-    [[ -x $PGBOUNCER_BIN ]] || die "pgbouncer binary not executable: $PGBOUNCER_BIN"
 }
 
 ensure_client_prog() {

@@ -111,7 +111,8 @@ TARGET_DEAD=()        # 1 once a pooler died mid-benchmark
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-# log, warn, die, as_pg, show_log, is_port_in_use, wait_for_sql, stop_pid, median
+# log, warn, die, as_pg, show_log, is_port_in_use, wait_for_sql, stop_pid, median,
+# find_pg_bindir, ensure_pgbouncer
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -182,49 +183,6 @@ check_knobs() {
     for w in $WORKLOADS; do
         [[ -n ${WORKLOAD_FLAGS[$w]+x} ]] || die "unknown workload '$w' (known: ${!WORKLOAD_FLAGS[*]})"
     done
-}
-
-find_pg_bindir() {
-    if [[ -z ${PG_BINDIR:-} ]]; then
-        if command -v pg_config >/dev/null 2>&1; then
-            PG_BINDIR=$(pg_config --bindir)
-        else
-            PG_BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-        fi
-    fi
-    local b
-    for b in initdb pg_ctl psql pgbench pg_basebackup; do
-        [[ -x $PG_BINDIR/$b ]] || die "$b not found in PG_BINDIR=$PG_BINDIR"
-    done
-}
-
-# Install pgbouncer from Debian if missing, and make sure the package's own
-# service does not stay running on its fixed port (we run our own instances).
-ensure_pgbouncer() {
-    if [[ -z ${PGBOUNCER_BIN:-} ]]; then
-        PGBOUNCER_BIN=$(command -v pgbouncer 2>/dev/null || true)
-        [[ -z $PGBOUNCER_BIN && -x /usr/sbin/pgbouncer ]] && PGBOUNCER_BIN=/usr/sbin/pgbouncer
-    fi
-    if [[ -z $PGBOUNCER_BIN ]]; then
-        [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1 \
-            || die "pgbouncer is not installed (install it, or run as root to apt-get it)"
-        log "installing pgbouncer with apt-get"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
-        PGBOUNCER_BIN=/usr/sbin/pgbouncer
-        # The package enables a system service listening on 6432: stop+disable it.
-        if command -v systemctl >/dev/null 2>&1; then
-            systemctl stop pgbouncer >/dev/null 2>&1 || true
-            systemctl disable pgbouncer >/dev/null 2>&1 || true
-        fi
-        if command -v service >/dev/null 2>&1; then
-            service pgbouncer stop >/dev/null 2>&1 || true
-        fi
-        if command -v update-rc.d >/dev/null 2>&1; then
-            update-rc.d pgbouncer disable >/dev/null 2>&1 || true
-        fi
-    fi
-    [[ -x $PGBOUNCER_BIN ]] || die "pgbouncer binary not executable: $PGBOUNCER_BIN"
 }
 
 make_tmpdir() {
@@ -549,7 +507,7 @@ main() {
     [[ $OUT == /* ]] || OUT=$PWD/$OUT
     CLK_TCK=$(getconf CLK_TCK)
 
-    find_pg_bindir
+    find_pg_bindir pg_basebackup
     ensure_pgbouncer
 
     mkdir -p "$(dirname "$OUT")"
