@@ -70,7 +70,8 @@ const NUMERIC: &[Num] = &[
 
 /// Output order of the scalar keys.
 const ORDER: &[&str] = &[
-    "listen", "max_client_connections", "auth_type", "max_prepared_statements", "max_message_size", "startup_timeout",
+    "listen", "max_client_connections", "auth_type", "tls.mode", "tls.cert", "tls.key", "server_tls.mode", "server_tls.ca",
+    "server_tls.cert", "server_tls.key", "max_prepared_statements", "max_message_size", "startup_timeout",
     "pool.mode", "pool.size", "pool.checkout_timeout", "pool.server_idle_timeout", "pool.server_lifetime",
     "pool.server_connect_timeout", "pool.server_check_delay", "pool.server_reset_query", "pool.min_pool_size",
     "pool.reserve_pool_size", "pool.reserve_pool_timeout", "pool.max_db_connections", "pool.max_user_connections",
@@ -79,7 +80,7 @@ const ORDER: &[&str] = &[
 
 /// Why a `[pgbouncer]` key is not translated; a key ending in `_` is a prefix.
 const REASONS: &[(&[&str], &str)] = &[
-    (&["client_tls_", "server_tls_"], "TLS is not supported yet (issue #6)"),
+    (&["client_tls_", "server_tls_"], "pgmux uses rustls's defaults (TLS 1.2 and 1.3, its safe cipher suites) and does not check client certificates"),
     (&["unix_socket_"], "pgmux listens on TCP only"),
     (&["logfile", "syslog", "syslog_"], "pgmux logs to stderr (PGMUX_LOG sets the level)"),
     (&["log_", "verbose"], "no such switch: PGMUX_LOG sets what is logged"),
@@ -332,7 +333,17 @@ fn translate_settings<'a>(settings: &'a Lines, out: &mut Out) -> Result<Auth<'a>
             ("pool_mode", v @ ("session" | "transaction")) => out.set("pool.mode", v.into(), ""),
             ("pool_mode", v) => out.skip(k, v, "not offered: pgmux pools by transaction (default) or session"),
             ("server_reset_query", v) => out.set("pool.server_reset_query", ys(v), ""),
-            ("client_tls_sslmode" | "server_tls_sslmode", "disable") | ("unix_socket_dir", "") => {}
+            ("client_tls_sslmode", "disable") | ("unix_socket_dir", "") => {}
+            ("client_tls_sslmode", "allow" | "prefer") => out.set("tls.mode", "allow".into(), ""),
+            ("client_tls_sslmode", "require") => out.set("tls.mode", "require".into(), ""),
+            ("client_tls_sslmode", "verify-ca" | "verify-full") => out.set("tls.mode", "require".into(), "client certificates are not checked"),
+            ("client_tls_cert_file", v) => out.set("tls.cert", ys(v), ""),
+            ("client_tls_key_file", v) => out.set("tls.key", ys(v), ""),
+            ("server_tls_sslmode", v @ ("disable" | "prefer" | "require" | "verify-ca" | "verify-full")) => out.set("server_tls.mode", v.into(), ""),
+            ("server_tls_sslmode", "allow") => out.set("server_tls.mode", "prefer".into(), "PgBouncer's allow: pgmux tries TLS first"),
+            ("server_tls_ca_file", v) => out.set("server_tls.ca", ys(v), ""),
+            ("server_tls_cert_file", v) => out.set("server_tls.cert", ys(v), ""),
+            ("server_tls_key_file", v) => out.set("server_tls.key", ys(v), ""),
             (k, v) => match NUMERIC.iter().find(|n| n.0 == k) {
                 Some(n) => out.numeric(n, v, "").map_err(err)?,
                 None => {
@@ -493,12 +504,18 @@ fn render(scalars: &mut [(&'static str, String, String)], users: &[User], dbs: &
         y.push_str(&format!("{indent}{key}: {value}{c}\n"));
     };
     scalars.sort_by_key(|s| ORDER.iter().position(|k| *k == s.0));
-    for (k, v, c) in scalars.iter().filter(|s| !s.0.starts_with("pool.")) {
+    for (k, v, c) in scalars.iter().filter(|s| !s.0.contains('.')) {
         line(&mut y, "", k, v, c);
     }
-    y.push_str("pool:\n");
-    for (k, v, c) in scalars.iter().filter(|s| s.0.starts_with("pool.")) {
-        line(&mut y, "  ", &k[5..], v, c);
+    // Blocks: `pool:` always, the others when they have keys.
+    for block in ["tls", "server_tls", "pool"] {
+        let keys: Vec<_> = scalars.iter().filter(|s| s.0.split_once('.').is_some_and(|(b, _)| b == block)).collect();
+        if !keys.is_empty() || block == "pool" {
+            y.push_str(&format!("{block}:\n"));
+        }
+        for (k, v, c) in keys {
+            line(&mut y, "  ", &k[block.len() + 1..], v, c);
+        }
     }
     y.push_str(if users.is_empty() { "users: []\n" } else { "users:\n" });
     for (name, pw, admin, comment, extra) in users {

@@ -34,6 +34,7 @@ pub mod import;
 pub mod memory;
 pub mod metrics;
 pub mod net;
+pub mod tls;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;

@@ -78,6 +78,10 @@ pub struct Proxy {
     pub statements: Registry,
     pub counters: ProxyCounters,
     pub metrics: Metrics,
+    /// TLS for clients, rebuilt from its files on RELOAD.
+    pub client_tls: arc_swap::ArcSwap<crate::tls::ClientTls>,
+    /// TLS to servers, shared by every pool's target, rebuilt on RELOAD.
+    pub upstream: crate::tls::UpstreamHandle,
     pub started: Instant,
     clients: AtomicUsize,
     /// `true` once a graceful shutdown has begun.
@@ -129,6 +133,15 @@ impl Proxy {
         let users = build_users(&config, &HashMap::new());
         let topologies = DashMap::new();
         sync_topologies(&topologies, &config);
+        // The files were read by validation a moment ago; should they fail now, TLS is off.
+        let client_tls = crate::tls::ClientTls::from_config(&config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "TLS for clients is off");
+            crate::tls::ClientTls { mode: config.tls.mode, acceptor: None }
+        });
+        let upstream = crate::tls::Upstream::load(&config.server_tls).unwrap_or_else(|(k, e)| {
+            tracing::error!(error = %e, key = k, "server_tls unusable: connecting without TLS");
+            crate::tls::Upstream::default()
+        });
         Arc::new(Proxy {
             config: arc_swap::ArcSwap::from_pointee(config),
             config_path,
@@ -141,6 +154,8 @@ impl Proxy {
             statements: Registry::default(),
             counters: ProxyCounters::default(),
             metrics: Metrics::new(),
+            client_tls: arc_swap::ArcSwap::from_pointee(client_tls),
+            upstream: Arc::new(arc_swap::ArcSwap::from_pointee(upstream)),
             started: Instant::now(),
             clients: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
@@ -182,6 +197,9 @@ impl Proxy {
         if new.listen != old.listen || new.metrics_listen != old.metrics_listen {
             tracing::warn!("listen and metrics_listen changes take effect after a restart");
         }
+        // Certificates are read again even when their paths did not change.
+        let client_tls = crate::tls::ClientTls::from_config(&new)?;
+        let upstream = crate::tls::Upstream::load(&new.server_tls).map_err(|(k, e)| format!("server_tls.{k}: {e}"))?;
         let users = build_users(&new, &self.users.load());
         // Pool sets whose database or user changed are dropped from the registry:
         // their clients drain, new logins build new pools.
@@ -199,6 +217,8 @@ impl Proxy {
             same_db && same_user
         });
         sync_topologies(&self.topologies, &new);
+        self.client_tls.store(Arc::new(client_tls));
+        self.upstream.store(Arc::new(upstream));
         self.users.store(Arc::new(users));
         self.config.store(Arc::new(new));
         self.limits.apply(&self.config());
@@ -238,6 +258,7 @@ impl Proxy {
                     user: user.to_string(),
                     password: auth.plaintext.clone(),
                     keys: auth.keys.clone(),
+                    tls: self.upstream.clone(),
                 },
                 settings.clone(),
                 metrics,

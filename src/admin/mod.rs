@@ -11,8 +11,8 @@ mod show_config;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
+use crate::net::Stream;
 
 use crate::error::{PgError, SqlState};
 use crate::protocol::{backend, codes};
@@ -37,7 +37,7 @@ enum Outcome {
 }
 
 /// Greets an admin and serves commands until the client leaves.
-pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>, key_pid: i32, key_secret: i32) {
+pub async fn serve(mut stream: Stream, proxy: Arc<Proxy>, key_pid: i32, key_secret: i32) {
     let mut out = BytesMut::new();
     backend::auth_ok(&mut out);
     for (k, v) in [

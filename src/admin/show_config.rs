@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::show::n;
 use super::ResultSet;
-use crate::config::{AuthType, Config, Dur, LogFormat, PoolMode, SessionFeatures};
+use crate::config::{AuthType, ClientTlsMode, Config, Dur, LogFormat, PoolMode, ServerTlsMode, SessionFeatures};
 
 /// Written as in the config file: `0` (off), `250ms`, `5s`.
 fn dur(d: Dur) -> String {
@@ -56,6 +56,31 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
             }),
             s("scram-sha-256"),
         ),
+        (
+            s("tls.mode"),
+            s(match c.tls.mode {
+                ClientTlsMode::Disable => "disable",
+                ClientTlsMode::Allow => "allow",
+                ClientTlsMode::Require => "require",
+            }),
+            s("allow"),
+        ),
+        (s("tls.cert"), opt(c.tls.cert.as_ref().map(|p| p.display())), s("")),
+        (s("tls.key"), opt(c.tls.key.as_ref().map(|p| p.display())), s("")),
+        (
+            s("server_tls.mode"),
+            s(match c.server_tls.mode {
+                ServerTlsMode::Disable => "disable",
+                ServerTlsMode::Prefer => "prefer",
+                ServerTlsMode::Require => "require",
+                ServerTlsMode::VerifyCa => "verify-ca",
+                ServerTlsMode::VerifyFull => "verify-full",
+            }),
+            s("prefer"),
+        ),
+        (s("server_tls.ca"), opt(c.server_tls.ca.as_ref().map(|p| p.display())), s("")),
+        (s("server_tls.cert"), opt(c.server_tls.cert.as_ref().map(|p| p.display())), s("")),
+        (s("server_tls.key"), opt(c.server_tls.key.as_ref().map(|p| p.display())), s("")),
         (s("hba"), c.hba.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "), s("")),
         (s("auth_failure_limit"), c.auth_failure_limit.to_string(), s("20")),
         (s("auth_failure_window"), dur(c.auth_failure_window), secs(60)),

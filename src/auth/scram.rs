@@ -2,8 +2,8 @@
 //!
 //! A [`ScramSecret`] is what a server stores: salt, iteration count, StoredKey and
 //! ServerKey. pgmux builds one from a plaintext password at config load, or parses a
-//! `pg_authid` verifier. [`ScramServer`] checks a client's proof against it.
-//! Channel binding (`-PLUS`) needs TLS and is not offered yet.
+//! `pg_authid` verifier. [`ScramServer`] checks a client's proof against it, with
+//! `tls-server-end-point` channel binding (`SCRAM-SHA-256-PLUS`) over TLS.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -12,6 +12,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+const CHANNEL_BINDING_TYPE: &str = "tls-server-end-point";
 const DEFAULT_ITERATIONS: u32 = 4096;
 const NONCE_LEN: usize = 18;
 
@@ -82,13 +84,18 @@ impl ScramSecret {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScramError {
     Malformed(&'static str),
-    ChannelBindingUnsupported,
+    /// A channel binding mismatch in the first message, reported as 08P01.
+    ChannelBinding(&'static str),
     WrongProof,
 }
 
 /// The server side of one SCRAM exchange.
 pub struct ScramServer<'a> {
     secret: &'a ScramSecret,
+    /// With `SCRAM-SHA-256-PLUS`: the `tls-server-end-point` data the client must bind.
+    cbind: Option<&'a [u8]>,
+    /// PLUS was offered (the connection is TLS): a client saying "y" was downgraded.
+    offered_plus: bool,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -96,9 +103,12 @@ pub struct ScramServer<'a> {
 }
 
 impl<'a> ScramServer<'a> {
-    pub fn new(secret: &'a ScramSecret) -> Self {
+    /// `cbind`: the channel binding data when the client chose `SCRAM-SHA-256-PLUS`.
+    pub fn new(secret: &'a ScramSecret, cbind: Option<&'a [u8]>, offered_plus: bool) -> Self {
         ScramServer {
             secret,
+            cbind,
+            offered_plus,
             client_first_bare: String::new(),
             server_first: String::new(),
             nonce: String::new(),
@@ -110,9 +120,23 @@ impl<'a> ScramServer<'a> {
     pub fn client_first(&mut self, msg: &[u8]) -> Result<String, ScramError> {
         let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (cb_flag, rest) = msg.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
+        // PostgreSQL's checks and wording (auth-scram.c).
         match cb_flag {
+            "n" | "y" if self.cbind.is_some() => {
+                return Err(ScramError::ChannelBinding("The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data."))
+            }
+            "y" if self.offered_plus => {
+                return Err(ScramError::ChannelBinding("SCRAM channel binding negotiation error: the client supports SCRAM channel binding but thinks the server does not. However, this server does support channel binding."))
+            }
             "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+            f if f.starts_with("p=") => {
+                if self.cbind.is_none() {
+                    return Err(ScramError::ChannelBinding("The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data."));
+                }
+                if &f[2..] != CHANNEL_BINDING_TYPE {
+                    return Err(ScramError::ChannelBinding("unsupported SCRAM channel-binding type"));
+                }
+            }
             _ => return Err(ScramError::Malformed("bad channel binding flag")),
         }
         let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
@@ -159,7 +183,9 @@ impl<'a> ScramServer<'a> {
         }
         let cbind = B64.decode(cbind.ok_or(ScramError::Malformed("no channel binding"))?)
             .map_err(|_| ScramError::Malformed("bad channel binding"))?;
-        if cbind != self.gs2_header.as_bytes() {
+        let mut expected = self.gs2_header.as_bytes().to_vec();
+        expected.extend_from_slice(self.cbind.unwrap_or_default());
+        if !super::ct_eq(&cbind, &expected) {
             return Err(ScramError::Malformed("channel binding does not match"));
         }
         if nonce != Some(self.nonce.as_str()) {
@@ -259,7 +285,7 @@ mod tests {
     /// Runs postgres-protocol's client (the one tokio-postgres uses) against our server.
     fn exchange(secret: &ScramSecret, client_password: &str) -> Result<(), ScramError> {
         let mut client = ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
-        let mut server = ScramServer::new(secret);
+        let mut server = ScramServer::new(secret, None, false);
         let server_first = server.client_first(client.message())?;
         client.update(server_first.as_bytes()).unwrap();
         let (server_final, _) = server.client_final(client.message())?;
@@ -272,14 +298,14 @@ mod tests {
         let secret = ScramSecret::from_password("s3cret");
         // A client logs in to pgmux with the password...
         let mut client = ScramSha256::new(b"s3cret", ChannelBinding::unsupported());
-        let mut server = ScramServer::new(&secret);
+        let mut server = ScramServer::new(&secret, None, false);
         let first = server.client_first(client.message()).unwrap();
         client.update(first.as_bytes()).unwrap();
         let (_, client_key) = server.client_final(client.message()).unwrap();
         // ...and pgmux logs in to a server holding the same verifier with the keys.
         let keys = ScramKeys { client_key, server_key: secret.server_key };
         let mut as_pgmux = ScramKeyClient::new(keys);
-        let mut upstream = ScramServer::new(&secret);
+        let mut upstream = ScramServer::new(&secret, None, false);
         let first = upstream.client_first(as_pgmux.client_first().as_bytes()).unwrap();
         let fin = as_pgmux.server_first(first.as_bytes()).unwrap();
         let (server_final, _) = upstream.client_final(fin.as_bytes()).expect("upstream accepts the proof");
@@ -311,10 +337,37 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let s = ScramSecret::from_password("x");
-        let mut srv = ScramServer::new(&s);
+        let mut srv = ScramServer::new(&s, None, false);
         assert!(srv.client_first(b"garbage").is_err());
-        assert_eq!(srv.client_first(b"p=tls-server-end-point,,n=,r=abc"), Err(ScramError::ChannelBindingUnsupported));
+        assert!(matches!(srv.client_first(b"p=tls-server-end-point,,n=,r=abc"), Err(ScramError::ChannelBinding(_))));
         assert!(srv.client_first(b"n,,n=,r=abc").is_ok());
         assert!(srv.client_final(b"c=biws,r=wrong,p=AAAA").is_err());
+    }
+
+    /// The client side of channel binding, as postgres-protocol does it.
+    fn exchange_plus(server_cb: &[u8], client: ChannelBinding, offered_plus: bool, plus: bool) -> Result<(), ScramError> {
+        let s = ScramSecret::from_password("pw");
+        let mut client = ScramSha256::new(b"pw", client);
+        let mut server = ScramServer::new(&s, plus.then_some(server_cb), offered_plus);
+        let first = server.client_first(client.message())?;
+        client.update(first.as_bytes()).unwrap();
+        let (fin, _) = server.client_final(client.message())?;
+        client.finish(fin.as_bytes()).unwrap();
+        Ok(())
+    }
+
+    #[test]
+    fn channel_binding() {
+        let hash = [7u8; 32];
+        // SCRAM-SHA-256-PLUS with the right certificate hash.
+        assert_eq!(exchange_plus(&hash, ChannelBinding::tls_server_end_point(hash.to_vec()), true, true), Ok(()));
+        // A different certificate (a man in the middle): the binding does not match.
+        assert!(exchange_plus(&hash, ChannelBinding::tls_server_end_point(vec![8; 32]), true, true).is_err());
+        // PLUS chosen but no binding data sent.
+        assert!(matches!(exchange_plus(&hash, ChannelBinding::unsupported(), true, true), Err(ScramError::ChannelBinding(_))));
+        // "y": the client thinks the server cannot bind, though it offered to: a downgrade.
+        assert!(matches!(exchange_plus(&hash, ChannelBinding::unrequested(), true, false), Err(ScramError::ChannelBinding(_))));
+        // Plain SCRAM over TLS without binding ("n") is still fine.
+        assert_eq!(exchange_plus(&hash, ChannelBinding::unsupported(), true, false), Ok(()));
     }
 }

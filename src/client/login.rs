@@ -1,23 +1,23 @@
-//! A client's way in: first packets (SSL/GSSENC refusal, CancelRequest), the
-//! StartupMessage, password authentication, and the greeting (ParameterStatus,
-//! BackendKeyData, ReadyForQuery). Refusals use PostgreSQL's SQLSTATEs and wording.
+//! A client's way in after its StartupMessage (the packets before it are
+//! `negotiate`'s): password authentication (SCRAM-SHA-256, with channel binding
+//! over TLS, or md5) and the greeting (ParameterStatus, BackendKeyData, ReadyForQuery). Refusals use PostgreSQL's SQLSTATEs and wording.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
-use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM};
+use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::auth::md5;
-use crate::cancel::{self, CancelEntry};
+use crate::cancel::CancelEntry;
 use crate::config::AuthType;
 use crate::error::{ClientError, PgError, SqlState};
 use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::cstr;
-use crate::protocol::startup::{self, FirstPacket, Startup};
+use crate::net::Stream;
+use crate::protocol::startup::{self, Startup};
 use crate::proxy::{DbPools, Proxy};
 use crate::session::SessionParams;
 
@@ -70,8 +70,7 @@ fn protocol_error(msg: impl Into<String>) -> Refusal {
 }
 
 /// Runs the whole login. On success the client has been greeted.
-pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> Result<Login, Refusal> {
-    let startup = read_startup(stream, proxy).await?;
+pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startup: Startup) -> Result<Login, Refusal> {
     let user = startup
         .get("user")
         .filter(|u| !u.is_empty())
@@ -155,32 +154,8 @@ pub async fn login(stream: &mut TcpStream, proxy: &Proxy, key: &CancelEntry) -> 
     Ok(Login::Pooled(LoggedIn { user, database, pools, startup: params.clone(), params, session_features }))
 }
 
-/// Reads first packets until a StartupMessage; answers SSL/GSSENC with 'N' and
-/// serves a CancelRequest.
-async fn read_startup(stream: &mut TcpStream, proxy: &Proxy) -> Result<Startup, Refusal> {
-    for _ in 0..3 {
-        let len = stream.read_i32().await?;
-        let len = startup::check_length(len).map_err(|e| protocol_error(e.to_string()))?;
-        let mut body = vec![0u8; len - 4];
-        stream.read_exact(&mut body).await?;
-        match startup::parse(&body).map_err(|e| protocol_error(e.to_string()))? {
-            FirstPacket::Ssl | FirstPacket::GssEnc => stream.write_all(b"N").await?,
-            FirstPacket::Cancel { pid, secret } => {
-                if let Some(target) = proxy.cancel.lookup(pid, &secret) {
-                    if let Err(e) = cancel::send_cancel(target).await {
-                        tracing::warn!(error = %e, "forwarding cancel request failed");
-                    }
-                }
-                return Err(Refusal::Silent);
-            }
-            FirstPacket::Startup(s) => return Ok(s),
-        }
-    }
-    Err(protocol_error("too many negotiation packets"))
-}
-
 /// Reads one typed message that must be a password/SASL message ('p').
-async fn read_password_message(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+async fn read_password_message(stream: &mut Stream) -> Result<Vec<u8>, Refusal> {
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != codes::PASSWORD {
@@ -194,7 +169,7 @@ async fn read_password_message(stream: &mut TcpStream) -> Result<Vec<u8>, Refusa
     Ok(body)
 }
 
-async fn authenticate(stream: &mut TcpStream, proxy: &Proxy, user: &str, out: &mut BytesMut) -> Result<(), Refusal> {
+async fn authenticate(stream: &mut Stream, proxy: &Proxy, user: &str, out: &mut BytesMut) -> Result<(), Refusal> {
     let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
     let known = proxy.user(user);
     match proxy.config().auth_type {
@@ -209,12 +184,19 @@ async fn authenticate(stream: &mut TcpStream, proxy: &Proxy, user: &str, out: &m
                     &dummy
                 }
             };
-            backend::auth_sasl(out, &[MECHANISM]);
+            // Over TLS, channel binding is offered first, as PostgreSQL does.
+            let cbind = stream.channel_binding().map(<[u8]>::to_vec);
+            if cbind.is_some() {
+                backend::auth_sasl(out, &[MECHANISM_PLUS, MECHANISM]);
+            } else {
+                backend::auth_sasl(out, &[MECHANISM]);
+            }
             stream.write_all(out).await?;
             out.clear();
             let initial = read_password_message(stream).await?;
             let (mech, rest) = cstr(&initial).ok_or_else(|| protocol_error("malformed SASLInitialResponse"))?;
-            if mech != MECHANISM.as_bytes() || rest.len() < 4 {
+            let plus = cbind.is_some() && mech == MECHANISM_PLUS.as_bytes();
+            if !(plus || mech == MECHANISM.as_bytes()) || rest.len() < 4 {
                 return Err(protocol_error("client selected an invalid SASL authentication mechanism"));
             }
             let data_len = i32::from_be_bytes(rest[..4].try_into().unwrap());
@@ -222,8 +204,11 @@ async fn authenticate(stream: &mut TcpStream, proxy: &Proxy, user: &str, out: &m
             if data_len as isize != data.len() as isize {
                 return Err(protocol_error("malformed SASLInitialResponse"));
             }
-            let mut server = ScramServer::new(secret);
-            let first = server.client_first(data).map_err(|_| failed())?;
+            let mut server = ScramServer::new(secret, cbind.as_deref().filter(|_| plus), cbind.is_some());
+            let first = server.client_first(data).map_err(|e| match e {
+                crate::auth::scram::ScramError::ChannelBinding(m) => protocol_error(m),
+                _ => failed(),
+            })?;
             backend::auth_sasl_continue(out, first.as_bytes());
             stream.write_all(out).await?;
             out.clear();

@@ -1,6 +1,7 @@
 //! One client connection, from accept to close.
 //!
-//! - [`login`]: first packets, authentication, greeting.
+//! - [`negotiate`]: first packets (TLS, GSSENC refusal, CancelRequest).
+//! - [`login`]: authentication, greeting.
 //! - [`access`]: `hba:` rules and the failed-login limit, checked before authentication.
 //! - [`session`]: the loop between transactions: checkout, settings sync, release.
 //! - [`relay`]: the hot path forwarding bytes during a transaction.
@@ -9,6 +10,7 @@
 
 pub mod access;
 pub mod login;
+pub mod negotiate;
 pub mod relay;
 pub mod responses;
 pub mod retry;
@@ -20,9 +22,9 @@ pub mod txn;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::net::Stream;
 use crate::protocol::backend;
 use crate::prepared::ClientStatements;
 use crate::protocol::frame::Framer;
@@ -42,46 +44,58 @@ fn count_rejection(proxy: &Proxy, e: &crate::error::PgError) {
     }
 }
 
+/// First packets and login; on failure, the stream to tell the client on (if any).
+async fn start(tcp: TcpStream, proxy: &Proxy, key: &crate::cancel::CancelEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
+    let (mut stream, startup) = negotiate::first_packets(tcp, proxy).await?;
+    match login::login(&mut stream, proxy, key, startup).await {
+        Ok(l) => Ok((stream, l)),
+        Err(r) => Err((Some(stream), r)),
+    }
+}
+
+/// Sends a refusal and closes.
+async fn refuse(mut stream: Stream, e: crate::error::PgError) {
+    let mut out = BytesMut::new();
+    backend::error(&mut out, &e);
+    let _ = stream.write_all(&out).await;
+    stream.shutdown().await;
+}
+
 /// Serves one accepted client connection to the end.
-pub async fn serve(mut stream: TcpStream, proxy: Arc<Proxy>) {
+pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
     let _count = proxy.client_guard();
     let key = proxy.cancel.register();
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     // Every log line carries the client id; no span is entered per poll (hot path).
     let id = key.entry.pid;
     {
         let timeout = proxy.config().startup_timeout.0;
-        // Boxed: the login's state is large and short-lived; an idle client keeps
-        // only the session's.
-        let login = Box::pin(login::login(&mut stream, &proxy, &key.entry));
-        let logged_in = match tokio::time::timeout(timeout, login).await {
-            Ok(Ok(login::Login::Pooled(l))) => l,
-            Ok(Ok(login::Login::Admin { user })) => {
+        // Boxed: negotiation and login states are large and short-lived; an idle
+        // client keeps only the session's.
+        let (stream, logged_in) = match tokio::time::timeout(timeout, Box::pin(start(tcp, &proxy, &key.entry))).await {
+            Ok(Ok((stream, login::Login::Pooled(l)))) => (stream, l),
+            Ok(Ok((stream, login::Login::Admin { user }))) => {
                 tracing::info!(client = id, %peer, %user, "admin console");
                 crate::admin::serve(stream, proxy.clone(), key.entry.pid, key.entry.secret).await;
                 return;
             }
-            Ok(Err(Refusal::Error(e))) => {
+            Ok(Err((Some(stream), Refusal::Error(e)))) => {
                 tracing::info!(client = id, %peer, error = %e, "login refused");
                 count_rejection(&proxy, &e);
-                let mut out = BytesMut::new();
-                backend::error(&mut out, &e);
-                let _ = stream.write_all(&out).await;
+                Box::pin(refuse(stream, e)).await;
                 return;
             }
-            Ok(Err(Refusal::Denied(e, why))) => {
+            Ok(Err((Some(stream), Refusal::Denied(e, why)))) => {
                 tracing::warn!(client = id, %peer, reason = why.as_str(), error = %e, "login refused before authentication");
                 let r = &proxy.metrics.rejected;
                 match why {
                     access::Denial::Hba => r.hba.increment(1),
                     access::Denial::TooManyFailures => r.auth_failure_limit.increment(1),
                 }
-                let mut out = BytesMut::new();
-                backend::error(&mut out, &e);
-                let _ = stream.write_all(&out).await;
+                Box::pin(refuse(stream, e)).await;
                 return;
             }
-            Ok(Err(Refusal::Silent)) => return,
+            Ok(Err(_)) => return,
             Err(_) => {
                 tracing::info!(client = id, %peer, "startup timed out");
                 proxy.metrics.rejected.startup_timeout.increment(1);
@@ -120,8 +134,8 @@ mod size_tests {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
             let key = proxy.cancel.register();
-            let mut s2 = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let lf = super::login::login(&mut s2, &proxy, &key.entry);
+            let mut s2 = crate::net::Stream::Plain(tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
+            let lf = super::login::login(&mut s2, &proxy, &key.entry, Default::default());
             eprintln!("login future: {} bytes", std::mem::size_of_val(&lf));
             drop(lf);
             let f = super::serve(s, proxy.clone());

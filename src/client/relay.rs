@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::io;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
+use crate::net::Stream;
 use tokio::sync::watch;
 
 use super::responses::{drop_ignored_syncs, on_server_message, Edits};
@@ -86,7 +86,7 @@ pub enum Hold<'a> {
 }
 
 pub struct Relay<'a> {
-    pub client: &'a TcpStream,
+    pub client: &'a Stream,
     pub cbuf: &'a mut BytesMut,
     pub cframer: &'a mut Framer,
     pub server: &'a mut ServerConn,
@@ -189,8 +189,10 @@ impl Relay<'_> {
             Err(e) => return e,
         };
         loop {
+            // Bytes due to the server (`c_out`) and to the client (`s_out`); on TLS,
+            // ciphertext rustls still holds counts as due as well.
             let mut c_out = self.server.wbuf.len();
-            if c_out > 0 {
+            if c_out > 0 || self.server.stream.out_pending() {
                 match self.server.stream.try_write(&self.server.wbuf) {
                     Ok(w) => {
                         consume(&mut self.server.wbuf, w);
@@ -200,7 +202,7 @@ impl Relay<'_> {
                     Err(e) => return RelayEnd::ServerGone(e.to_string()),
                 }
             }
-            if s_out > 0 {
+            if s_out > 0 || self.client.out_pending() {
                 match self.client.try_write(&self.server.rbuf[..s_out]) {
                     Ok(w) => {
                         stats.bytes_out += w as u64;
@@ -211,7 +213,9 @@ impl Relay<'_> {
                     Err(_) => return RelayEnd::ClientGone,
                 }
             }
-            if s_out == 0 && c_out == 0 {
+            let c_out = c_out + self.server.stream.out_pending() as usize;
+            let s_out_due = s_out + self.client.out_pending() as usize;
+            if s_out_due == 0 && c_out == 0 {
                 if client_done && self.txn.quiescent() {
                     return RelayEnd::ClientGone;
                 }
@@ -228,9 +232,9 @@ impl Relay<'_> {
                     return RelayEnd::Reroute;
                 }
             }
-            let session_idle = c_out == 0 && s_out == 0 && self.txn.at_boundary();
+            let session_idle = c_out == 0 && s_out_due == 0 && self.txn.at_boundary();
             // Timeouts: a client idle inside a transaction, or a request running too long.
-            let idle_in_txn = c_out == 0 && s_out == 0 && self.txn.quiescent() && self.txn.status != codes::TXN_IDLE;
+            let idle_in_txn = c_out == 0 && s_out_due == 0 && self.txn.quiescent() && self.txn.status != codes::TXN_IDLE;
             let deadline = match (idle_in_txn, self.timeouts.idle_transaction, request_started, self.timeouts.query) {
                 (true, Some(t), _, _) => Some((std::time::Instant::now() + t, Timeout::IdleInTransaction)),
                 (false, _, Some(started), Some(t)) if self.txn.pending > 0 && !query_cancelled => {
@@ -260,7 +264,7 @@ impl Relay<'_> {
                     biased;
                     r = self.server.stream.readable(), if s_out == 0 => r.map(|_| Event::ServerReadable),
                     r = self.client.readable(), if c_out == 0 && !client_done && !reroute => r.map(|_| Event::ClientReadable),
-                    r = self.client.writable(), if s_out > 0 => r.map(|_| Event::ClientWritable),
+                    r = self.client.writable(), if s_out_due > 0 => r.map(|_| Event::ClientWritable),
                     r = self.server.stream.writable(), if c_out > 0 => r.map(|_| Event::ServerWritable),
                     _ = shutdown, if session_idle => Ok(Event::Shutdown),
                     which = timer => Ok(Event::Timeout(which)),
@@ -287,7 +291,7 @@ impl Relay<'_> {
                     if rbuf.capacity() - rbuf.len() < 1024 {
                         rbuf.reserve(READ_BUF);
                     }
-                    match crate::net::read_some(&self.server.stream, rbuf) {
+                    match self.server.stream.read_some(rbuf) {
                         Ok(0) => return RelayEnd::ServerGone("server closed the connection".into()),
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -371,7 +375,7 @@ impl Relay<'_> {
                     if self.cbuf.capacity() - self.cbuf.len() < 1024 {
                         self.cbuf.reserve(CLIENT_READ_BUF);
                     }
-                    match crate::net::read_some(self.client, self.cbuf) {
+                    match self.client.read_some(self.cbuf) {
                         Ok(0) => return RelayEnd::ClientGone,
                         Ok(n) => {
                             stats.bytes_in += n as u64;

@@ -28,7 +28,7 @@
 //! write there fails as PostgreSQL would fail it on a standby (25006).
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::relay::CLIENT_READ_BUF;
 use super::session::{Session, SessionEnd};

@@ -10,8 +10,6 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::login::LoggedIn;
@@ -32,7 +30,7 @@ use crate::sql::SessionEffects;
 
 pub struct Session<'a> {
     pub proxy: &'a Proxy,
-    pub stream: TcpStream,
+    pub stream: crate::net::Stream,
     pub login: LoggedIn,
     pub cancel: Arc<CancelEntry>,
     pub cbuf: BytesMut,
@@ -92,7 +90,7 @@ impl Session<'_> {
                 if self.cbuf.capacity() == 0 {
                     self.cbuf.reserve(CLIENT_READ_BUF);
                 }
-                match crate::net::read_some(&self.stream, &mut self.cbuf) {
+                match self.stream.read_some(&mut self.cbuf) {
                     Ok(0) => return SessionEnd::ClientLeft,
                     Ok(_) => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,

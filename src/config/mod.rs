@@ -8,6 +8,7 @@
 mod access;
 mod limits;
 mod routing;
+mod tls;
 mod units;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 pub use access::{Cidr, HbaAction, HbaRule};
 pub use routing::{Route, RoutingConfig};
+pub use tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode};
 pub use units::{ByteSize, Dur};
 
 use crate::auth::scram::ScramSecret;
@@ -69,6 +71,12 @@ pub struct Config {
     pub auth_failure_limit: u32,
     #[serde(default = "access::default_auth_failure_window")]
     pub auth_failure_window: Dur,
+    /// TLS for clients (`cert`, `key`, `mode`).
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    /// TLS to the servers (`mode` as libpq's sslmode, `ca`, optional `cert`/`key`).
+    #[serde(default)]
+    pub server_tls: ServerTlsConfig,
     #[serde(default)]
     pub pool: PoolConfig,
     #[serde(default)]
@@ -446,6 +454,7 @@ impl Config {
             }
         }
         self.validate_access()?;
+        self.validate_tls()?;
         self.validate_pool_overrides()
     }
 

@@ -69,3 +69,26 @@ fn verifier_passwords() {
     assert_eq!(e.key, "users.app.password");
     assert_eq!(e.line, Some(13), "{e}");
 }
+
+#[test]
+fn tls_files_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let with = |block: &str| CONTRACT.replace("users:\n", &format!("{block}users:\n"));
+    let e = parse(&with(&format!("tls:\n  cert: {0}\n  key: {0}\n", missing.display()))).unwrap_err();
+    assert_eq!(e.key, "tls.cert");
+    assert!(e.message.contains("cannot read"), "{e}");
+    let e = parse(&with("tls:\n  mode: require\n")).unwrap_err();
+    assert_eq!(e.key, "tls.cert");
+    let e = parse(&with("server_tls:\n  mode: verify-full\n")).unwrap_err();
+    assert_eq!(e.key, "server_tls.ca");
+    let e = parse(&with("server_tls:\n  mode: sometimes\n")).unwrap_err();
+    assert!(e.message.contains("sometimes"), "{e}");
+    // A file that is not PEM.
+    std::fs::write(&missing, "hello").unwrap();
+    let e = parse(&with(&format!("tls:\n  cert: {0}\n  key: {0}\n", missing.display()))).unwrap_err();
+    assert_eq!(e.key, "tls.cert", "{e}");
+    // The contract file has no TLS block and stays valid.
+    let c = parse(CONTRACT).unwrap();
+    assert_eq!((c.tls.mode, c.tls.cert.is_none()), (ClientTlsMode::Allow, true));
+}

@@ -40,13 +40,14 @@ fn realistic_config() {
     let expected = [
         "%include = /etc/pgbouncer/pgbouncer-local.ini", "logfile = /var/log/postgresql/pgbouncer.log",
         "pidfile = /var/run/postgresql/pgbouncer.pid", "unix_socket_dir = /var/run/postgresql", "stats_users = monitoring",
-        "ignore_startup_parameters = extra_float_digits", "server_tls_sslmode = require", "log_connections = 0",
+        "ignore_startup_parameters = extra_float_digits", "log_connections = 0",
         "stats_period = 60", "tcp_keepalive = 1", "userlist.txt \"postgres\" = md5 hash", "userlist.txt \"reporting\" = SCRAM verifier",
         "users.reporting = pool_mode=session", "auth_type = md5", "databases.reports = user=reporting",
         "databases.reports = password=***", "databases.analytics", "databases.* = host=10.0.1.5",
     ];
     assert_eq!(keys(&c), expected);
-    assert!(c.untranslated[6].to_string() == "server_tls_sslmode = require: TLS is not supported yet (issue #6)");
+    assert_eq!(cfg.server_tls.mode, crate::config::ServerTlsMode::Require);
+    assert!(c.yaml.contains("server_tls:\n  mode: require\n"), "{}", c.yaml);
     assert_eq!((cfg.pool.max_db_connections, cfg.pool.max_user_connections), (100, 0));
     assert_eq!(cfg.databases["orders"].pool_size, Some(40));
     assert_eq!(cfg.user("reporting").unwrap().max_user_connections, Some(10));
@@ -134,4 +135,17 @@ fn per_database_and_per_user_pool_settings() {
     assert_eq!(e.to_string(), "pgbouncer.ini:2: databases.a: pool_size \"many\" is not a valid number");
     let e = convert("[users]\nu = max_user_connections=-1\n", Some("\"u\" \"pw\"\n")).unwrap_err();
     assert!(e.to_string().starts_with("pgbouncer.ini:2: users.u: max_user_connections"), "{e}");
+}
+
+#[test]
+fn tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nclient_tls_sslmode = verify-full\nclient_tls_ciphers = fast\nserver_tls_sslmode = allow\nserver_tls_ca_file = /etc/ssl/ca.pem\n";
+    let c = convert(ini, Some("\"app\" \"pw\"\n")).unwrap();
+    assert!(c.yaml.contains("tls:\n  mode: require  # client certificates are not checked\n"), "{}", c.yaml);
+    assert!(c.yaml.contains("server_tls:\n  mode: prefer  # PgBouncer's allow: pgmux tries TLS first\n  ca: '/etc/ssl/ca.pem'\n"), "{}", c.yaml);
+    // Without a certificate, tls.mode require is refused at load, and the report says so.
+    assert_eq!(keys(&c), ["client_tls_ciphers = fast", "listen_addr", "tls.cert"]);
+    let e = Config::parse(&c.yaml, &dir.path().join("x.yaml")).unwrap_err();
+    assert_eq!(e.key, "tls.cert");
 }

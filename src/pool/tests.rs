@@ -78,6 +78,7 @@ fn pool(addr: &ServerAddr, db: &str, user: &str, settings: PoolSettings, limits:
         user: user.into(),
         password: None,
         keys: Default::default(),
+        tls: Default::default(),
     };
     let metrics = crate::metrics::Metrics::new().pool(db, user, &addr.to_string(), "primary");
     Pool::new(target, settings, metrics, "primary", limits.iter().map(|l| (*l).clone()).collect())

@@ -115,6 +115,7 @@ impl Monitor {
                     user: user.name.clone(),
                     password: user.plaintext.clone(),
                     keys: user.keys.clone(),
+                    tls: proxy.upstream.clone(),
                 };
                 let key = (name.clone(), node.addr.clone());
                 let conn = self.conns.remove(&key).filter(|c| c.serves(&target));

@@ -11,10 +11,10 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorField, ErrorFields, Message};
 use postgres_protocol::message::frontend;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{read_message, ServerConn, READ_BUF};
+use crate::net::Stream;
 use crate::auth::scram::{ScramKeyClient, ScramKeys};
 use crate::config::ServerAddr;
 use crate::error::{PgError, Severity, SqlState};
@@ -31,6 +31,8 @@ pub struct ServerTarget {
     /// With only a verifier: SCRAM keys taken from a client's login (set once one has
     /// logged in).
     pub keys: Arc<std::sync::OnceLock<ScramKeys>>,
+    /// `server_tls`, as it is now.
+    pub tls: crate::tls::UpstreamHandle,
 }
 
 /// Why a login failed.
@@ -92,9 +94,11 @@ pub async fn connect(target: &ServerTarget, timeout: Duration) -> Result<ServerC
 }
 
 async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> {
-    let mut stream = TcpStream::connect((target.addr.host.as_str(), target.addr.port)).await?;
-    let peer = stream.peer_addr()?;
-    configure_socket(&stream);
+    let tcp = TcpStream::connect((target.addr.host.as_str(), target.addr.port)).await?;
+    let peer = tcp.peer_addr()?;
+    configure_socket(&tcp);
+    let upstream = target.tls.load_full();
+    let mut stream = upstream.connect(tcp, &target.addr.host).await?;
     let mut buf = BytesMut::with_capacity(256);
     frontend::startup_message(
         [("user", target.user.as_str()), ("database", target.dbname.as_str())],
@@ -150,7 +154,7 @@ pub fn configure_socket(stream: &TcpStream) {
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
-async fn authenticate(stream: &mut TcpStream, rbuf: &mut BytesMut, target: &ServerTarget) -> Result<(), LoginError> {
+async fn authenticate(stream: &mut Stream, rbuf: &mut BytesMut, target: &ServerTarget) -> Result<(), LoginError> {
     let password = || {
         target.password.as_deref().ok_or_else(|| {
             LoginError::Auth(format!(

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use crate::net::Stream;
 
 use crate::client::rewrite::Expect;
 use crate::error::PgError;
@@ -32,7 +31,7 @@ pub const READ_BUF: usize = 16 * 1024;
 
 /// An open, logged-in server connection.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read from the server and not yet forwarded.
     pub rbuf: BytesMut,
     /// Client messages (possibly rewritten) not yet written to the server.
@@ -69,11 +68,7 @@ impl ServerConn {
     /// Returns false if the idle connection has data waiting or is closed: a server
     /// that terminated the backend sends a FATAL and closes; either way it is unusable.
     pub fn idle_is_clean(&self) -> bool {
-        if crate::net::quiet(&self.stream) {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.stream.idle_is_clean()
     }
 
     /// Runs one simple query of pgmux's own and reads its answer to ReadyForQuery,
@@ -139,7 +134,7 @@ impl ServerConn {
 }
 
 /// Reads one backend message from `stream`, buffering in `buf`.
-pub(crate) async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<backend::Message> {
+pub(crate) async fn read_message(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<backend::Message> {
     use tokio::io::AsyncReadExt;
     loop {
         if buf.len() >= 5 {

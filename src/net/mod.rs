@@ -1,10 +1,16 @@
-//! Socket reads that tell tokio when a socket is drained.
+//! Sockets: [`Stream`] (plain or TLS, see [`tls`]) and reads that tell tokio when a
+//! socket is drained.
 //!
 //! tokio forgets a socket's readiness only when a read fails with `WouldBlock`, so
 //! after an ordinary short read the next wait costs one more `recv` that returns
 //! EAGAIN. [`read_some`] treats a short read as "drained" and clears the readiness at
 //! once (safe: tokio's readiness ticks keep an event that arrived meanwhile). On the
 //! hot path that saves a system call per direction per transaction.
+
+pub mod stream;
+pub mod tls;
+
+pub use stream::Stream;
 
 use std::io;
 use std::task::{Context, Poll, Waker};

@@ -1,0 +1,128 @@
+//! A connection's first packets, up to its StartupMessage: TLS (SSLRequest, or a
+//! ClientHello sent at once with PostgreSQL 17's `sslnegotiation=direct`), GSSENC
+//! refusal, and CancelRequest.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::login::Refusal;
+use crate::cancel;
+use crate::config::ClientTlsMode;
+use crate::error::{PgError, SqlState};
+use crate::net::Stream;
+use crate::protocol::startup::{self, FirstPacket, Startup};
+use crate::proxy::Proxy;
+use crate::tls::Acceptor;
+
+/// First byte of a TLS handshake record: a client starting TLS without asking.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+fn protocol_error(msg: impl Into<String>) -> Refusal {
+    Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg))
+}
+
+/// How negotiation ended short of a StartupMessage. The stream (if any) is the one
+/// to send the refusal on.
+pub type Failed = (Option<Stream>, Refusal);
+
+/// Reads packets until the StartupMessage, starting TLS on the way if asked.
+pub async fn first_packets(mut tcp: TcpStream, proxy: &Proxy) -> Result<(Stream, Startup), Failed> {
+    let first = match tcp.read_u8().await {
+        Ok(b) => b,
+        Err(_) => return Err((None, Refusal::Silent)),
+    };
+    let mut stream = if first == TLS_HANDSHAKE {
+        let tls = proxy.client_tls.load();
+        let Some(acceptor) = &tls.acceptor else {
+            // Nothing to say that a TLS client could read.
+            return Err((None, Refusal::Silent));
+        };
+        let s = acceptor.accept(tcp, &[TLS_HANDSHAKE]).await.map_err(|_| (None, Refusal::Silent))?;
+        if !Acceptor::alpn_ok(&s) {
+            let e = PgError::fatal(SqlState::PROTOCOL_VIOLATION, "received direct SSL connection request without ALPN protocol negotiation extension");
+            return Err((Some(s), Refusal::Error(e)));
+        }
+        s
+    } else {
+        Stream::Plain(tcp)
+    };
+    let mut pending = (first != TLS_HANDSHAKE).then_some(first);
+    for _ in 0..3 {
+        let body = match read_packet(&mut stream, pending.take()).await {
+            Ok(b) => b,
+            Err(r) => return Err((Some(stream), r)),
+        };
+        let packet = match startup::parse(&body) {
+            Ok(p) => p,
+            Err(e) => return Err((Some(stream), protocol_error(e.to_string()))),
+        };
+        match packet {
+            FirstPacket::Ssl => stream = start_tls(stream, proxy).await?,
+            FirstPacket::GssEnc => {
+                if stream.write_all(b"N").await.is_err() {
+                    return Err((None, Refusal::Silent));
+                }
+            }
+            FirstPacket::Cancel { pid, secret } => {
+                if let Some(target) = proxy.cancel.lookup(pid, &secret) {
+                    if let Err(e) = cancel::send_cancel(target).await {
+                        tracing::warn!(error = %e, "forwarding cancel request failed");
+                    }
+                }
+                return Err((None, Refusal::Silent));
+            }
+            FirstPacket::Startup(s) => {
+                if !stream.is_tls() && proxy.client_tls.load().mode == ClientTlsMode::Require {
+                    let e = PgError::fatal(SqlState::INVALID_AUTHORIZATION, "pgmux: SSL required (tls.mode is require)");
+                    return Err((Some(stream), Refusal::Error(e)));
+                }
+                return Ok((stream, s));
+            }
+        }
+    }
+    Err((Some(stream), protocol_error("too many negotiation packets")))
+}
+
+/// Answers an SSLRequest: 'S' and the handshake, or 'N' when TLS is off.
+async fn start_tls(stream: Stream, proxy: &Proxy) -> Result<Stream, Failed> {
+    let mut tcp = match stream {
+        Stream::Plain(tcp) => tcp,
+        tls @ Stream::Tls(_) => return Err((Some(tls), protocol_error("SSLRequest on a connection already using TLS"))),
+    };
+    let tls = proxy.client_tls.load();
+    let Some(acceptor) = &tls.acceptor else {
+        return match tcp.write_all(b"N").await {
+            Ok(()) => Ok(Stream::Plain(tcp)),
+            Err(_) => Err((None, Refusal::Silent)),
+        };
+    };
+    if tcp.write_all(b"S").await.is_err() {
+        return Err((None, Refusal::Silent));
+    }
+    // Bytes sent after the SSLRequest and before the ClientHello were read by nobody:
+    // the handshake takes the socket as it is.
+    match acceptor.accept(tcp, &[]).await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            tracing::info!(error = %e, "TLS handshake with a client failed");
+            Err((None, Refusal::Silent))
+        }
+    }
+}
+
+/// Reads one untyped packet (length, then body); `first`: its first byte, already read.
+async fn read_packet(stream: &mut Stream, first: Option<u8>) -> Result<Vec<u8>, Refusal> {
+    let mut len = [0u8; 4];
+    let from = match first {
+        Some(b) => {
+            len[0] = b;
+            1
+        }
+        None => 0,
+    };
+    stream.read_exact(&mut len[from..]).await?;
+    let len = startup::check_length(i32::from_be_bytes(len)).map_err(|e| protocol_error(e.to_string()))?;
+    let mut body = vec![0u8; len - 4];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}

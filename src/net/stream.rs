@@ -1,0 +1,143 @@
+//! [`Stream`]: a client's or server's socket, plain or TLS, with the readiness calls
+//! the relay uses (`readable`, `read_some`, `writable`, `try_write`) and whole
+//! writes for everything off the hot path.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::tls::TlsStream;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Plain(s)
+    }
+}
+
+impl Stream {
+    /// The socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.tcp,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// `tls-server-end-point` data for SCRAM-SHA-256-PLUS, on a TLS client connection.
+    pub fn channel_binding(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t.channel_binding(),
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    /// Waits until a read may return something (TLS: plaintext may already be
+    /// buffered). One future type for both kinds: it sits in every client's task.
+    #[inline]
+    pub async fn readable(&self) -> io::Result<()> {
+        if let Stream::Tls(t) = self {
+            if t.has_buffered() {
+                return Ok(());
+            }
+        }
+        self.tcp().readable().await
+    }
+
+    #[inline]
+    pub async fn writable(&self) -> io::Result<()> {
+        self.tcp().writable().await
+    }
+
+    /// Reads what is available into the spare capacity of `buf` (reserve first).
+    #[inline]
+    pub fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => super::read_some(s, buf),
+            Stream::Tls(t) => t.read_some(buf),
+        }
+    }
+
+    /// Writes what the socket takes now. On TLS an empty `buf` sends queued
+    /// ciphertext (see [`Stream::out_pending`]).
+    #[inline]
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.try_write(buf),
+            Stream::Tls(t) => t.try_write(buf),
+        }
+    }
+
+    /// TLS only: bytes already accepted by [`Stream::try_write`] still wait for the socket.
+    #[inline]
+    pub fn out_pending(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.out_pending(),
+        }
+    }
+
+    /// False if an idle connection has data waiting or is closed (either way it is
+    /// unusable); reads and drops what is there only then.
+    pub fn idle_is_clean(&self) -> bool {
+        match self {
+            Stream::Plain(s) => {
+                if super::quiet(s) {
+                    return true;
+                }
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            // TLS records that carry no data (a session ticket) leave it clean.
+            Stream::Tls(t) => {
+                let mut probe = BytesMut::with_capacity(64);
+                matches!(t.read_some(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes all of `buf` and waits until the socket has taken it.
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(buf).await,
+            // Boxed: this future sits in every client's task; TLS's is the larger.
+            Stream::Tls(t) => Box::pin(t.write_all(buf)).await,
+        }
+    }
+
+    /// Closes politely: close_notify on TLS, then FIN.
+    pub async fn shutdown(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.close();
+        }
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(t) => t.tcp.shutdown().await,
+        };
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, rb: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, rb),
+            Stream::Tls(t) => t.poll_read(cx, rb),
+        }
+    }
+}
