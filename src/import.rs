@@ -70,7 +70,7 @@ const NUMERIC: &[Num] = &[
 
 /// Output order of the scalar keys.
 const ORDER: &[&str] = &[
-    "listen", "max_client_connections", "auth_type", "tls.mode", "tls.cert", "tls.key", "server_tls.mode", "server_tls.ca",
+    "listen", "max_client_connections", "auth_type", "auth_user", "auth_query", "tls.mode", "tls.cert", "tls.key", "server_tls.mode", "server_tls.ca",
     "server_tls.cert", "server_tls.key", "max_prepared_statements", "max_message_size", "startup_timeout",
     "pool.mode", "pool.size", "pool.checkout_timeout", "pool.server_idle_timeout", "pool.server_lifetime",
     "pool.server_connect_timeout", "pool.server_check_delay", "pool.server_reset_query", "pool.min_pool_size",
@@ -95,7 +95,7 @@ const REASONS: &[(&[&str], &str)] = &[
     (&["server_login_retry"], "not configurable: pgmux retries with backoff, 250ms doubling to 5s"),
     (&["server_round_robin"], "not supported: each database has one primary"),
     (&["server_reset_query_always"], "not supported: server_reset_query runs in session mode only"),
-    (&["auth_user", "auth_query", "auth_dbname"], "no auth query: list every user under users:"),
+    (&["auth_dbname"], "auth_query runs in the database the client asks for"),
     (&["auth_hba_file"], "not translated: write the rules as pgmux's hba: list (allow/deny by users, databases, addresses)"),
 ];
 
@@ -341,6 +341,8 @@ fn translate_settings<'a>(settings: &'a Lines, out: &mut Out) -> Result<Auth<'a>
             ("client_tls_key_file", v) => out.set("tls.key", ys(v), ""),
             ("server_tls_sslmode", v @ ("disable" | "prefer" | "require" | "verify-ca" | "verify-full")) => out.set("server_tls.mode", v.into(), ""),
             ("server_tls_sslmode", "allow") => out.set("server_tls.mode", "prefer".into(), "PgBouncer's allow: pgmux tries TLS first"),
+            ("auth_user", v) => out.set("auth_user", ys(v), ""),
+            ("auth_query", v) => out.set("auth_query", ys(v), ""),
             ("server_tls_ca_file", v) => out.set("server_tls.ca", ys(v), ""),
             ("server_tls_cert_file", v) => out.set("server_tls.cert", ys(v), ""),
             ("server_tls_key_file", v) => out.set("server_tls.key", ys(v), ""),

@@ -36,6 +36,17 @@ pub struct UserAuth {
     pub admin: bool,
 }
 
+impl UserAuth {
+    /// From a password: plaintext, or a SCRAM-SHA-256 verifier.
+    pub fn new(name: &str, password: &str, admin: bool) -> UserAuth {
+        let (scram, plaintext) = match ScramSecret::parse_verifier(password) {
+            Some(s) => (s, None),
+            None => (ScramSecret::from_password(password), Some(password.to_string())),
+        };
+        UserAuth { name: name.to_string(), configured: password.to_string(), scram, plaintext, keys: Default::default(), admin }
+    }
+}
+
 /// The pools of one (database, user): the primary's and each replica's.
 pub struct DbPools {
     pub database: String,
@@ -66,6 +77,8 @@ pub struct Proxy {
     /// Where it was read from (None: built in memory, as by `pgmux demo`).
     pub config_path: Option<std::path::PathBuf>,
     users: arc_swap::ArcSwap<HashMap<String, Arc<UserAuth>>>,
+    /// Users found by `auth_query`, with the secret each had at its last login.
+    looked_up: DashMap<String, Arc<UserAuth>>,
     pools: DashMap<(String, String), Arc<DbPools>>,
     /// `max_db_connections` / `max_user_connections` per server, shared by pools.
     pub limits: Limits,
@@ -146,6 +159,7 @@ impl Proxy {
             config: arc_swap::ArcSwap::from_pointee(config),
             config_path,
             users: arc_swap::ArcSwap::from_pointee(users),
+            looked_up: DashMap::new(),
             pools: DashMap::new(),
             limits: Limits::default(),
             topologies,
@@ -167,8 +181,29 @@ impl Proxy {
         self.config.load()
     }
 
+    /// A configured user, or one `auth_query` found.
     pub fn user(&self, name: &str) -> Option<Arc<UserAuth>> {
+        self.configured_user(name).or_else(|| self.looked_up.get(name).map(|u| u.clone()))
+    }
+
+    pub fn configured_user(&self, name: &str) -> Option<Arc<UserAuth>> {
         self.users.load().get(name).cloned()
+    }
+
+    /// Records what `auth_query` returned for `name` (`None`: no such user). A
+    /// changed secret drops the user's pools (they log in with the old one): they drain.
+    pub fn looked_up(&self, name: &str, secret: Option<&str>) -> Option<Arc<UserAuth>> {
+        let Some(secret) = secret else {
+            self.looked_up.remove(name);
+            return None;
+        };
+        if let Some(u) = self.looked_up.get(name).filter(|u| u.configured == secret) {
+            return Some(u.clone());
+        }
+        let auth = Arc::new(UserAuth::new(name, secret, false));
+        self.looked_up.insert(name.to_string(), auth.clone());
+        self.pools.retain(|(_, user), _| user != name);
+        Some(auth)
     }
 
     /// Re-reads the config file, validates all of it, and applies it at once: users,
@@ -407,20 +442,7 @@ fn build_users(config: &Config, old: &HashMap<String, Arc<UserAuth>>) -> HashMap
             let kept = old.get(&u.name).filter(|o| o.configured == u.password && o.admin == u.admin);
             let auth = match kept {
                 Some(o) => o.clone(),
-                None => {
-                    let (scram, plaintext) = match ScramSecret::parse_verifier(&u.password) {
-                        Some(s) => (s, None),
-                        None => (ScramSecret::from_password(&u.password), Some(u.password.clone())),
-                    };
-                    Arc::new(UserAuth {
-                        name: u.name.clone(),
-                        configured: u.password.clone(),
-                        scram,
-                        plaintext,
-                        keys: Default::default(),
-                        admin: u.admin,
-                    })
-                }
+                None => Arc::new(UserAuth::new(&u.name, &u.password, u.admin)),
             };
             (u.name.clone(), auth)
         })

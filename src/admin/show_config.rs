@@ -82,6 +82,8 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
         (s("server_tls.cert"), opt(c.server_tls.cert.as_ref().map(|p| p.display())), s("")),
         (s("server_tls.key"), opt(c.server_tls.key.as_ref().map(|p| p.display())), s("")),
         (s("hba"), c.hba.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "), s("")),
+        (s("auth_user"), opt(c.auth_user.as_ref()), s("")),
+        (s("auth_query"), c.auth_query.clone(), crate::config::default_auth_query()),
         (s("auth_failure_limit"), c.auth_failure_limit.to_string(), s("20")),
         (s("auth_failure_window"), dur(c.auth_failure_window), secs(60)),
         (s("max_prepared_statements"), c.max_prepared_statements.to_string(), s("256")),

@@ -91,7 +91,7 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startu
         let unsupported = startup.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
         backend::negotiate_protocol(&mut out, unsupported);
     }
-    match authenticate(stream, proxy, &user, &mut out).await {
+    match authenticate(stream, proxy, &user, &database, &mut out).await {
         Ok(()) => proxy.auth_failures.succeeded(addr.ip()),
         Err(Refusal::Error(e)) if e.code == SqlState::INVALID_PASSWORD => {
             let (limit, window) = {
@@ -169,9 +169,12 @@ async fn read_password_message(stream: &mut Stream) -> Result<Vec<u8>, Refusal> 
     Ok(body)
 }
 
-async fn authenticate(stream: &mut Stream, proxy: &Proxy, user: &str, out: &mut BytesMut) -> Result<(), Refusal> {
+async fn authenticate(stream: &mut Stream, proxy: &Proxy, user: &str, database: &str, out: &mut BytesMut) -> Result<(), Refusal> {
     let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
-    let known = proxy.user(user);
+    let known = match proxy.configured_user(user) {
+        Some(u) => Some(u),
+        None => super::auth_query::look_up(proxy, database, user).await.map_err(Refusal::Error)?,
+    };
     match proxy.config().auth_type {
         AuthType::ScramSha256 => {
             // An unknown user goes through the same exchange against a throwaway

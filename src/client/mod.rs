@@ -2,6 +2,7 @@
 //!
 //! - [`negotiate`]: first packets (TLS, GSSENC refusal, CancelRequest).
 //! - [`login`]: authentication, greeting.
+//! - [`auth_query`]: users not in the config, looked up in PostgreSQL.
 //! - [`access`]: `hba:` rules and the failed-login limit, checked before authentication.
 //! - [`session`]: the loop between transactions: checkout, settings sync, release.
 //! - [`relay`]: the hot path forwarding bytes during a transaction.
@@ -9,6 +10,7 @@
 //! - [`txn`]: the protocol bookkeeping that says when a transaction is over.
 
 pub mod access;
+pub mod auth_query;
 pub mod login;
 pub mod negotiate;
 pub mod relay;

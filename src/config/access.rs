@@ -115,6 +115,11 @@ pub fn default_auth_failure_limit() -> u32 {
     20
 }
 
+/// PgBouncer's default `auth_query`.
+pub fn default_auth_query() -> String {
+    "SELECT usename, passwd FROM pg_shadow WHERE usename = $1".into()
+}
+
 pub fn default_auth_failure_window() -> Dur {
     Dur(Duration::from_secs(60))
 }
@@ -153,6 +158,18 @@ impl Config {
                 if Cidr::parse(a).is_none() {
                     return err(key("addresses"), format!("invalid CIDR \"{a}\" (expected address/prefix, e.g. 10.0.0.0/8 or ::1/128)"));
                 }
+            }
+        }
+        if let Some(name) = &self.auth_user {
+            match self.user(name) {
+                None => return err("auth_user".into(), format!("user \"{name}\" is not in users")),
+                Some(u) if u.password.starts_with("SCRAM-SHA-256$") => {
+                    return err("auth_user".into(), format!("user \"{name}\" needs a plaintext password: pgmux logs in as it before any client has"))
+                }
+                Some(_) => {}
+            }
+            if !self.auth_query.contains("$1") {
+                return err("auth_query".into(), "must take the user name as $1".into());
             }
         }
         if self.auth_failure_limit > 0 && self.auth_failure_window.0.is_zero() {

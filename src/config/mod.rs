@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use access::{Cidr, HbaAction, HbaRule};
+pub use access::{default_auth_query, Cidr, HbaAction, HbaRule};
 pub use routing::{Route, RoutingConfig};
 pub use tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode};
 pub use units::{ByteSize, Dur};
@@ -71,6 +71,13 @@ pub struct Config {
     pub auth_failure_limit: u32,
     #[serde(default = "access::default_auth_failure_window")]
     pub auth_failure_window: Dur,
+    /// A configured user as whom pgmux looks up, with `auth_query`, users that are
+    /// not in `users` (none: only configured users may log in).
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// Returns (name, password verifier) for the user name in `$1`.
+    #[serde(default = "access::default_auth_query")]
+    pub auth_query: String,
     /// TLS for clients (`cert`, `key`, `mode`).
     #[serde(default)]
     pub tls: ClientTlsConfig,

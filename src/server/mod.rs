@@ -84,6 +84,26 @@ impl ServerConn {
         }
     }
 
+    /// Runs one query with one text parameter (`$1`) by the extended protocol, so the
+    /// parameter is never part of the SQL text.
+    pub async fn run_with_param(&mut self, sql: &str, param: &str, timeout: Duration) -> io::Result<InternalResult> {
+        self.statements.unnamed_owner = None;
+        let mut out = BytesMut::new();
+        frontend::parse("", sql, std::iter::empty(), &mut out)?;
+        let put = |p: &str, buf: &mut BytesMut| {
+            buf.extend_from_slice(p.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        };
+        frontend::bind("", "", Some(0i16), Some(param), put, Some(0i16), &mut out)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bind"))?;
+        frontend::execute("", 0, &mut out)?;
+        frontend::sync(&mut out);
+        match tokio::time::timeout(timeout, self.exchange(out)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "internal query timed out")),
+        }
+    }
+
     async fn exchange(&mut self, out: BytesMut) -> io::Result<InternalResult> {
         self.stream.write_all(&out).await?;
         let mut error = None;

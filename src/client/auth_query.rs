@@ -1,0 +1,66 @@
+//! Users that are not in the config, looked up in PostgreSQL at each login with
+//! `auth_query`, run as `auth_user` on the primary of the database the client asks
+//! for (PgBouncer's `auth_user`): teams need not copy secrets into pgmux.
+//!
+//! The query returns the user's secret as PostgreSQL stores it. A SCRAM-SHA-256
+//! verifier is used as a configured one is: the client proves its password against
+//! it, and pgmux logs in to PostgreSQL with the keys that proof reveals. An md5 hash
+//! cannot serve SCRAM and is refused; any other value is taken as a plaintext password.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{PgError, Severity, SqlState};
+use crate::proxy::{Proxy, UserAuth};
+
+/// How long the lookup query may run.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn fatal(mut e: PgError) -> PgError {
+    e.severity = Severity::Fatal;
+    e
+}
+
+/// Looks `user` up; `Ok(None)` when there is no usable secret (the login then fails
+/// as for an unknown user) or no `auth_user` is configured.
+pub async fn look_up(proxy: &Proxy, database: &str, user: &str) -> Result<Option<Arc<UserAuth>>, PgError> {
+    let (auth_user, query) = {
+        let c = proxy.config();
+        match &c.auth_user {
+            Some(a) if a != user => (a.clone(), c.auth_query.clone()),
+            _ => return Ok(None),
+        }
+    };
+    let Some(pools) = proxy.pools(database, &auth_user) else {
+        return Ok(None);
+    };
+    let pool = pools.node(pools.topology.primary());
+    let mut lease = pool.checkout().await.map_err(|e| fatal(e.to_pg()))?;
+    let result = lease.conn_mut().run_with_param(&query, user, QUERY_TIMEOUT).await;
+    let result = match result {
+        Ok(r) => {
+            lease.release();
+            r
+        }
+        Err(e) => {
+            lease.discard();
+            return Err(PgError::fatal(SqlState::CONNECTION_FAILURE, format!("pgmux: auth_query failed: {e}")));
+        }
+    };
+    if let Some(mut e) = result.error {
+        tracing::error!(error = %e, "auth_query failed");
+        e.message = format!("pgmux: auth_query failed: {}", e.message);
+        return Err(fatal(e));
+    }
+    // (name, secret); a one-column query gives the secret alone.
+    let secret = result.rows.first().and_then(|row| row.last().cloned().flatten());
+    let secret = match secret {
+        Some(s) if s.len() == 35 && s.starts_with("md5") => {
+            tracing::warn!(%user, "auth_query returned an md5 hash: pgmux needs a SCRAM-SHA-256 verifier (set password_encryption = scram-sha-256 and the password again)");
+            None
+        }
+        Some(s) if s.is_empty() => None,
+        s => s,
+    };
+    Ok(proxy.looked_up(user, secret.as_deref()))
+}
