@@ -91,14 +91,19 @@ async fn console(px: &Pgmux) -> tokio_postgres::Client {
 
 /// Waits until SHOW REPLICAS says each server on `ports` is `readable` (or not).
 async fn wait_readable(console: &tokio_postgres::Client, ports: &[u16], readable: bool, limit: Duration) {
+    wait_replicas(console, ports, "readable", &readable.to_string(), limit).await
+}
+
+/// Waits until SHOW REPLICAS has `value` in `column` for each server on `ports`.
+async fn wait_replicas(console: &tokio_postgres::Client, ports: &[u16], column: &str, value: &str, limit: Duration) {
     let t0 = Instant::now();
     loop {
         let (_, rows) = show(console, "SHOW REPLICAS").await;
-        let is = |port: u16| rows.iter().any(|r| r["server"].ends_with(&format!(":{port}")) && r["readable"] == readable.to_string());
+        let is = |port: u16| rows.iter().any(|r| r["server"].ends_with(&format!(":{port}")) && r[column] == value);
         if ports.iter().all(|&p| is(p)) {
             return;
         }
-        assert!(t0.elapsed() < limit, "replicas {ports:?} not readable={readable} within {limit:?}: {rows:#?}");
+        assert!(t0.elapsed() < limit, "servers {ports:?} not {column}={value} within {limit:?}: {rows:#?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -257,36 +262,63 @@ impl Drop for Frozen<'_> {
     }
 }
 
-#[test]
-fn a_silent_replica_is_given_up_within_the_timeouts() {
-    let table = "acked_replica_silent";
+/// A server frozen for 5 s (SIGSTOP: its sockets stay open, the kernel keeps
+/// answering TCP and keepalives, nothing else answers). With query_timeout at 1 s,
+/// a request on it is cancelled after 1 s and its connection closed 1 s later; a
+/// login to it times out after 1 s (server_connect_timeout): nobody waits for the
+/// whole silence, and the others are served meanwhile.
+fn silent_server(primary: bool) {
+    let table = if primary { "acked_primary_silent" } else { "acked_replica_silent" };
     let (_one, c) = take_cluster(table);
-    let (r1, r2) = (c.replicas[0].port, c.replicas[1].port);
+    let (p, r1, r2) = (c.primary.port, c.replicas[0].port, c.replicas[1].port);
+    let port = if primary { p } else { r1 };
     let mut px = start_pgmux(1000, "5s");
     bounded(async {
         let (console, w, rss_before) = under_load(&px, c, table).await;
 
-        // Frozen for 5 s: its connections stay open, nothing answers.
         let fault = Instant::now();
-        let frozen = Frozen { c, port: r1, pids: procs::freeze(c, r1) };
-        wait_readable(&console, &[r1], false, Duration::from_secs(4)).await;
+        let frozen = Frozen { c, port, pids: procs::freeze(c, port) };
+        wait_replicas(&console, &[port], "state", "down", Duration::from_secs(4)).await;
         let out_after = fault.elapsed();
-        // Served meanwhile: writes on the primary, reads elsewhere.
-        w.wait_acks(300, Duration::from_secs(3)).await;
+        // Served meanwhile: reads on the replicas (and writes, when the primary answers).
         wait_reads(&w, 300, Duration::from_secs(3)).await;
+        if !primary {
+            w.wait_acks(300, Duration::from_secs(3)).await;
+        }
         tokio::time::sleep(Duration::from_secs(5).saturating_sub(fault.elapsed())).await;
         let silent = fault.elapsed();
         drop(frozen);
         wait_readable(&console, &[r1, r2], true, Duration::from_secs(15)).await;
-        w.wait_acks(300, Duration::from_secs(5)).await;
+        w.wait_acks(300, Duration::from_secs(10)).await;
+        let back = fault.elapsed();
         let tally = w.stop().await;
 
-        finish(&format!("replica frozen (SIGSTOP) for {silent:?}, out of reads after {out_after:?}"), &mut px, c, table, &tally, rss_before).await;
-        assert_eq!((tally.failed(Op::Write), tally.failed(Op::Connect)), (0, 0), "only reads go to the replica:\n  {}", tally.sample());
-        // query_timeout is 1 s: nobody waits for the whole silence.
-        assert!(tally.longest() < Duration::from_millis(3500), "a client waited {:?} on the silent replica", tally.longest());
-        assert!(tally.failed(Op::Read) <= 3 * READERS, "{} read errors:\n  {}", tally.failed(Op::Read), tally.sample());
+        let which = if primary { "primary" } else { "replica" };
+        finish(&format!("{which} frozen (SIGSTOP) for {silent:?}, seen down after {out_after:?}"), &mut px, c, table, &tally, rss_before).await;
+        // At most: 2 s on a frozen connection, then 1 s of a login that times out
+        // (server_connect_timeout), and some slack; well short of the 5 s of silence.
+        assert!(tally.longest() < Duration::from_secs(4), "a client waited {:?} on the silent {which}", tally.longest());
+        assert_eq!(tally.failed(Op::Connect), 0, "logins go on:\n  {}", tally.sample());
+        let outside = tally.failed_outside(fault, fault + back);
+        assert!(outside.is_empty(), "errors before the freeze or once all was back: {outside:?}");
+        if primary {
+            assert_eq!(tally.failed(Op::Read), 0, "reads go to the replicas:\n  {}", tally.sample());
+        } else {
+            assert_eq!(tally.failed(Op::Write), 0, "only reads go to the replica:\n  {}", tally.sample());
+            // Reads sent to it before the monitor took it out: about one per reader a second.
+            assert!(tally.failed(Op::Read) <= 3 * READERS, "{} read errors:\n  {}", tally.failed(Op::Read), tally.sample());
+        }
     });
+}
+
+#[test]
+fn a_silent_replica_is_given_up_within_the_timeouts() {
+    silent_server(false);
+}
+
+#[test]
+fn a_silent_primary_is_given_up_within_the_timeouts() {
+    silent_server(true);
 }
 
 /// How a client leaves its transaction.
