@@ -414,7 +414,10 @@ fn ten_thousand_clients_on_a_pool_of_twenty() {
     procs::raise_nofile(CROWD as u64 + 1000);
     let table = "acked_crowd";
     let (_one, c) = take_cluster(table);
-    let mut px = start_pgmux(CROWD + 500, "60s");
+    // Started with the soft limit of a stock system: pgmux raises its own.
+    let mut px = procs::with_soft_nofile(1024, || start_pgmux(CROWD + 500, "60s"));
+    let limit = procs::open_files_limit(px.pid());
+    assert!(limit > CROWD as u64 + 500, "pgmux runs with an open files limit of {limit}");
     bounded(async {
         let w = workload(&px, table, 8, 2);
         w.wait_acks(300, Duration::from_secs(10)).await;

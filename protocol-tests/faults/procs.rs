@@ -44,8 +44,7 @@ pub fn thaw(c: &Cluster, port: u16, pids: &[i32]) {
     }
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard one (pgmux, started later, inherits
-/// it); panics if that is below `need`.
+/// Raises the soft RLIMIT_NOFILE to the hard one; panics if that is below `need`.
 pub fn raise_nofile(need: u64) {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain get/setrlimit on a local struct.
@@ -55,4 +54,26 @@ pub fn raise_nofile(need: u64) {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
     assert!(lim.rlim_cur >= need, "RLIMIT_NOFILE hard limit {} is below the {need} descriptors this test needs", lim.rlim_max);
+}
+
+/// Runs `f` (which starts a process) with the soft RLIMIT_NOFILE at `soft`, then
+/// puts it back: the child starts with the usual default of a stock system.
+pub fn with_soft_nofile<T>(soft: u64, f: impl FnOnce() -> T) -> T {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: as in `raise_nofile`.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        let low = libc::rlimit { rlim_cur: soft.min(lim.rlim_cur), rlim_max: lim.rlim_max };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+    }
+    let r = f();
+    unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0) };
+    r
+}
+
+/// The soft limit on open files of process `pid` (from /proc/PID/limits).
+pub fn open_files_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files in /proc/PID/limits");
+    line["Max open files".len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
