@@ -69,12 +69,18 @@ fn take_cluster(table: &str) -> (MutexGuard<'static, ()>, &'static Cluster) {
     (one, c)
 }
 
-fn start_pgmux(max_clients: usize, checkout_timeout: &'static str) -> Pgmux {
+/// pgmux with a pool of 20 and the suite's short timeouts: 1,000 clients at most,
+/// 5 s to wait for a connection.
+fn start_pgmux() -> Pgmux {
+    start_pgmux_with(1000, "5s", POOL_TIMEOUTS)
+}
+
+fn start_pgmux_with(max_clients: usize, checkout_timeout: &'static str, pool_timeouts: &str) -> Pgmux {
     Setup {
         pool_size: 20,
         checkout_timeout,
         max_clients,
-        pool_extra: POOL_TIMEOUTS.into(),
+        pool_extra: pool_timeouts.into(),
         extra: ROUTING.into(),
         ..Default::default()
     }
@@ -175,7 +181,7 @@ fn a_killed_replica_costs_at_most_the_reads_in_flight_on_it() {
     let table = "acked_replica_killed";
     let (_one, c) = take_cluster(table);
     let (r1, r2) = (c.replicas[0].port, c.replicas[1].port);
-    let mut px = start_pgmux(1000, "5s");
+    let mut px = start_pgmux();
     bounded(async {
         let (console, w, rss_before) = under_load(&px, c, table).await;
 
@@ -211,7 +217,7 @@ fn primary_restart(mode: &str) {
     let table = format!("acked_primary_restart_{mode}");
     let (_one, c) = take_cluster(&table);
     let p = c.primary.port;
-    let mut px = start_pgmux(1000, "5s");
+    let mut px = start_pgmux();
     bounded(async {
         let (_console, w, rss_before) = under_load(&px, c, &table).await;
 
@@ -272,7 +278,7 @@ fn silent_server(primary: bool) {
     let (_one, c) = take_cluster(table);
     let (p, r1, r2) = (c.primary.port, c.replicas[0].port, c.replicas[1].port);
     let port = if primary { p } else { r1 };
-    let mut px = start_pgmux(1000, "5s");
+    let mut px = start_pgmux();
     bounded(async {
         let (console, w, rss_before) = under_load(&px, c, table).await;
 
@@ -365,7 +371,7 @@ async fn leave_mid_transaction(px: u16, table: &str, id: i64, how: Leave) {
 fn clients_that_leave_mid_transaction_leave_nothing_behind() {
     let table = "acked_leavers";
     let (_one, c) = take_cluster(table);
-    let mut px = start_pgmux(1000, "5s");
+    let mut px = start_pgmux();
     bounded(async {
         let (console, w, rss_before) = under_load(&px, c, table).await;
 
@@ -414,8 +420,12 @@ fn ten_thousand_clients_on_a_pool_of_twenty() {
     procs::raise_nofile(CROWD as u64 + 1000);
     let table = "acked_crowd";
     let (_one, c) = take_cluster(table);
-    // Started with the soft limit of a stock system: pgmux raises its own.
-    let mut px = procs::with_soft_nofile(1024, || start_pgmux(CROWD + 500, "60s"));
+    // Started with the soft limit of a stock system: pgmux raises its own. The
+    // default timeouts: with 10,000 clients busy on two cores, a debug build can take
+    // more than the suite's 1 s to schedule a client's task (pgmux's own queries on
+    // a server connection, such as a held-back BEGIN, are bounded by
+    // server_connect_timeout, and requests by query_timeout).
+    let mut px = procs::with_soft_nofile(1024, || start_pgmux_with(CROWD + 500, "60s", ""));
     let limit = procs::open_files_limit(px.pid());
     assert!(limit > CROWD as u64 + 500, "pgmux runs with an open files limit of {limit}");
     bounded(async {
