@@ -8,34 +8,11 @@ use common::{mt, scalar};
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{http_get, message, sqlstate, Setup};
-use tokio_postgres::SimpleQueryMessage;
+use common::{http_get, message, show as admin, sqlstate, Setup};
 
 /// For tests that count connections and clients under a known load on one server:
 /// reads stay on the primary (routing has its own tests).
 const PRIMARY_ONLY: &str = "routing:\n  read_write_split: false\n";
-
-/// Runs an admin command; returns (column names, rows as name -> value maps).
-async fn admin(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<HashMap<String, String>>) {
-    let msgs = c.simple_query(cmd).await.unwrap();
-    let mut cols = vec![];
-    let mut rows = vec![];
-    for m in msgs {
-        match m {
-            SimpleQueryMessage::RowDescription(d) => cols = d.iter().map(|c| c.name().to_string()).collect(),
-            SimpleQueryMessage::Row(r) => {
-                let mut map = HashMap::new();
-                for (i, c) in r.columns().iter().enumerate() {
-                    map.insert(c.name().to_string(), r.get(i).unwrap_or("").to_string());
-                }
-                rows.push(map);
-            }
-            _ => {}
-        }
-    }
-    (cols, rows)
-}
-
 
 /// Parses the Prometheus text format: (name, labels, value) per sample.
 fn parse_metrics(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {

@@ -453,7 +453,21 @@ impl Cluster {
 
     /// `pg_ctl stop -m fast` on the node at `port`.
     pub fn stop_node(&self, port: u16) -> io::Result<()> {
-        self.rt.pg_ctl(self.node(port)?, "stop -m fast")
+        self.stop_node_mode(port, "fast")
+    }
+
+    /// `pg_ctl stop -m <mode>` (`smart`, `fast` or `immediate`: a crash, recovered
+    /// at the next start) on the node at `port`.
+    pub fn stop_node_mode(&self, port: u16, mode: &str) -> io::Result<()> {
+        self.rt.pg_ctl(self.node(port)?, &format!("stop -m {mode}"))
+    }
+
+    /// The pid of the running postmaster of the node at `port` (from postmaster.pid).
+    pub fn postmaster_pid(&self, port: u16) -> io::Result<i32> {
+        let node = self.node(port)?;
+        let text = fs::read_to_string(node.data_dir.join("postmaster.pid"))?;
+        let pid = text.lines().next().and_then(|l| l.trim().parse().ok());
+        pid.ok_or_else(|| other(format!("port {port}: no pid in postmaster.pid")))
     }
 
     /// `pg_ctl start` the node at `port` (same port as before); wait until it answers queries.

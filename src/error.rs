@@ -133,6 +133,16 @@ impl ClientError {
         }
     }
 
+    /// The server cannot take a new connection now: unreachable, or refusing logins
+    /// while it starts up, shuts down or recovers (57P03). Another server may.
+    pub fn server_unavailable(&self) -> bool {
+        match self {
+            ClientError::ServerUnavailable { .. } => true,
+            ClientError::ServerRefused(e) => e.code == SqlState::CANNOT_CONNECT_NOW,
+            _ => false,
+        }
+    }
+
     /// True when the client connection must be closed after the error.
     pub fn is_fatal(&self) -> bool {
         self.to_pg().severity == Severity::Fatal

@@ -8,6 +8,7 @@ use crate::proxy::{self, Proxy};
 
 /// Serves until a signal says stop.
 pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), String> {
+    raise_open_files_limit(config.max_client_connections);
     let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %config.listen, mode = ?config.pool.mode, "pgmux started");
     let metrics_listener = match &config.metrics_listen {
@@ -48,4 +49,35 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), String>
     }
     server.abort();
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every client and server
+/// connection is a descriptor, and the usual soft default (1024) is far below
+/// `max_client_connections`. Warns when even the hard limit is below it (clients
+/// past the limit are refused: accept fails).
+fn raise_open_files_limit(max_clients: usize) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let soft = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above. On failure (a hard limit the kernel caps lower) the soft one stays.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            tracing::info!(from = soft, to = lim.rlim_cur, "open files limit raised");
+        } else {
+            lim.rlim_cur = soft;
+        }
+    }
+    // Room for the server connections, listeners and files besides the clients.
+    let needed = max_clients as libc::rlim_t + 256;
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            max_client_connections = max_clients,
+            "the open files limit (ulimit -n) is too low for max_client_connections: clients past it are refused"
+        );
+    }
 }

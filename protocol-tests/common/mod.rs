@@ -182,8 +182,24 @@ impl Pgmux {
     }
 
     pub fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        unsafe { libc::kill(pid, sig) };
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// The pgmux process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// pgmux's resident set size (VmRSS) in KiB; panics if it is not running.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("pgmux is running");
+        let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS in /proc/PID/status");
+        line.trim().trim_end_matches("kB").trim().parse().unwrap()
+    }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
     }
 
     /// Waits for the process to exit; returns its exit status.
@@ -291,4 +307,25 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&buf).into_owned();
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (text[9..12].parse().unwrap(), body)
+}
+
+/// Runs an admin command; returns (column names, rows as name -> value maps).
+pub async fn show(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<std::collections::HashMap<String, String>>) {
+    let msgs = c.simple_query(cmd).await.unwrap();
+    let mut cols = vec![];
+    let mut rows = vec![];
+    for m in msgs {
+        match m {
+            tokio_postgres::SimpleQueryMessage::RowDescription(d) => cols = d.iter().map(|c| c.name().to_string()).collect(),
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                let mut map = std::collections::HashMap::new();
+                for (i, c) in r.columns().iter().enumerate() {
+                    map.insert(c.name().to_string(), r.get(i).unwrap_or("").to_string());
+                }
+                rows.push(map);
+            }
+            _ => {}
+        }
+    }
+    (cols, rows)
 }

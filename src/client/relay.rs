@@ -129,6 +129,8 @@ pub struct TxnRewrite<'a> {
 enum Timeout {
     IdleInTransaction,
     Query,
+    /// The server said nothing for `query_timeout` after the cancel.
+    Silent,
 }
 
 enum Event {
@@ -172,7 +174,10 @@ impl Relay<'_> {
     async fn relay(mut self, mut hold: Hold<'_>, stats: &mut Stats, started: std::time::Instant) -> RelayEnd {
         // When the request now being answered was sent (for the duration histogram).
         let mut request_started = Some(started);
-        let mut query_cancelled = false;
+        // When the running request was cancelled for query_timeout, and when the
+        // server last sent anything.
+        let mut query_cancelled: Option<std::time::Instant> = None;
+        let mut last_heard = started;
         let mut sframer = Framer::default();
         let mut edits = Edits::default();
         let mut retry = Retry::new(self.statements.is_some() && matches!(hold, Hold::UntilBoundary));
@@ -237,9 +242,12 @@ impl Relay<'_> {
             let idle_in_txn = c_out == 0 && s_out_due == 0 && self.txn.quiescent() && self.txn.status != codes::TXN_IDLE;
             let deadline = match (idle_in_txn, self.timeouts.idle_transaction, request_started, self.timeouts.query) {
                 (true, Some(t), _, _) => Some((std::time::Instant::now() + t, Timeout::IdleInTransaction)),
-                (false, _, Some(started), Some(t)) if self.txn.pending > 0 && !query_cancelled => {
-                    Some((started + t, Timeout::Query))
-                }
+                (false, _, Some(started), Some(t)) if self.txn.pending > 0 => match query_cancelled {
+                    None => Some((started + t, Timeout::Query)),
+                    // A server that neither answers the cancel nor sends anything else
+                    // (stopped, or cut off without a reset) is given up.
+                    Some(at) => Some((at.max(last_heard) + t, Timeout::Silent)),
+                },
                 _ => None,
             };
             let ev = {
@@ -278,13 +286,17 @@ impl Relay<'_> {
                 Ok(Event::Killed) => return RelayEnd::Killed,
                 Ok(Event::Timeout(Timeout::Query)) => {
                     // Like statement_timeout: cancel it; the server's 57014 reaches the client.
-                    query_cancelled = true;
+                    query_cancelled = Some(std::time::Instant::now());
                     let s = &*self.server;
                     let target = crate::cancel::CancelTarget { addr: s.peer, pid: s.pid, secret: s.secret };
                     tokio::spawn(async move {
                         let _ = crate::cancel::send_cancel(target).await;
                     });
                     tracing::info!(server = %s.peer, "query_timeout: query cancelled");
+                }
+                Ok(Event::Timeout(Timeout::Silent)) => {
+                    tracing::warn!(server = %self.server.peer, "query_timeout: no answer from the server after the cancel; connection closed");
+                    return RelayEnd::ServerGone("no answer from the server within query_timeout after its query was cancelled".into());
                 }
                 Ok(Event::ServerReadable) => {
                     let rbuf = &mut self.server.rbuf;
@@ -293,6 +305,7 @@ impl Relay<'_> {
                     }
                     match self.server.stream.read_some(rbuf) {
                         Ok(0) => return RelayEnd::ServerGone("server closed the connection".into()),
+                        Ok(_) if query_cancelled.is_some() => last_heard = std::time::Instant::now(),
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => return RelayEnd::ServerGone(e.to_string()),
@@ -317,7 +330,7 @@ impl Relay<'_> {
                                 stats.transactions += 1;
                             }
                             if txn.pending == 0 {
-                                query_cancelled = false;
+                                query_cancelled = None;
                                 if let Some(t) = request_started.take() {
                                     let took = t.elapsed();
                                     metrics.query_duration.record(took.as_secs_f64());

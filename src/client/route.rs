@@ -200,8 +200,8 @@ impl Session<'_> {
         self.stream.write_all(out).await.map_err(|_| SessionEnd::ClientLeft)
     }
 
-    /// Takes a connection as decided; a replica that cannot be reached is skipped
-    /// for the next one, then the primary.
+    /// Takes a connection as decided; a replica that cannot be reached (or refuses
+    /// logins for now) is skipped for the next one, then the primary.
     pub(super) async fn checkout_routed(&mut self, topo: &Topology, routing: &mut Routing) -> Result<Lease, ClientError> {
         let mut skip = 0u64;
         loop {
@@ -211,8 +211,9 @@ impl Session<'_> {
                     topo.count(routing.decision.routed);
                     return Ok(lease);
                 }
-                Err(ClientError::ServerUnavailable { server, reason }) if routing.decision.routed.to_replica() => {
-                    tracing::info!(client = self.cancel.pid, %server, %reason, "replica unavailable; the read goes elsewhere");
+                Err(e) if routing.decision.routed.to_replica() && e.server_unavailable() => {
+                    let server = &topo.nodes[routing.decision.node].addr;
+                    tracing::info!(client = self.cancel.pid, %server, error = %e, "replica unavailable; the read goes elsewhere");
                     skip |= 1u64.checked_shl(routing.decision.node as u32).unwrap_or(0);
                     let d = decide(topo, true, None, Route::Replica, 0, skip);
                     routing.decision = if d.routed.to_replica() {

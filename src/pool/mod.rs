@@ -90,6 +90,8 @@ struct State {
 
 /// The server could not be reached: fail fast until `retry_at`.
 struct Down {
+    /// When the last failure that counted was recorded.
+    since: Instant,
     retry_at: Instant,
     failures: u32,
     reason: String,
@@ -402,6 +404,7 @@ impl Pool {
     /// [`Slot`] frees it if this fails).
     async fn open(&self) -> Result<ServerConn, ClientError> {
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
         match server::login::connect(&self.target, self.settings().connect_timeout).await {
             Ok(mut conn) => {
                 conn.statements = crate::prepared::ServerStatements::with_capacity(self.settings().max_prepared_statements);
@@ -421,9 +424,18 @@ impl Pool {
                     None => self.unavailable(&e.to_string()),
                 };
                 let mut st = self.lock();
-                let failures = st.down.as_ref().map_or(0, |d| d.failures) + 1;
-                let backoff = (BACKOFF_START * 2u32.saturating_pow(failures - 1)).min(BACKOFF_MAX);
-                st.down = Some(Down { retry_at: Instant::now() + backoff, failures, reason: e.to_string() });
+                match st.down.as_mut() {
+                    // Begun before the last failure was recorded: one of the attempts
+                    // made at once (many clients), not a retry. The backoff grows per
+                    // retry, not per client.
+                    Some(d) if d.since >= began => d.reason = e.to_string(),
+                    _ => {
+                        let failures = st.down.as_ref().map_or(0, |d| d.failures) + 1;
+                        let backoff = (BACKOFF_START * 2u32.saturating_pow(failures - 1)).min(BACKOFF_MAX);
+                        let now = Instant::now();
+                        st.down = Some(Down { since: now, retry_at: now + backoff, failures, reason: e.to_string() });
+                    }
+                }
                 Err(client_err)
             }
         }

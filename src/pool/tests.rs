@@ -333,3 +333,24 @@ async fn many_clients_of_three_pools_never_exceed_the_limit_and_nothing_leaks() 
     assert!(!d.has_waiters());
     assert_eq!(pools.iter().map(|p| p.status().idle).sum::<usize>(), totals, "nothing lent out or opening");
 }
+
+#[tokio::test]
+async fn clients_failing_to_connect_at_once_are_one_failed_attempt() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = pool(&ServerAddr { host: "127.0.0.1".into(), port }, "d", "a", settings(10), &[]);
+    let tries: Vec<_> = (0..10)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { p.checkout().await.map(drop) })
+        })
+        .collect();
+    for t in tries {
+        assert!(matches!(t.await.unwrap(), Err(ClientError::ServerUnavailable { .. })));
+    }
+    // The next attempt comes after the first step of the backoff, not the tenth.
+    let st = p.lock();
+    let down = st.down.as_ref().unwrap();
+    assert_eq!(down.failures, 1);
+    assert!(down.retry_at <= Instant::now() + BACKOFF_START);
+}
