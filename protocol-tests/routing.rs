@@ -262,3 +262,50 @@ fn without_read_your_writes_a_lagging_replica_returns_stale_reads() {
     replica_delay("0");
     assert!(on_replica > 0 && stale > 0, "stale {stale}, on a replica {on_replica}");
 }
+
+/// A pipeline that parses a write after reads, with Flushes between, while its
+/// transaction sits on a replica (psycopg's pipeline mode does this): the Bind is
+/// judged by what the client just parsed, not by its previous unnamed statement, so
+/// the write moves the transaction to the primary instead of failing there (25006).
+#[test]
+fn a_write_parsed_in_a_pipeline_after_reads_goes_to_the_primary() {
+    use bytes::BytesMut;
+    use common::raw::{self, Raw};
+    use postgres_protocol::message::frontend;
+    let _s = serial();
+    schema();
+    let px = start("");
+    mt().block_on(async {
+        replicas_ready(&px).await;
+        let mut c = Raw::connect(px.port, "app", "app", "app").await;
+        // The client's unnamed statement is a read.
+        let mut out = BytesMut::new();
+        raw::extended(&mut out, "select 1", &[]);
+        frontend::sync(&mut out);
+        c.send(&out).await;
+        c.until_ready(1).await;
+        for round in 0..20i64 {
+            c.simple("begin").await;
+            let mut out = BytesMut::new();
+            // A read: the transaction begins on a replica.
+            raw::extended(&mut out, "select pg_is_in_recovery()", &[]);
+            frontend::flush(&mut out);
+            // The unnamed statement becomes a write...
+            let id = 900_000 + round;
+            frontend::parse("", &format!("insert into routed (id, v) values ({id}, 'pipelined')"), std::iter::empty(), &mut out).unwrap();
+            frontend::flush(&mut out);
+            // ...and runs.
+            raw::bind(&mut out, "", &[]);
+            frontend::execute("", 0, &mut out).unwrap();
+            frontend::sync(&mut out);
+            c.send(&out).await;
+            let msgs = c.until_ready(1).await;
+            assert!(raw::errors(&msgs).is_empty(), "round {round}: {msgs:?}");
+            let msgs = c.simple("commit").await;
+            assert!(raw::errors(&msgs).is_empty(), "round {round}: {msgs:?}");
+        }
+        let on_primary = direct(cluster().primary.port).await;
+        let n: i64 = on_primary.query_one("select count(*) from routed where v = 'pipelined'", &[]).await.unwrap().get(0);
+        assert_eq!(n, 20);
+    });
+}

@@ -67,14 +67,15 @@ fn main() -> ExitCode {
         Some(Command::ImportPgbouncer { ini, userlist }) => pgmux::import::cli(&ini, userlist.as_deref()),
         Some(Command::Demo { port, metrics_port, replicas }) => {
             init_logging(LogFormat::Text);
-            run_async(pgmux::demo::run(port, metrics_port, replicas))
+            run_async(pgmux::demo::run(port, metrics_port, replicas), 0)
         }
         None => {
             let path = cli.config.clone();
             match load(cli.config) {
                 Ok(c) => {
                     init_logging(c.log_format);
-                    run_async(pgmux::run::run(c, path.expect("load checked it")))
+                    let workers = c.workers;
+                    run_async(pgmux::run::run(c, path.expect("load checked it")), workers)
                 }
                 Err(e) => {
                     eprintln!("{e}");
@@ -85,8 +86,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_async(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+/// `workers`: runtime threads (0: one per CPU).
+fn run_async(f: impl std::future::Future<Output = Result<(), String>>, workers: usize) -> ExitCode {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        rt.worker_threads(workers);
+    }
+    let rt = rt.enable_all().build().expect("tokio runtime");
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -413,14 +413,24 @@ impl Relay<'_> {
     /// (which is not forwarded). While a stale-plan retry is still possible, the
     /// client's bytes are kept for it.
     fn scan_client(&mut self, retry: &mut Retry, reroute: &mut bool) -> Result<bool, RelayEnd> {
-        let limit = match self.guard {
-            Some(cfg) => {
-                let (n, stop) = self.vetted(cfg);
-                *reroute |= stop;
-                n
+        loop {
+            let (limit, more) = match self.guard {
+                Some(cfg) => {
+                    let (n, stop, more) = self.vetted(cfg);
+                    *reroute |= stop;
+                    (n, more)
+                }
+                None => (self.cbuf.len(), false),
+            };
+            let before = self.cbuf.len();
+            let terminated = self.forward_client(limit, retry)?;
+            if terminated || !more || self.cbuf.len() == before {
+                return Ok(terminated);
             }
-            None => self.cbuf.len(),
-        };
+        }
+    }
+
+    fn forward_client(&mut self, limit: usize, retry: &mut Retry) -> Result<bool, RelayEnd> {
         let label = match self.timeouts.slow_query {
             Some(_) if self.label.is_none() => Some(&mut self.label),
             _ => None,
@@ -440,18 +450,25 @@ impl Relay<'_> {
     }
 
     /// Guard on a replica: how many bytes at the front of the client buffer are
-    /// whole requests that only read, and whether a request that does more follows.
-    fn vetted(&self, cfg: &crate::router::classify::ClassifyConfig) -> (usize, bool) {
+    /// whole requests that only read; whether a request that does more follows; and
+    /// whether to vet again once these are forwarded (a request parsed or closed
+    /// statements that later ones may use: the client's statements must know them).
+    fn vetted(&self, cfg: &crate::router::classify::ClassifyConfig) -> (usize, bool, bool) {
         use crate::router::request::{next_request, Scan};
-        let Some(statements) = self.statements.as_ref().map(|t| &*t.client) else { return (self.cbuf.len(), false) };
+        let Some(statements) = self.statements.as_ref().map(|t| &*t.client) else { return (self.cbuf.len(), false, false) };
         let mut at = 0;
         loop {
             match next_request(&self.cbuf[at..], self.max_message, cfg, statements) {
-                Scan::Complete(r) if r.read && r.hint != Some(crate::router::classify::Hint::Primary) => at += r.len,
-                Scan::Complete(_) => return (at, true),
-                Scan::Incomplete => return (at, false),
+                Scan::Complete(r) if r.read && r.hint != Some(crate::router::classify::Hint::Primary) => {
+                    at += r.len;
+                    if r.defines && at < self.cbuf.len() {
+                        return (at, false, true);
+                    }
+                }
+                Scan::Complete(_) => return (at, true, false),
+                Scan::Incomplete => return (at, false, false),
                 // Let the framer report it.
-                Scan::Malformed => return (self.cbuf.len(), false),
+                Scan::Malformed => return (self.cbuf.len(), false, false),
             }
         }
     }

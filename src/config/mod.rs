@@ -35,6 +35,9 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     #[serde(default = "defaults::max_client_connections")]
     pub max_client_connections: usize,
+    /// Threads serving clients (0: one per CPU). Read at start only.
+    #[serde(default)]
+    pub workers: usize,
     /// How clients prove their password: `scram-sha-256` (default) or `md5`.
     #[serde(default)]
     pub auth_type: AuthType,

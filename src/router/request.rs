@@ -32,6 +32,9 @@ pub struct Request {
     /// The request is one simple Query that is only `COMMIT`/`END` (`Some(true)`) or
     /// `ROLLBACK`/`ABORT` (`Some(false)`).
     pub lone_end: Option<bool>,
+    /// It parses or closes statements: what follows it must be judged with the
+    /// client's statements as they are once it has been forwarded.
+    pub defines: bool,
 }
 
 /// How a request opens a transaction.
@@ -179,7 +182,7 @@ impl<'a> Parsed<'a> {
 /// Finds and sums up the first request in `buf`.
 pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statements: &ClientStatements) -> Scan {
     let mut at = 0;
-    let mut req = Request { len: 0, read: true, hint: None, begin: None, lone_begin: false, lone_end: None };
+    let mut req = Request { len: 0, read: true, hint: None, begin: None, lone_begin: false, lone_end: None, defines: false };
     // The verdict on the unnamed statement as of this point of the request.
     let mut unnamed: Option<Verdict> = None;
     let mut parsed = Parsed::default();
@@ -223,6 +226,7 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 } else {
                     parsed.insert(name, v);
                 }
+                req.defines = true;
                 // Parsing runs nothing: the Bind that uses it decides.
             }
             codes::BIND => {
@@ -242,6 +246,7 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                     None => req.read = false,
                 }
             }
+            codes::CLOSE => req.defines = true,
             codes::FUNCTION_CALL => {
                 req.read = false;
                 req.len = at;
