@@ -53,7 +53,7 @@ pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), St
         _ = term.recv() => {}
     }
     eprintln!("\nstopping...");
-    proxy.shutdown.send_replace(true);
+    proxy.begin_shutdown();
     server.abort();
     for p in proxy.all_pools() {
         p.close_idle();

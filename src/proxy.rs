@@ -90,6 +90,8 @@ pub struct Proxy {
     /// Every distinct named statement clients prepared (transaction mode).
     pub statements: Registry,
     pub counters: ProxyCounters,
+    /// Clients' startup settings, shared when equal.
+    pub params: crate::session::ParamsInterner,
     pub metrics: Metrics,
     /// TLS for clients, rebuilt from its files on RELOAD.
     pub client_tls: arc_swap::ArcSwap<crate::tls::ClientTls>,
@@ -167,6 +169,7 @@ impl Proxy {
             auth_failures: Default::default(),
             statements: Registry::default(),
             counters: ProxyCounters::default(),
+            params: Default::default(),
             metrics: Metrics::new(),
             client_tls: arc_swap::ArcSwap::from_pointee(client_tls),
             upstream: Arc::new(arc_swap::ArcSwap::from_pointee(upstream)),
@@ -417,10 +420,20 @@ impl Proxy {
         }
     }
 
+    /// Begins a graceful shutdown: no new transactions; each client is woken through
+    /// its `kill` signal (idle clients wait on that alone) and, seeing the shutdown
+    /// flag, says goodbye at its next boundary.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+        for c in self.cancel.entries() {
+            c.kill.notify_one();
+        }
+    }
+
     /// Starts a graceful shutdown and waits until every client has left or
     /// `shutdown_timeout` has passed. Returns the number of clients still connected.
     pub async fn drain(&self) -> usize {
-        self.shutdown.send_replace(true);
+        self.begin_shutdown();
         let deadline = Instant::now() + self.config().shutdown_timeout.0;
         while self.clients() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

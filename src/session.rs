@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 /// Settings as (name, value), sorted by lower-cased name, names unique.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SessionParams {
     items: Vec<(String, String)>,
 }
@@ -56,6 +56,31 @@ impl SessionParams {
         }
         items.sort();
         SessionParams { items }
+    }
+}
+
+/// Startup settings shared by the clients that have the same (most come from a few
+/// drivers and applications): an idle client then holds a pointer, not a copy.
+#[derive(Default)]
+pub struct ParamsInterner {
+    known: std::sync::Mutex<std::collections::HashMap<SessionParams, std::sync::Weak<SessionParams>>>,
+}
+
+impl ParamsInterner {
+    /// Entries kept before the ones no client uses any more are swept.
+    const SWEEP_AT: usize = 4096;
+
+    pub fn intern(&self, p: SessionParams) -> std::sync::Arc<SessionParams> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = known.get(&p).and_then(std::sync::Weak::upgrade) {
+            return shared;
+        }
+        if known.len() >= Self::SWEEP_AT {
+            known.retain(|_, w| w.strong_count() > 0);
+        }
+        let shared = std::sync::Arc::new(p.clone());
+        known.insert(p, std::sync::Arc::downgrade(&shared));
+        shared
     }
 }
 
@@ -143,5 +168,29 @@ mod tests {
              SELECT pg_catalog.set_config(E'search_path',E'a,b',false);\
              RESET \"timezone\";"
         );
+    }
+}
+
+#[cfg(test)]
+mod interner_tests {
+    use super::*;
+
+    #[test]
+    fn equal_settings_are_shared_and_dropped_ones_swept() {
+        let i = ParamsInterner::default();
+        let p = |app: &str| SessionParams::from_startup([("application_name".to_string(), app.to_string())]);
+        let a = i.intern(p("web"));
+        let b = i.intern(p("web"));
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        let c = i.intern(p("batch"));
+        assert!(!std::sync::Arc::ptr_eq(&a, &c));
+        drop((a, b));
+        // Once nobody holds it, an equal set is built afresh.
+        let d = i.intern(p("web"));
+        assert_eq!(d.get("application_name"), Some("web"));
+        for n in 0..ParamsInterner::SWEEP_AT + 10 {
+            drop(i.intern(p(&n.to_string())));
+        }
+        assert!(i.known.lock().unwrap().len() < ParamsInterner::SWEEP_AT);
     }
 }

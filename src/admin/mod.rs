@@ -202,7 +202,7 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
             Err(e) => Outcome::Error(PgError::error(SqlState::CONFIG_FILE_ERROR, format!("pgmux: configuration not reloaded: {e}"))),
         },
         ["shutdown"] | ["shutdown", "wait_for_clients"] => {
-            proxy.shutdown.send_replace(true);
+            proxy.begin_shutdown();
             Outcome::Done("SHUTDOWN".into())
         }
         [] => Outcome::Done("".into()),

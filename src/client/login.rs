@@ -132,7 +132,7 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startu
         let parsed = startup::split_options(opts).map_err(|m| Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, m)))?;
         settings.extend(parsed);
     }
-    let params = Arc::new(SessionParams::from_startup(settings));
+    let params = proxy.params.intern(SessionParams::from_startup(settings));
     // From the server writes go to now (the configured primary may be gone after a failover).
     let server_params = pools.node(pools.topology.primary()).server_params().await.map_err(|e| {
         let mut pg = e.to_pg();

@@ -64,66 +64,72 @@ async fn refuse(mut stream: Stream, e: crate::error::PgError) {
 }
 
 /// Serves one accepted client connection to the end.
+///
+/// Its future is what an idle client costs (with its socket): it holds the session
+/// and the session's idle wait, nothing of the login (boxed, and gone by then) or of
+/// a transaction (boxed while it runs).
 pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
     let _count = proxy.client_guard();
     let key = proxy.cancel.register();
-    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let Some(mut session) = Box::pin(welcome(tcp, &proxy, &key.entry)).await else { return };
     // Every log line carries the client id; no span is entered per poll (hot path).
     let id = key.entry.pid;
-    {
-        let timeout = proxy.config().startup_timeout.0;
-        // Boxed: negotiation and login states are large and short-lived; an idle
-        // client keeps only the session's.
-        let (stream, logged_in) = match tokio::time::timeout(timeout, Box::pin(start(tcp, &proxy, &key.entry))).await {
-            Ok(Ok((stream, login::Login::Pooled(l)))) => (stream, l),
-            Ok(Ok((stream, login::Login::Admin { user }))) => {
-                tracing::info!(client = id, %peer, %user, "admin console");
-                crate::admin::serve(stream, proxy.clone(), key.entry.pid, key.entry.secret).await;
-                return;
-            }
-            Ok(Err((Some(stream), Refusal::Error(e)))) => {
-                tracing::info!(client = id, %peer, error = %e, "login refused");
-                count_rejection(&proxy, &e);
-                Box::pin(refuse(stream, e)).await;
-                return;
-            }
-            Ok(Err((Some(stream), Refusal::Denied(e, why)))) => {
-                tracing::warn!(client = id, %peer, reason = why.as_str(), error = %e, "login refused before authentication");
-                let r = &proxy.metrics.rejected;
-                match why {
-                    access::Denial::Hba => r.hba.increment(1),
-                    access::Denial::TooManyFailures => r.auth_failure_limit.increment(1),
-                }
-                Box::pin(refuse(stream, e)).await;
-                return;
-            }
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::info!(client = id, %peer, "startup timed out");
-                proxy.metrics.rejected.startup_timeout.increment(1);
-                return;
-            }
-        };
-        tracing::info!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
-        let pools = logged_in.pools.clone();
-        let logged_in_user = logged_in.user.clone();
-        pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut session = Session {
-            proxy: &proxy,
-            stream,
-            login: logged_in,
-            cancel: key.entry.clone(),
-            cbuf: BytesMut::new(),
-            cframer: Framer::default(),
-            statements: ClientStatements::new(proxy.statements.client_uid()),
-            route: route::RouteState::new(proxy.config().user(&logged_in_user).map(|u| u.route).unwrap_or_default()),
-        };
-        match session.run().await {
-            SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::info!(client = id, "client left"),
-            SessionEnd::Error(e) => tracing::info!(client = id, error = %e, "session ended with an error"),
-        }
-        pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    session.login.pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match session.run().await {
+        SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::info!(client = id, "client left"),
+        SessionEnd::Error(e) => tracing::info!(client = id, error = %e, "session ended with an error"),
     }
+    session.login.pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// First packets and login within `startup_timeout`; a refusal is told and
+/// counted, an admin console served. `Some`: a pooled client's session, greeted.
+async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::cancel::CancelEntry>) -> Option<Session<'a>> {
+    let id = entry.pid;
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let timeout = proxy.config().startup_timeout.0;
+    let (stream, logged_in) = match tokio::time::timeout(timeout, start(tcp, proxy, entry)).await {
+        Ok(Ok((stream, login::Login::Pooled(l)))) => (stream, l),
+        Ok(Ok((stream, login::Login::Admin { user }))) => {
+            tracing::info!(client = id, %peer, %user, "admin console");
+            crate::admin::serve(stream, proxy.clone(), entry.pid, entry.secret).await;
+            return None;
+        }
+        Ok(Err((Some(stream), Refusal::Error(e)))) => {
+            tracing::info!(client = id, %peer, error = %e, "login refused");
+            count_rejection(proxy, &e);
+            refuse(stream, e).await;
+            return None;
+        }
+        Ok(Err((Some(stream), Refusal::Denied(e, why)))) => {
+            tracing::warn!(client = id, %peer, reason = why.as_str(), error = %e, "login refused before authentication");
+            let r = &proxy.metrics.rejected;
+            match why {
+                access::Denial::Hba => r.hba.increment(1),
+                access::Denial::TooManyFailures => r.auth_failure_limit.increment(1),
+            }
+            refuse(stream, e).await;
+            return None;
+        }
+        Ok(Err(_)) => return None,
+        Err(_) => {
+            tracing::info!(client = id, %peer, "startup timed out");
+            proxy.metrics.rejected.startup_timeout.increment(1);
+            return None;
+        }
+    };
+    tracing::info!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
+    let route = proxy.config().user(&logged_in.user).map(|u| u.route).unwrap_or_default();
+    Some(Session {
+        proxy,
+        stream,
+        login: logged_in,
+        cancel: entry.clone(),
+        cbuf: BytesMut::new(),
+        cframer: Framer::default(),
+        statements: ClientStatements::new(proxy.statements.client_uid()),
+        route: route::RouteState::new(route),
+    })
 }
 
 #[cfg(test)]

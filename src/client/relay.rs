@@ -100,8 +100,10 @@ pub struct Relay<'a> {
     pub timeouts: Timeouts,
     /// Text of the request being timed, for the slow-query log (kept only when it is on).
     pub label: Option<String>,
-    /// Signalled by the admin console to end this client's session now.
+    /// Signalled by the admin console to end this client's session now (and at a
+    /// shutdown, which `stopping` tells apart).
     pub kill: &'a tokio::sync::Notify,
+    pub stopping: &'a watch::Sender<bool>,
     /// On a replica: only requests the classifier calls reads are sent; the relay
     /// ends with [`RelayEnd::Reroute`] before any other.
     pub guard: Option<&'a crate::router::classify::ClassifyConfig>,
@@ -283,6 +285,8 @@ impl Relay<'_> {
                 Err(e) => return RelayEnd::ServerGone(e.to_string()),
                 Ok(Event::ClientWritable | Event::ServerWritable | Event::Shutdown) => {}
                 Ok(Event::Timeout(Timeout::IdleInTransaction)) => return RelayEnd::IdleInTransaction,
+                // A shutdown wakes every client this way; a transaction runs on.
+                Ok(Event::Killed) if *self.stopping.borrow() => killed.set(self.kill.notified()),
                 Ok(Event::Killed) => return RelayEnd::Killed,
                 Ok(Event::Timeout(Timeout::Query)) => {
                     // Like statement_timeout: cancel it; the server's 57014 reaches the client.

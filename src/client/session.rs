@@ -39,6 +39,15 @@ pub struct Session<'a> {
     pub route: RouteState,
 }
 
+/// What ended an idle wait.
+enum Wake {
+    /// The client sent something (`false`: its socket failed).
+    Readable(bool),
+    IdleTimeout,
+    Shutdown,
+    Killed,
+}
+
 /// How a session ended, for the log.
 #[derive(Debug)]
 pub enum SessionEnd {
@@ -63,27 +72,22 @@ impl Session<'_> {
                 } else {
                     self.proxy.config().pool.client_idle_timeout.nonzero()
                 };
-                let idle_timer = async {
-                    match idle_limit {
-                        Some(t) => tokio::time::sleep(t).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    r = self.stream.readable() => if r.is_err() { return SessionEnd::ClientLeft },
-                    _ = idle_timer => {
+                match self.idle_wait(idle_limit).await {
+                    Wake::Readable(true) => {}
+                    Wake::Readable(false) => return SessionEnd::ClientLeft,
+                    Wake::Shutdown => continue,
+                    Wake::IdleTimeout => {
                         let e = if in_txn {
                             PgError::fatal(crate::error::SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)")
                         } else {
                             PgError::fatal(crate::error::SqlState::IDLE_SESSION_TIMEOUT, "terminating connection due to idle-session timeout (pgmux client_idle_timeout)")
                         };
-                        self.send_error(&e).await;
+                        Box::pin(self.send_error(&e)).await;
                         return SessionEnd::Error("client_idle_timeout".into());
                     }
-                    _ = shutdown.changed() => continue,
-                    _ = self.cancel.kill.notified() => {
+                    Wake::Killed => {
                         let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL)");
-                        self.send_error(&e).await;
+                        Box::pin(self.send_error(&e)).await;
                         return SessionEnd::Shutdown;
                     }
                 }
@@ -100,43 +104,58 @@ impl Session<'_> {
             if self.cbuf[0] == codes::TERMINATE {
                 return SessionEnd::ClientLeft;
             }
-            let mut routing = None;
-            let topo = if self.routes() { Some(self.login.pools.topology.clone()) } else { None };
-            if let Some(topo) = &topo {
-                match self.prepare_route(topo).await {
-                    Ok(Prepared::Route(r)) => routing = Some(r),
-                    Ok(Prepared::Answered) => continue,
-                    Err(end) => return end,
-                }
-            }
-            self.cancel.set_state(crate::cancel::state::WAITING);
-            self.proxy.wait_unpaused(&self.login.database).await;
-            let checkout = match (routing.as_mut(), &topo) {
-                (Some(r), Some(topo)) => self.checkout_routed(topo, r).await,
-                // The primary now (it moves on failover).
-                _ => {
-                    let pools = &self.login.pools;
-                    self.checkout_from(pools.node(pools.topology.primary()).clone()).await
-                }
-            };
-            self.cancel.set_state(crate::cancel::state::ACTIVE);
-            let lease = match checkout {
-                Ok(l) => l,
-                Err(e) => {
-                    if let Err(end) = Box::pin(self.refuse_request(&e)).await {
-                        return end;
-                    }
-                    continue;
-                }
-            };
-            let end = Box::pin(self.serve_with(lease, &mut shutdown, routing)).await;
-            if let Some(end) = end {
+            // Boxed: an idle client's task keeps only the idle wait above; the state
+            // of a transaction (routing, checkout, relay) lives while it runs.
+            if let Some(end) = Box::pin(self.transaction(&mut shutdown)).await {
                 return end;
             }
             self.cancel.set_state(crate::cancel::state::IDLE);
             if self.cbuf.is_empty() {
                 self.cbuf = BytesMut::new();
             }
+        }
+    }
+
+    /// One request's way: where it goes, a server connection, the relay. `Some`
+    /// when the session is over.
+    async fn transaction(&mut self, shutdown: &mut watch::Receiver<bool>) -> Option<SessionEnd> {
+        let mut routing = None;
+        let topo = if self.routes() { Some(self.login.pools.topology.clone()) } else { None };
+        if let Some(topo) = &topo {
+            match self.prepare_route(topo).await {
+                Ok(Prepared::Route(r)) => routing = Some(r),
+                Ok(Prepared::Answered) => return None,
+                Err(end) => return Some(end),
+            }
+        }
+        self.cancel.set_state(crate::cancel::state::WAITING);
+        self.proxy.wait_unpaused(&self.login.database).await;
+        let checkout = match (routing.as_mut(), &topo) {
+            (Some(r), Some(topo)) => self.checkout_routed(topo, r).await,
+            // The primary now (it moves on failover).
+            _ => {
+                let pools = &self.login.pools;
+                self.checkout_from(pools.node(pools.topology.primary()).clone()).await
+            }
+        };
+        self.cancel.set_state(crate::cancel::state::ACTIVE);
+        let lease = match checkout {
+            Ok(l) => l,
+            Err(e) => return Box::pin(self.refuse_request(&e)).await.err(),
+        };
+        self.serve_with(lease, shutdown, routing).await
+    }
+
+    /// Waits, idle, for the client's next bytes or an event. This is what an idle
+    /// client's task holds, so it is kept small: the idle timer is allocated only
+    /// when a timeout is configured.
+    async fn idle_wait(&self, limit: Option<std::time::Duration>) -> Wake {
+        let mut timer = limit.map(|t| Box::pin(tokio::time::sleep(t)));
+        tokio::select! {
+            r = self.stream.readable() => Wake::Readable(r.is_ok()),
+            _ = async { timer.as_mut().expect("guarded").await }, if timer.is_some() => Wake::IdleTimeout,
+            // Also how a shutdown reaches idle clients (see `Proxy::begin_shutdown`).
+            _ = self.cancel.kill.notified() => if *self.proxy.shutdown.borrow() { Wake::Shutdown } else { Wake::Killed },
         }
     }
 
@@ -229,6 +248,7 @@ impl Session<'_> {
                 },
                 label: None,
                 kill: &self.cancel.kill,
+                stopping: &self.proxy.shutdown,
                 guard: config.as_ref().filter(|_| guard).map(|c| c.routing.classify()),
             }
             .run(hold)
