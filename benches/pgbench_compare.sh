@@ -41,6 +41,7 @@
 #   OUT=benches/results/pgbench-<timestamp>.csv   raw per-run CSV output
 #   WORKLOADS="select-simple select-extended tpcb-simple"   subset/order to run
 #   PGMUX_LOG=warn    log filter for pgmux (keep logging quiet, like pgbouncer's)
+#   PGMUX_EXTRA=""    extra top-level YAML for pgmux's config (e.g. "workers: 1")
 #   PG_BINDIR=$(pg_config --bindir)   PostgreSQL server/client binaries
 #   PGBOUNCER_BIN=pgbouncer            (installed with apt-get if missing + root)
 #   KEEP_TMP=0        1 = keep the temp dir (logs, configs) for inspection
@@ -78,6 +79,7 @@ PGMUX_BIN=${PGMUX_BIN:-$REPO_ROOT/target/release/pgmux}
 OUT=${OUT:-$REPO_ROOT/benches/results/pgbench-$(date +%Y%m%d-%H%M%S).csv}
 WORKLOADS=${WORKLOADS:-select-simple select-extended tpcb-simple}
 PGMUX_LOG=${PGMUX_LOG:-warn}
+PGMUX_EXTRA=${PGMUX_EXTRA:-}
 KEEP_TMP=${KEEP_TMP:-0}
 
 BENCH_USER=bench
@@ -319,6 +321,7 @@ start_pgmux() {
 listen: 127.0.0.1:$port
 metrics_listen: 127.0.0.1:$mport
 max_client_connections: 5000
+$PGMUX_EXTRA
 pool:
   mode: transaction
   size: $POOL

@@ -171,10 +171,10 @@ impl Session<'_> {
     /// Takes a server connection; tells the client with a NOTICE when the wait passes
     /// `pool.wait_notice` (it keeps waiting, up to `checkout_timeout`).
     pub(super) async fn checkout_from(&mut self, pool: Arc<crate::pool::Pool>) -> Result<Lease, ClientError> {
-        let mut checkout = Box::pin(pool.checkout());
         let Some(after) = self.proxy.config().pool.wait_notice.nonzero() else {
-            return checkout.await;
+            return pool.checkout().await;
         };
+        let mut checkout = Box::pin(pool.checkout());
         tokio::select! {
             r = &mut checkout => return r,
             _ = tokio::time::sleep(after) => {}
@@ -213,7 +213,16 @@ impl Session<'_> {
         let mut guard = routing.is_some_and(|r| r.guard) || read_on_primary;
         let conn = lease.conn();
         self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
-        let mode = self.proxy.config().pool.mode;
+        // Read once per transaction (each load of the config is an atomic dance).
+        let (mode, max_message, timeouts) = {
+            let c = self.proxy.config();
+            let timeouts = Timeouts {
+                idle_transaction: c.pool.idle_transaction_timeout.nonzero(),
+                query: c.pool.query_timeout.nonzero(),
+                slow_query: c.slow_query_threshold.nonzero(),
+            };
+            (c.pool.mode, c.max_message_size.0 as usize, timeouts)
+        };
         let reject = self.login.session_features == SessionFeatures::Reject;
         let mut pinned = false;
         let mut txn = TxnTracker::default();
@@ -238,14 +247,10 @@ impl Session<'_> {
                 server: lease.conn_mut(),
                 txn: &mut txn,
                 statements,
-                max_message: self.proxy.config().max_message_size.0 as usize,
+                max_message,
                 counters: &self.proxy.counters,
                 pool: &pool,
-                timeouts: Timeouts {
-                    idle_transaction: self.proxy.config().pool.idle_transaction_timeout.nonzero(),
-                    query: self.proxy.config().pool.query_timeout.nonzero(),
-                    slow_query: self.proxy.config().slow_query_threshold.nonzero(),
-                },
+                timeouts,
                 label: None,
                 kill: &self.cancel.kill,
                 stopping: &self.proxy.shutdown,

@@ -87,8 +87,22 @@ pub fn session_effects(sql: &[u8]) -> SessionEffects {
     fx
 }
 
+/// True when `sql` certainly has no session effect, by a look cheaper than lexing:
+/// one statement (no `;` anywhere) that starts with SELECT, INSERT, UPDATE or DELETE
+/// (after blanks only) and does not mention an advisory lock. Anything else is lexed.
+fn plainly_without_effects(sql: &[u8]) -> bool {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    let s = &sql[start..];
+    let verb = s.get(..6).is_some_and(|v| ["select", "insert", "update", "delete"].iter().any(|k| v.eq_ignore_ascii_case(k.as_bytes())));
+    let ends = s.get(6).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b >= 0x80));
+    verb && ends && !s.contains(&b';') && !s.windows(8).any(|w| w.eq_ignore_ascii_case(b"advisory"))
+}
+
 /// Like [`session_effects`], adding to `fx`.
 pub fn merge_effects(sql: &[u8], fx: &mut SessionEffects) {
+    if plainly_without_effects(sql) {
+        return;
+    }
     let mut head: [Tok<'_>; HEAD] = [Tok::Other; HEAD];
     let mut n = 0;
     let mut prev = Tok::Other;
@@ -209,5 +223,39 @@ mod tests {
         assert_eq!(fx("select 'pg_advisory_lock(1)'").pin, None);
         assert_eq!(fx("create table t (x int)").pin, None);
         assert_eq!(fx("PREPARE p AS select 1").pin, Some("SQL PREPARE"));
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_the_lexer() {
+        let cases = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "  select pg_advisory_lock(1)",
+            "select 1; set x = 1",
+            "SELECT/**/pg_try_advisory_lock(2)",
+            "selectx",
+            "insert into t values (1)",
+            "update t set x = 1",
+            "delete from t",
+            "/* c */ SET work_mem = '1MB'",
+            "SELECT set_config('a', 'b', false)",
+            "select 'x;' || pg_advisory_lock_shared(3)",
+        ];
+        for c in cases {
+            if plainly_without_effects(c.as_bytes()) {
+                let mut full = SessionEffects::default();
+                // The lexing path, bypassing the shortcut.
+                let mut lexed = Lexer::new(c.as_bytes());
+                let mut head = Vec::new();
+                while let Some(t) = lexed.next() {
+                    head.push(t);
+                }
+                statement_effects(&head, &mut full);
+                assert!(full.is_empty() && fx(c).is_empty(), "{c}");
+            }
+        }
+        assert!(plainly_without_effects(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
+        assert!(!plainly_without_effects(b"select pg_advisory_lock(1)"));
+        assert!(!plainly_without_effects(b"select 1; set x = 1"));
+        assert!(!plainly_without_effects(b"/* c */ SET work_mem = '1MB'"));
     }
 }
