@@ -143,13 +143,24 @@ fn replace_nonce(msg: &[u8], nonce: &str) -> Vec<u8> {
 }
 
 fn scram_server(input: &[u8]) {
+    // The first byte picks the connection: plain, TLS (PLUS offered), or TLS with
+    // SCRAM-SHA-256-PLUS chosen (binding data to check).
+    let (mode, input) = input.split_first().unwrap_or((&0, &[]));
+    let cb = [9u8; 32];
+    let (plus, offered) = match mode % 3 {
+        0 => (false, false),
+        1 => (false, true),
+        _ => (true, true),
+    };
     let (first, fin) = split_nul(input);
     let s = secret();
-    let mut server = ScramServer::new(s);
+    let mut server = ScramServer::new(s, plus.then_some(&cb[..]), offered);
     let server_first = match server.client_first(first) {
         Ok(sf) => sf,
-        Err(ScramError::ChannelBindingUnsupported) => {
-            assert!(first.starts_with(b"p="));
+        Err(ScramError::ChannelBinding(_)) => {
+            // Only a flag that does not fit: binding data without PLUS, none with it,
+            // or "y" (a downgrade) when PLUS was offered.
+            assert!(plus || first.starts_with(b"p=") || (offered && first.starts_with(b"y,")));
             return;
         }
         Err(ScramError::WrongProof) => panic!("client-first has no proof"),
@@ -171,7 +182,7 @@ fn scram_server(input: &[u8]) {
             assert_eq!(stored, s.stored_key);
             assert!(server_final.starts_with("v="));
         }
-        Err(ScramError::ChannelBindingUnsupported) => panic!("client-final never says that"),
+        Err(ScramError::ChannelBinding(_)) => panic!("client-final never says that"),
         Err(_) => {}
     }
 }
@@ -218,7 +229,7 @@ fn scram_round_trip(input: &[u8]) {
     assert_eq!(ScramSecret::parse_verifier(&v).as_ref(), Some(&secret));
 
     // pgmux's own client (ScramKeyClient) with a wrong ClientKey: refused.
-    let mut probe = ScramServer::new(&secret);
+    let mut probe = ScramServer::new(&secret, None, false);
     let wrong = ScramKeys { client_key: [0; 32], server_key: secret.server_key };
     let mut c = ScramKeyClient::new(wrong);
     let sf = probe.client_first(c.client_first().as_bytes()).expect("client-first from pgmux");
@@ -228,7 +239,7 @@ fn scram_round_trip(input: &[u8]) {
 
     // The real ClientKey, from the password (as a driver would compute it).
     let real = client_key_of(password, &secret);
-    let mut server = ScramServer::new(&secret);
+    let mut server = ScramServer::new(&secret, None, false);
     let mut c = ScramKeyClient::new(ScramKeys { client_key: real, server_key: secret.server_key });
     let sf = server.client_first(c.client_first().as_bytes()).expect("client-first from pgmux");
     let cfin = c.server_first(sf.as_bytes()).expect("server-first from pgmux");
