@@ -42,6 +42,9 @@
 #   WORKLOADS="select-simple select-extended tpcb-simple"   subset/order to run
 #   PGMUX_LOG=warn    log filter for pgmux (keep logging quiet, like pgbouncer's)
 #   PGMUX_EXTRA=""    extra top-level YAML for pgmux's config (e.g. "workers: 1")
+#   TLS=0             1 = clients reach both poolers over TLS (a throw-away
+#                     self-signed certificate; pgbench with sslmode=require;
+#                     direct PostgreSQL stays plain)
 #   PG_BINDIR=$(pg_config --bindir)   PostgreSQL server/client binaries
 #   PGBOUNCER_BIN=pgbouncer            (installed with apt-get if missing + root)
 #   KEEP_TMP=0        1 = keep the temp dir (logs, configs) for inspection
@@ -80,6 +83,7 @@ OUT=${OUT:-$REPO_ROOT/benches/results/pgbench-$(date +%Y%m%d-%H%M%S).csv}
 WORKLOADS=${WORKLOADS:-select-simple select-extended tpcb-simple}
 PGMUX_LOG=${PGMUX_LOG:-warn}
 PGMUX_EXTRA=${PGMUX_EXTRA:-}
+TLS=${TLS:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 
 BENCH_USER=bench
@@ -290,6 +294,10 @@ pidfile = $dir/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
 EOF
+    if [[ $TLS == 1 ]]; then
+        printf 'client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n' \
+            "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >>"$dir/pgbouncer.ini"
+    fi
     if [[ $EUID -eq 0 ]]; then chown -R postgres: "$dir"; fi
     log "starting pgbouncer $("$PGBOUNCER_BIN" --version | head -n 1 | awk '{print $2}') (port $port)"
     # Not via the as_pg function: a backgrounded function is a subshell, and
@@ -322,6 +330,7 @@ listen: 127.0.0.1:$port
 metrics_listen: 127.0.0.1:$mport
 max_client_connections: 5000
 $PGMUX_EXTRA
+$(if [[ $TLS == 1 ]]; then printf 'tls:\n  mode: require\n  cert: %s\n  key: %s\n' "$TMP/tls/cert.pem" "$TMP/tls/key.pem"; fi)
 pool:
   mode: transaction
   size: $POOL
@@ -404,7 +413,9 @@ run_one() {
     # Run pgbench in the background and `wait` for it, so that a signal to
     # this script is handled (cleanup) at once instead of after the run.
     # shellcheck disable=SC2086  # $flags is a list of pgbench options
-    PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/pgbench" -h 127.0.0.1 -p "$port" -U "$BENCH_USER" \
+    local sslmode=prefer
+    if [[ $TLS == 1 && $name != direct ]]; then sslmode=require; fi
+    PGSSLMODE=$sslmode PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/pgbench" -h 127.0.0.1 -p "$port" -U "$BENCH_USER" \
         -c "$CLIENTS" -j "$JOBS" -T "$DURATION" -n $flags "$BENCH_DB" >"$out" 2>&1 &
     PGBENCH_PID=$!
     status=0
@@ -523,6 +534,13 @@ main() {
 
     setup_primary
     if (( REPLICAS > 0 )); then setup_replicas; fi
+    if [[ $TLS == 1 ]]; then
+        mkdir -p "$TMP/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+            -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" >/dev/null 2>&1 || die "openssl could not make a certificate"
+        if [[ $EUID -eq 0 ]]; then chown -R postgres: "$TMP/tls"; fi
+        log "TLS: clients reach the poolers with sslmode=require"
+    fi
     start_pgbouncer
     if [[ -x $PGMUX_BIN ]]; then
         start_pgmux pgmux
