@@ -76,11 +76,6 @@ impl TlsStream {
         self.lock().alpn_protocol().map(<[u8]>::to_vec)
     }
 
-    /// The peer's certificate (leaf), if it sent one.
-    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
-        self.lock().peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec())
-    }
-
     /// Runs the handshake to its end.
     pub async fn handshake(&self) -> io::Result<()> {
         loop {
@@ -182,6 +177,10 @@ impl TlsStream {
     /// Reads plaintext into the spare capacity of `buf` (reserve first). `Ok(0)` is
     /// end of stream; `WouldBlock`: nothing yet.
     pub fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() == buf.len() {
+            // No room would read as the end of the stream.
+            buf.reserve(4096);
+        }
         let start = buf.len();
         let room = buf.capacity() - start;
         buf.resize(start + room, 0);
