@@ -369,3 +369,69 @@ fn broken_handshakes() {
     let n = silent.read_to_end(&mut buf).expect("closed by pgmux, not timed out here");
     assert_eq!(&buf[..n.min(1)], b"S");
 }
+
+/// Runs `cmd`; its stdout, or a panic with everything it said.
+fn output_of(mut cmd: std::process::Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run it ({e}); scripts/test installs the drivers"));
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(out.status.success(), "{what} failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// The drivers users bring, over TLS with the certificate checked against the
+/// test CA for `localhost`: node-postgres (with SCRAM-SHA-256-PLUS), asyncpg and
+/// pgjdbc (`sslmode=verify-full`). Installed by scripts/test, as for drivers.rs.
+#[test]
+fn drivers_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "a");
+    let p = tls_setup(&pki, "require").start();
+    let drivers = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/drivers");
+    let ca = pki.ca.display().to_string();
+
+    let node = format!(
+        "const {{ Client }} = require('pg'); const fs = require('fs');
+         (async () => {{
+           const c = new Client({{ host: 'localhost', port: {port}, user: 'app', password: 'app', database: 'app',
+             ssl: {{ ca: fs.readFileSync('{ca}'), servername: 'localhost' }}, enableChannelBinding: true }});
+           await c.connect();
+           const r = await c.query('select $1::int + 1 as v, ssl from pg_stat_ssl where pid = pg_backend_pid()', [41]);
+           console.log(r.rows[0].v);
+           await c.end();
+         }})().catch(e => {{ console.error(e.message); process.exit(1); }});",
+        port = p.port
+    );
+    let mut cmd = std::process::Command::new("node");
+    cmd.args(["-e", &node]).current_dir(drivers.join("node"));
+    assert_eq!(output_of(cmd, "node-postgres over TLS"), "42");
+
+    let python = format!(
+        "import asyncio, asyncpg, ssl
+ctx = ssl.create_default_context(cafile='{ca}')
+async def main():
+    c = await asyncpg.connect(host='localhost', port={port}, user='app', password='app', database='app', ssl=ctx)
+    print(await c.fetchval('select $1::int + 1', 41))
+    await c.close()
+asyncio.run(main())",
+        port = p.port
+    );
+    let mut cmd = std::process::Command::new(std::env::var("PGMUX_PYTHON").unwrap_or_else(|_| "python3".into()));
+    cmd.args(["-c", &python]);
+    assert_eq!(output_of(cmd, "asyncpg over TLS"), "42");
+
+    let java = dir.path().join("TlsCheck.java");
+    std::fs::write(
+        &java,
+        "import java.sql.*;
+         public class TlsCheck { public static void main(String[] a) throws Exception {
+           try (Connection c = DriverManager.getConnection(a[0], \"app\", \"app\");
+                PreparedStatement s = c.prepareStatement(\"select ?::int + 1\")) {
+             s.setInt(1, 41); ResultSet r = s.executeQuery(); r.next(); System.out.println(r.getInt(1)); } } }",
+    )
+    .unwrap();
+    let jar = std::env::var("PGJDBC_JAR").unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    let url = format!("jdbc:postgresql://localhost:{}/app?sslmode=verify-full&sslrootcert={ca}", p.port);
+    let mut cmd = std::process::Command::new("java");
+    cmd.args(["-cp", &jar]).arg(&java).arg(&url);
+    assert_eq!(output_of(cmd, "pgjdbc over TLS"), "42");
+}
