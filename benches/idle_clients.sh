@@ -133,11 +133,10 @@ declare -A R_START R_IDLE R_LOADED R_AFTER R_HWM R_TPS R_TPS0 R_OK R_FAILED \
 declare -A TPS_LIST   # "pooler:idle" / "pooler:none" -> TPS of each round
 
 # ---------------------------------------------------------------------------
-# Helpers (shared ones in benches/lib.sh; make_tmpdir and setup_primary follow
-# those of pgbench_compare.sh)
+# Helpers in benches/lib.sh:
 # ---------------------------------------------------------------------------
 # log, warn, die, as_pg, show_log, is_port_in_use, wait_for_sql, stop_pid, median,
-# find_pg_bindir, ensure_pgbouncer
+# find_pg_bindir, ensure_pgbouncer, make_tmpdir, setup_primary
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -244,53 +243,6 @@ ensure_client_prog() {
             || "$PYTHON" -m pip install -q --break-system-packages "$req" >/dev/null \
             || die "could not install $req for $PYTHON"
     fi
-}
-
-make_tmpdir() {
-    TMP=$(mktemp -d "${TMPDIR:-/tmp}/pgmux-idle.XXXXXX")
-    chmod 755 "$TMP"
-    mkdir -p "$TMP/run"
-    if [[ $EUID -eq 0 ]]; then
-        id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user"
-        AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
-        chown -R postgres: "$TMP"
-    fi
-    cd "$TMP"
-}
-
-setup_primary() {
-    free_port PG_PORT
-    PRIMARY_DATA=$TMP/primary
-    log "initdb primary (port $PG_PORT)"
-    as_pg "$PG_BINDIR/initdb" -D "$PRIMARY_DATA" -U postgres --auth-local=trust \
-        --auth-host=scram-sha-256 -E UTF8 --locale=C >"$TMP/initdb.log" 2>&1 \
-        || { show_log "$TMP/initdb.log"; die "initdb failed"; }
-    cat >>"$PRIMARY_DATA/postgresql.conf" <<EOF
-
-# --- idle_clients.sh ---
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$TMP/run'
-max_connections = 200
-shared_buffers = 128MB
-fsync = off
-EOF
-    cat >"$PRIMARY_DATA/pg_hba.conf" <<EOF
-local   all          all                    trust
-host    all          all   127.0.0.1/32     scram-sha-256
-EOF
-    as_pg "$PG_BINDIR/pg_ctl" -D "$PRIMARY_DATA" -l "$TMP/primary.log" -w start >/dev/null \
-        || { show_log "$TMP/primary.log"; die "could not start PostgreSQL"; }
-
-    "$PG_BINDIR/psql" -h "$TMP/run" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<EOF
-SET password_encryption = 'scram-sha-256';
-CREATE ROLE $BENCH_USER LOGIN SUPERUSER PASSWORD '$BENCH_PASSWORD';
-CREATE DATABASE $BENCH_DB OWNER $BENCH_USER;
-EOF
-    log "pgbench -i -s $SCALE"
-    PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/pgbench" -h 127.0.0.1 -p "$PG_PORT" \
-        -U "$BENCH_USER" -i -s "$SCALE" "$BENCH_DB" >"$TMP/pgbench-init.log" 2>&1 \
-        || { show_log "$TMP/pgbench-init.log"; die "pgbench -i failed"; }
 }
 
 start_pgbouncer() {
@@ -641,7 +593,7 @@ main() {
 
     trap cleanup EXIT
     trap 'exit 130' INT TERM
-    make_tmpdir
+    make_tmpdir pgmux-idle
     : >"$TMP/pgbench-all.log"
     log "temp dir $TMP; PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'); $(nproc) CPUs"
     setup_primary

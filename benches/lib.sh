@@ -1,7 +1,8 @@
 # lib.sh - helpers shared by the benchmark scripts (sourced, not run).
 #
 # They read the sourcing script's globals when called: AS_PG (command prefix to run
-# as the postgres OS user), PG_BINDIR, BENCH_USER, BENCH_PASSWORD, BENCH_DB.
+# as the postgres OS user), PG_BINDIR, BENCH_USER, BENCH_PASSWORD, BENCH_DB, SCALE;
+# make_tmpdir sets TMP and AS_PG, setup_primary sets PG_PORT and PRIMARY_DATA.
 
 log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -121,4 +122,58 @@ ensure_pgbouncer() {
         fi
     fi
     [[ -x $PGBOUNCER_BIN ]] || die "pgbouncer binary not executable: $PGBOUNCER_BIN"
+}
+
+# make_tmpdir PREFIX: a temp dir in TMP, owned by `postgres` when run as root (AS_PG).
+make_tmpdir() {
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    chmod 755 "$TMP"
+    mkdir -p "$TMP/run"
+    if [[ $EUID -eq 0 ]]; then
+        id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user"
+        AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+        chown -R postgres: "$TMP"
+    fi
+    # Server processes must not inherit a cwd they cannot read (e.g. /root).
+    cd "$TMP"
+}
+
+# initdb + start the primary (ready for replicas) on PG_PORT, create the bench role and database, load pgbench data.
+setup_primary() {
+    free_port PG_PORT
+    PRIMARY_DATA=$TMP/primary
+    log "initdb primary (port $PG_PORT)"
+    as_pg "$PG_BINDIR/initdb" -D "$PRIMARY_DATA" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 -E UTF8 --locale=C >"$TMP/initdb.log" 2>&1 \
+        || { show_log "$TMP/initdb.log"; die "initdb failed"; }
+    cat >>"$PRIMARY_DATA/postgresql.conf" <<EOF
+
+# --- benches ---
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$TMP/run'
+max_connections = 200
+shared_buffers = 128MB
+fsync = off
+wal_level = replica
+max_wal_senders = 10
+hot_standby = on
+EOF
+    cat >"$PRIMARY_DATA/pg_hba.conf" <<EOF
+local   all          all                    trust
+host    all          all   127.0.0.1/32     scram-sha-256
+host    replication  all   127.0.0.1/32     scram-sha-256
+EOF
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PRIMARY_DATA" -l "$TMP/primary.log" -w start >/dev/null \
+        || { show_log "$TMP/primary.log"; die "could not start PostgreSQL"; }
+
+    "$PG_BINDIR/psql" -h "$TMP/run" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<EOF
+SET password_encryption = 'scram-sha-256';
+CREATE ROLE $BENCH_USER LOGIN SUPERUSER PASSWORD '$BENCH_PASSWORD';
+CREATE DATABASE $BENCH_DB OWNER $BENCH_USER;
+EOF
+    log "pgbench -i -s $SCALE"
+    PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/pgbench" -h 127.0.0.1 -p "$PG_PORT" \
+        -U "$BENCH_USER" -i -s "$SCALE" "$BENCH_DB" >"$TMP/pgbench-init.log" 2>&1 \
+        || { show_log "$TMP/pgbench-init.log"; die "pgbench -i failed"; }
 }
