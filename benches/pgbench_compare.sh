@@ -138,7 +138,7 @@ free_port() {
     die "could not find a free TCP port"
 }
 
-# cpu_ticks PID: utime+stime (clock ticks) of the whole process (all threads).
+# cpu_ticks PID: "utime stime" (clock ticks) of the whole process (all threads).
 cpu_ticks() {
     local stat fields
     stat=$(<"/proc/$1/stat") || return 1
@@ -146,7 +146,7 @@ cpu_ticks() {
     stat=${stat##*) }
     read -r -a fields <<<"$stat"
     # After the cut, fields[0] is field 3 (state); utime=14, stime=15.
-    echo $(( fields[11] + fields[12] ))
+    echo "${fields[11]} ${fields[12]}"
 }
 
 # Stop every process we started and remove the temp dir (trap EXIT).
@@ -317,7 +317,7 @@ add_target() {
 # ---------------------------------------------------------------------------
 # Benchmark
 # ---------------------------------------------------------------------------
-CSV_HEADER="workload,pgbench_flags,target,round,clients,jobs,pool,duration_s,scale,tps,transactions,failed_transactions,pooler_cpu_s,pooler_cpu_us_per_txn,pgbench_exit"
+CSV_HEADER="workload,pgbench_flags,target,round,clients,jobs,pool,duration_s,scale,tps,transactions,failed_transactions,pooler_cpu_s,pooler_cpu_us_per_txn,pgbench_exit,pooler_sys_s"
 
 # run_one WORKLOAD ROUND TARGET_INDEX: one pgbench run, appends a CSV row.
 # node_commits: "port:xact_commit ..." of the bench database on the primary and
@@ -345,7 +345,7 @@ run_one() {
     local name=${TARGET_NAMES[$idx]} port=${TARGET_PORTS[$idx]} pid=${TARGET_PIDS[$idx]}
     local flags=${WORKLOAD_FLAGS[$workload]}
     local out=$TMP/pgbench-$workload-$name-$round.log
-    local t0="" t1="" status tps txns failed cpu_s="" cpu_us=""
+    local t0="" t1="" status tps txns failed cpu_s="" cpu_us="" sys_s=""
 
     if [[ ${TARGET_DEAD[$idx]} == 1 ]]; then
         return 0
@@ -376,7 +376,8 @@ run_one() {
 
     if [[ -n $pid ]]; then
         if t1=$(cpu_ticks "$pid" 2>/dev/null); then
-            cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / hz }')
+            cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.3f", (y[1] + y[2] - x[1] - x[2]) / hz }')
+            sys_s=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.3f", (y[2] - x[2]) / hz }')
         else
             warn "$name (pid $pid) died during the run"
             PROBLEMS=$(( PROBLEMS + 1 ))
@@ -399,9 +400,9 @@ run_one() {
         PROBLEMS=$(( PROBLEMS + 1 ))
         show_log "$out"
     fi
-    log "$(printf '%-16s %-15s round %d: tps=%-12s txns=%-9s cpu=%ss  cpu/txn=%sus' \
-        "$workload" "$name" "$round" "${tps:-NA}" "${txns:-NA}" "${cpu_s:--}" "${cpu_us:--}")"
-    echo "$workload,$flags,$name,$round,$CLIENTS,$JOBS,$POOL,$DURATION,$SCALE,$tps,$txns,$failed,$cpu_s,$cpu_us,$status" >>"$OUT"
+    log "$(printf '%-16s %-15s round %d: tps=%-12s txns=%-9s cpu=%ss (sys %ss)  cpu/txn=%sus' \
+        "$workload" "$name" "$round" "${tps:-NA}" "${txns:-NA}" "${cpu_s:--}" "${sys_s:--}" "${cpu_us:--}")"
+    echo "$workload,$flags,$name,$round,$CLIENTS,$JOBS,$POOL,$DURATION,$SCALE,$tps,$txns,$failed,$cpu_s,$cpu_us,$status,$sys_s" >>"$OUT"
 }
 
 run_benchmarks() {
@@ -422,6 +423,12 @@ csv_median() {
         'NR > 1 && $1 == w && $3 == t && $c != "" { print $c }' "$OUT" | median
 }
 
+# csv_median_share WORKLOAD TARGET PART_COLUMN WHOLE_COLUMN: median of 100*part/whole.
+csv_median_share() {
+    awk -F, -v w="$1" -v t="$2" -v p="$3" -v c="$4" \
+        'NR > 1 && $1 == w && $3 == t && $p != "" && $c + 0 > 0 { print 100 * $p / $c }' "$OUT" | median
+}
+
 # ratio A B: A/B with 3 decimals, "-" when either is missing or B is 0.
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b + 0 > 0) printf "%.3f", a / b; else print "-" }'
@@ -433,23 +440,24 @@ fmt() {
 }
 
 print_report() {
-    local workload name tps direct_tps cpu
+    local workload name tps direct_tps cpu sys
     local -A med_tps med_cpu
     echo
     echo "pgbench comparison: clients=$CLIENTS jobs=$JOBS pool=$POOL duration=${DURATION}s rounds=$ROUNDS scale=$SCALE replicas=$REPLICAS cpus=$(nproc)"
-    echo "(medians over rounds; 'CPU us/txn' = pooler process CPU time per transaction)"
+    echo "(medians over rounds; 'CPU us/txn' = pooler process CPU time per transaction; 'sys' = its share spent in the kernel)"
     for workload in $WORKLOADS; do
         med_tps=(); med_cpu=()
         echo
         echo "== $workload (pgbench ${WORKLOAD_FLAGS[$workload]}) =="
-        printf '%-16s %12s %10s %12s\n' target "median TPS" "vs direct" "CPU us/txn"
+        printf '%-16s %12s %10s %12s %6s\n' target "median TPS" "vs direct" "CPU us/txn" sys
         direct_tps=$(csv_median "$workload" direct 10)
         for name in "${TARGET_NAMES[@]}"; do
             tps=$(csv_median "$workload" "$name" 10)
             cpu=$(csv_median "$workload" "$name" 14)
+            sys=$(csv_median_share "$workload" "$name" 16 13)
             med_tps[$name]=$tps; med_cpu[$name]=$cpu
-            printf '%-16s %12s %10s %12s\n' "$name" "$(fmt "$tps" %.1f NA)" \
-                "$(ratio "$tps" "$direct_tps")" "$(fmt "$cpu" %.2f -)"
+            printf '%-16s %12s %10s %12s %6s\n' "$name" "$(fmt "$tps" %.1f NA)" \
+                "$(ratio "$tps" "$direct_tps")" "$(fmt "$cpu" %.2f -)" "$(fmt "$sys" %.0f%% -)"
         done
         if [[ -n ${med_tps[pgmux]:-} && -n ${med_tps[pgbouncer]:-} ]]; then
             printf 'pgmux/pgbouncer: TPS %s, CPU us/txn %s\n' \

@@ -47,8 +47,8 @@ pub struct CancelEntry {
     target: Mutex<Option<CancelTarget>>,
     pub info: std::sync::OnceLock<ClientInfo>,
     pub state: std::sync::atomic::AtomicU8,
-    /// KILL_CLIENT: the session ends at its next transaction boundary.
-    pub kill: tokio::sync::Notify,
+    /// KILL_CLIENT, KILL db, and a shutdown's wake-up.
+    pub kill: crate::kill::Kill,
 }
 
 impl CancelEntry {
@@ -98,7 +98,7 @@ impl CancelRegistry {
                 target: Mutex::new(None),
                 info: std::sync::OnceLock::new(),
                 state: std::sync::atomic::AtomicU8::new(state::LOGIN),
-                kill: tokio::sync::Notify::new(),
+                kill: Default::default(),
             });
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.map.entry(pid) {
                 v.insert(entry.clone());

@@ -13,6 +13,7 @@
 //! - [`sql`]: a small SQL lexer and what a query does to the session.
 //! - [`session`]: the settings a client expects on whatever server it gets.
 //! - [`cancel`]: pgmux's cancel keys and forwarding CancelRequests.
+//! - [`kill`]: the signal that ends a client's session from outside (KILL, shutdown).
 //! - [`auth`]: SCRAM-SHA-256 and md5, without I/O.
 //! - [`protocol`]: framing, startup packets and the messages pgmux sends.
 //! - [`config`]: the YAML file, defaults, validation with file:line errors.
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod import;
+pub mod kill;
 pub mod memory;
 pub mod metrics;
 pub mod net;

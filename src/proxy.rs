@@ -23,6 +23,10 @@ use crate::prepared::Registry;
 use crate::router::topology::Topology;
 use crate::server::ServerTarget;
 
+
+/// See [`Proxy::config_cache`].
+pub type ConfigCache<'a> = arc_swap::Cache<&'a arc_swap::ArcSwap<Config>, Arc<Config>>;
+
 /// A configured user, with what pgmux needs to check its password.
 pub struct UserAuth {
     pub name: String,
@@ -182,6 +186,12 @@ impl Proxy {
 
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
+    }
+
+    /// The configuration as a long-lived reader (a client's session) sees it: one
+    /// pointer comparison per look while it is unchanged.
+    pub fn config_cache(&self) -> ConfigCache<'_> {
+        arc_swap::Cache::new(&self.config)
     }
 
     /// A configured user, or one `auth_query` found.
@@ -426,7 +436,7 @@ impl Proxy {
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
         for c in self.cancel.entries() {
-            c.kill.notify_one();
+            c.kill.fire();
         }
     }
 

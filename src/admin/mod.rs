@@ -178,7 +178,7 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
             });
             for c in proxy.cancel.entries() {
                 if c.info.get().is_some_and(|i| i.database == *db) {
-                    c.kill.notify_one();
+                    c.kill.fire();
                 }
             }
             for (name, pools) in proxy.pool_sets() {
@@ -192,7 +192,7 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
         }
         ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| proxy.cancel.get(id)) {
             Some(client) => {
-                client.kill.notify_one();
+                client.kill.fire();
                 Outcome::Done("KILL_CLIENT".into())
             }
             None => Outcome::Error(PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("pgmux: no client with id {id} (see SHOW CLIENTS, column remote_pid)"))),

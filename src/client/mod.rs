@@ -6,11 +6,13 @@
 //! - [`access`]: `hba:` rules and the failed-login limit, checked before authentication.
 //! - [`session`]: the loop between transactions: checkout, settings sync, release.
 //! - [`relay`]: the hot path forwarding bytes during a transaction.
+//! - [`buffers`]: read buffers lent to active clients and kept per thread.
 //! - [`rewrite`], [`responses`]: named statements shared across server connections.
 //! - [`txn`]: the protocol bookkeeping that says when a transaction is over.
 
 pub mod access;
 pub mod auth_query;
+pub mod buffers;
 pub mod login;
 pub mod negotiate;
 pub mod relay;
@@ -122,6 +124,7 @@ async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::c
     let route = proxy.config().user(&logged_in.user).map(|u| u.route).unwrap_or_default();
     Some(Session {
         proxy,
+        config: proxy.config_cache(),
         stream,
         login: logged_in,
         cancel: entry.clone(),
@@ -129,6 +132,7 @@ async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::c
         cframer: Framer::default(),
         statements: ClientStatements::new(proxy.statements.client_uid()),
         route: route::RouteState::new(route),
+        kill: Default::default(),
     })
 }
 

@@ -1,6 +1,6 @@
 //! The hot path: shuttle bytes between a client and its server connection.
 //!
-//! Both sockets are driven by readiness (`readable`/`writable` + `try_read`/
+//! Both sockets are driven by readiness (`poll_read_ready`/`poll_write_ready` + `try_read`/
 //! `try_write`) in one task, so neither direction can block the other: a client
 //! writing a large pipeline while the server writes large results never deadlocks.
 //! Bytes are forwarded as read, in one write per read; the [`Framer`] only looks at
@@ -21,6 +21,7 @@ use super::txn::TxnTracker;
 use crate::prepared::{ClientStatements, Registry};
 use std::sync::atomic::Ordering;
 
+use crate::kill::{Kill, KillWatch};
 use crate::pool::Pool;
 use crate::proxy::ProxyCounters;
 use crate::sql::SessionEffects;
@@ -78,11 +79,13 @@ fn loggable(text: &[u8]) -> String {
 }
 
 /// When to hand control back to the session.
-pub enum Hold<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
     /// Transaction mode: at the first transaction boundary.
     UntilBoundary,
-    /// Session mode: only when the client leaves, or at a boundary once shutdown begins.
-    Session(&'a mut watch::Receiver<bool>),
+    /// Session mode: only when the client leaves, or at a boundary once shutdown
+    /// begins (the shutdown wakes the relay through `kill`).
+    Session,
 }
 
 pub struct Relay<'a> {
@@ -101,8 +104,8 @@ pub struct Relay<'a> {
     /// Text of the request being timed, for the slow-query log (kept only when it is on).
     pub label: Option<String>,
     /// Signalled by the admin console to end this client's session now (and at a
-    /// shutdown, which `stopping` tells apart).
-    pub kill: &'a tokio::sync::Notify,
+    /// shutdown, which `stopping` tells apart), with what the client's task has seen of it.
+    pub kill: (&'a Kill, &'a mut KillWatch),
     pub stopping: &'a watch::Sender<bool>,
     /// On a replica: only requests the classifier calls reads are sent; the relay
     /// ends with [`RelayEnd::Reroute`] before any other.
@@ -142,7 +145,6 @@ enum Event {
     ClientReadable,
     ClientWritable,
     ServerWritable,
-    Shutdown,
 }
 
 #[inline]
@@ -157,7 +159,9 @@ fn server_inspect(tag: u8) -> usize {
 }
 
 impl Relay<'_> {
-    pub async fn run(self, hold: Hold<'_>) -> RelayEnd {
+    /// Runs until `hold` says stop. Borrowed, not consumed: an async fn keeps its
+    /// arguments for its whole life, and this state would be kept twice.
+    pub async fn run(&mut self, hold: Hold) -> RelayEnd {
         let pool = self.pool;
         // The client's first bytes were read before the relay began.
         let mut stats = Stats { bytes_in: self.cbuf.len() as u64, ..Stats::default() };
@@ -173,7 +177,7 @@ impl Relay<'_> {
         end
     }
 
-    async fn relay(mut self, mut hold: Hold<'_>, stats: &mut Stats, started: std::time::Instant) -> RelayEnd {
+    async fn relay(&mut self, hold: Hold, stats: &mut Stats, started: std::time::Instant) -> RelayEnd {
         // When the request now being answered was sent (for the duration histogram).
         let mut request_started = Some(started);
         // When the running request was cancelled for query_timeout, and when the
@@ -183,9 +187,8 @@ impl Relay<'_> {
         let mut sframer = Framer::default();
         let mut edits = Edits::default();
         let mut retry = Retry::new(self.statements.is_some() && matches!(hold, Hold::UntilBoundary));
-        // Registered once for the whole relay, not at every turn of the loop.
-        let killed = self.kill.notified();
-        tokio::pin!(killed);
+        // Allocated only when a timeout is due, then reset rather than rebuilt.
+        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         self.server.replay.clear();
         // Server bytes at the front of rbuf that are scanned and due to the client.
         let mut s_out = 0usize;
@@ -227,10 +230,10 @@ impl Relay<'_> {
                     return RelayEnd::ClientGone;
                 }
                 if self.txn.at_boundary() {
-                    match &hold {
+                    match hold {
                         Hold::UntilBoundary => return RelayEnd::Boundary,
-                        Hold::Session(rx) if *rx.borrow() => return RelayEnd::Shutdown,
-                        Hold::Session(_) => {}
+                        Hold::Session if *self.stopping.borrow() => return RelayEnd::Shutdown,
+                        Hold::Session => {}
                     }
                 }
                 // Nothing awaited (a Flush may have left the batch unsynced: the
@@ -239,7 +242,6 @@ impl Relay<'_> {
                     return RelayEnd::Reroute;
                 }
             }
-            let session_idle = c_out == 0 && s_out_due == 0 && self.txn.at_boundary();
             // Timeouts: a client idle inside a transaction, or a request running too long.
             let idle_in_txn = c_out == 0 && s_out_due == 0 && self.txn.quiescent() && self.txn.status != codes::TXN_IDLE;
             let deadline = match (idle_in_txn, self.timeouts.idle_transaction, request_started, self.timeouts.query) {
@@ -252,41 +254,55 @@ impl Relay<'_> {
                 },
                 _ => None,
             };
-            let ev = {
-                let timer = async {
-                    match deadline {
-                        Some((at, which)) => {
-                            tokio::time::sleep_until(at.into()).await;
-                            which
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
-                let shutdown = async {
-                    match &mut hold {
-                        Hold::Session(rx) => {
-                            let _ = rx.changed().await;
-                        }
-                        Hold::UntilBoundary => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    biased;
-                    r = self.server.stream.readable(), if s_out == 0 => r.map(|_| Event::ServerReadable),
-                    r = self.client.readable(), if c_out == 0 && !client_done && !reroute => r.map(|_| Event::ClientReadable),
-                    r = self.client.writable(), if s_out_due > 0 => r.map(|_| Event::ClientWritable),
-                    r = self.server.stream.writable(), if c_out > 0 => r.map(|_| Event::ServerWritable),
-                    _ = shutdown, if session_idle => Ok(Event::Shutdown),
-                    which = timer => Ok(Event::Timeout(which)),
-                    _ = &mut killed => Ok(Event::Killed),
+            if let Some((at, _)) = deadline {
+                match timer.as_mut() {
+                    Some(t) => t.as_mut().reset(at.into()),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(at.into()))),
                 }
-            };
+            }
+            // Polled by hand, in this order: socket readiness keeps one waker per
+            // direction and the kill signal one load, so a wait builds nothing.
+            let (server, client, (kill, watch)) = (&self.server.stream, self.client, &mut self.kill);
+            let want_client = c_out == 0 && !client_done && !reroute;
+            let ev = std::future::poll_fn(|cx| {
+                use std::future::Future;
+                use std::task::Poll;
+                let ready = |p: Poll<io::Result<()>>, ev: Event| p.map(|r| r.map(|()| ev));
+                if s_out == 0 {
+                    if let r @ Poll::Ready(_) = ready(server.poll_read_ready(cx), Event::ServerReadable) {
+                        return r;
+                    }
+                }
+                if want_client {
+                    if let r @ Poll::Ready(_) = ready(client.poll_read_ready(cx), Event::ClientReadable) {
+                        return r;
+                    }
+                }
+                if s_out_due > 0 {
+                    if let r @ Poll::Ready(_) = ready(client.poll_write_ready(cx), Event::ClientWritable) {
+                        return r;
+                    }
+                }
+                if c_out > 0 {
+                    if let r @ Poll::Ready(_) = ready(server.poll_write_ready(cx), Event::ServerWritable) {
+                        return r;
+                    }
+                }
+                if let (Some((_, which)), Some(t)) = (deadline, timer.as_mut()) {
+                    if t.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(Event::Timeout(which)));
+                    }
+                }
+                watch.poll(kill, cx).map(|()| Ok(Event::Killed))
+            })
+            .await;
             match ev {
                 Err(e) => return RelayEnd::ServerGone(e.to_string()),
-                Ok(Event::ClientWritable | Event::ServerWritable | Event::Shutdown) => {}
+                Ok(Event::ClientWritable | Event::ServerWritable) => {}
                 Ok(Event::Timeout(Timeout::IdleInTransaction)) => return RelayEnd::IdleInTransaction,
-                // A shutdown wakes every client this way; a transaction runs on.
-                Ok(Event::Killed) if *self.stopping.borrow() => killed.set(self.kill.notified()),
+                // A shutdown wakes every client this way: a transaction runs on; a
+                // session-mode client between transactions is let go above.
+                Ok(Event::Killed) if *self.stopping.borrow() => {}
                 Ok(Event::Killed) => return RelayEnd::Killed,
                 Ok(Event::Timeout(Timeout::Query)) => {
                     // Like statement_timeout: cancel it; the server's 57014 reaches the client.

@@ -55,9 +55,25 @@ const DEALLOCATE_STANDIN: &str = "PREPARE pgmux_deallocate AS SELECT 1; DEALLOCA
 /// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`).
 fn deallocate_target(sql: &[u8]) -> Option<Vec<u8>> {
     use crate::sql::lexer::{Lexer, Tok};
-    let toks: Vec<Tok<'_>> = Lexer::new(sql).take(5).collect();
     let is = |t: &Tok<'_>, kw: &str| matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(kw.as_bytes()));
-    let rest = match toks.as_slice() {
+    // Every simple query passes here: the common answer is found by one byte (the
+    // text starts with D, or with a comment the lexer skips).
+    if !matches!(sql.trim_ascii_start().first(), Some(b'd' | b'D' | b'/' | b'-')) {
+        return None;
+    }
+    let mut lexer = Lexer::new(sql);
+    let first = lexer.next()?;
+    if !is(&first, "deallocate") {
+        return None;
+    }
+    let mut toks = [Tok::Other; 5];
+    toks[0] = first;
+    let mut n = 1;
+    for t in lexer.take(4) {
+        toks[n] = t;
+        n += 1;
+    }
+    let rest = match &toks[..n] {
         [first, rest @ ..] if is(first, "deallocate") => rest,
         _ => return None,
     };
@@ -393,6 +409,8 @@ mod tests {
         assert_eq!(deallocate_target(b"DEALLOCATE pdo_stmt_00000001"), Some(b"pdo_stmt_00000001".to_vec()));
         assert_eq!(deallocate_target(b"deallocate prepare \"S_1\";"), Some(b"S_1".to_vec()));
         assert_eq!(deallocate_target(b"DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target(b"/* x */ deallocate s1"), Some(b"s1".to_vec()));
+        assert_eq!(deallocate_target(b"select 1"), None);
         assert_eq!(deallocate_target(b"DEALLOCATE a; select 1"), None);
     }
 

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::sync::watch;
 
 use super::login::LoggedIn;
 use super::route::{Prepared, RouteState, Routing};
@@ -30,6 +29,8 @@ use crate::sql::SessionEffects;
 
 pub struct Session<'a> {
     pub proxy: &'a Proxy,
+    /// The configuration, looked at once per transaction.
+    pub config: crate::proxy::ConfigCache<'a>,
     pub stream: crate::net::Stream,
     pub login: LoggedIn,
     pub cancel: Arc<CancelEntry>,
@@ -37,6 +38,8 @@ pub struct Session<'a> {
     pub cframer: Framer,
     pub statements: ClientStatements,
     pub route: RouteState,
+    /// What this task has seen of its [`crate::kill::Kill`] signal.
+    pub kill: crate::kill::KillWatch,
 }
 
 /// What ended an idle wait.
@@ -58,20 +61,16 @@ pub enum SessionEnd {
 
 impl Session<'_> {
     pub async fn run(&mut self) -> SessionEnd {
-        let mut shutdown = self.proxy.shutdown.subscribe();
         loop {
             // Idle: no server, no buffer unless the client pipelined ahead.
             if self.cbuf.len() < 5 {
-                if *shutdown.borrow() {
+                if *self.proxy.shutdown.borrow() {
                     return Box::pin(self.say_goodbye()).await;
                 }
                 // In a held-back transaction the client is idle in a transaction.
                 let in_txn = self.route.pending_begin.is_some() && !self.route.to_primary;
-                let idle_limit = if in_txn {
-                    self.proxy.config().pool.idle_transaction_timeout.nonzero()
-                } else {
-                    self.proxy.config().pool.client_idle_timeout.nonzero()
-                };
+                let pool = &self.config.load().pool;
+                let idle_limit = if in_txn { pool.idle_transaction_timeout.nonzero() } else { pool.client_idle_timeout.nonzero() };
                 match self.idle_wait(idle_limit).await {
                     Wake::Readable(true) => {}
                     Wake::Readable(false) => return SessionEnd::ClientLeft,
@@ -92,7 +91,7 @@ impl Session<'_> {
                     }
                 }
                 if self.cbuf.capacity() == 0 {
-                    self.cbuf.reserve(CLIENT_READ_BUF);
+                    self.cbuf = super::buffers::take();
                 }
                 match self.stream.read_some(&mut self.cbuf) {
                     Ok(0) => return SessionEnd::ClientLeft,
@@ -106,19 +105,19 @@ impl Session<'_> {
             }
             // Boxed: an idle client's task keeps only the idle wait above; the state
             // of a transaction (routing, checkout, relay) lives while it runs.
-            if let Some(end) = Box::pin(self.transaction(&mut shutdown)).await {
+            if let Some(end) = Box::pin(self.transaction()).await {
                 return end;
             }
             self.cancel.set_state(crate::cancel::state::IDLE);
             if self.cbuf.is_empty() {
-                self.cbuf = BytesMut::new();
+                super::buffers::give_back(std::mem::take(&mut self.cbuf));
             }
         }
     }
 
     /// One request's way: where it goes, a server connection, the relay. `Some`
     /// when the session is over.
-    async fn transaction(&mut self, shutdown: &mut watch::Receiver<bool>) -> Option<SessionEnd> {
+    async fn transaction(&mut self) -> Option<SessionEnd> {
         let mut routing = None;
         let topo = if self.routes() { Some(self.login.pools.topology.clone()) } else { None };
         if let Some(topo) = &topo {
@@ -143,20 +142,32 @@ impl Session<'_> {
             Ok(l) => l,
             Err(e) => return Box::pin(self.refuse_request(&e)).await.err(),
         };
-        self.serve_with(lease, shutdown, routing).await
+        self.serve_with(lease, routing).await
     }
 
     /// Waits, idle, for the client's next bytes or an event. This is what an idle
     /// client's task holds, so it is kept small: the idle timer is allocated only
-    /// when a timeout is configured.
-    async fn idle_wait(&self, limit: Option<std::time::Duration>) -> Wake {
+    /// when a timeout is configured, and nothing is registered but the socket's
+    /// waker (see [`crate::kill`]).
+    async fn idle_wait(&mut self, limit: Option<std::time::Duration>) -> Wake {
+        use std::future::Future;
+        use std::task::Poll;
         let mut timer = limit.map(|t| Box::pin(tokio::time::sleep(t)));
-        tokio::select! {
-            r = self.stream.readable() => Wake::Readable(r.is_ok()),
-            _ = async { timer.as_mut().expect("guarded").await }, if timer.is_some() => Wake::IdleTimeout,
+        let (stream, kill, watch) = (&self.stream, &self.cancel.kill, &mut self.kill);
+        let wake = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                return Poll::Ready(Some(Wake::Readable(r.is_ok())));
+            }
+            if let Some(t) = timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Wake::IdleTimeout));
+                }
+            }
             // Also how a shutdown reaches idle clients (see `Proxy::begin_shutdown`).
-            _ = self.cancel.kill.notified() => if *self.proxy.shutdown.borrow() { Wake::Shutdown } else { Wake::Killed },
-        }
+            watch.poll(kill, cx).map(|()| None)
+        })
+        .await;
+        wake.unwrap_or_else(|| if *self.proxy.shutdown.borrow() { Wake::Shutdown } else { Wake::Killed })
     }
 
     /// Whether this client's requests are routed (else all go to the primary).
@@ -171,7 +182,7 @@ impl Session<'_> {
     /// Takes a server connection; tells the client with a NOTICE when the wait passes
     /// `pool.wait_notice` (it keeps waiting, up to `checkout_timeout`).
     pub(super) async fn checkout_from(&mut self, pool: Arc<crate::pool::Pool>) -> Result<Lease, ClientError> {
-        let Some(after) = self.proxy.config().pool.wait_notice.nonzero() else {
+        let Some(after) = self.config.load().pool.wait_notice.nonzero() else {
             return pool.checkout().await;
         };
         let mut checkout = Box::pin(pool.checkout());
@@ -194,18 +205,24 @@ impl Session<'_> {
     /// Runs the client's traffic on `lease` until the boundary (transaction mode) or
     /// the end of the session (session mode, or a client pinned by a session-only
     /// feature). Returns `Some` when the session is over.
-    async fn serve_with(&mut self, mut lease: Lease, shutdown: &mut watch::Receiver<bool>, routing: Option<Routing>) -> Option<SessionEnd> {
-        if let Err(e) = Box::pin(self.sync_settings(&mut lease)).await {
-            lease.discard();
-            return Box::pin(self.refuse_request(&e)).await.err();
+    async fn serve_with(&mut self, mut lease: Lease, routing: Option<Routing>) -> Option<SessionEnd> {
+        // The boxed steps (kept out of this future's size) are entered only when
+        // there is something to do: a box per transaction is measurable.
+        if !Arc::ptr_eq(&lease.conn().session, &self.login.params) {
+            if let Err(e) = Box::pin(self.sync_settings(&mut lease)).await {
+                lease.discard();
+                return Box::pin(self.refuse_request(&e)).await.err();
+            }
         }
         let began = self.route.pending_begin.is_some();
-        if let Err(e) = Box::pin(self.send_pending_begin(&mut lease)).await {
-            lease.discard();
-            return Box::pin(self.refuse_request(&e)).await.err();
+        if began {
+            if let Err(e) = Box::pin(self.send_pending_begin(&mut lease)).await {
+                lease.discard();
+                return Box::pin(self.refuse_request(&e)).await.err();
+            }
         }
         // Kept for the guard's lifetime (only when routing).
-        let config = routing.map(|_| arc_swap::Guard::into_inner(self.proxy.config()));
+        let config = routing.map(|_| self.config.load().clone());
         // A read on the primary (no replica would do) is watched the same way: a write
         // that follows in its transaction counts for read-your-writes.
         let read_on_primary = routing.is_some_and(|r| r.read && !r.decision.routed.to_replica());
@@ -213,9 +230,8 @@ impl Session<'_> {
         let mut guard = routing.is_some_and(|r| r.guard) || read_on_primary;
         let conn = lease.conn();
         self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
-        // Read once per transaction (each load of the config is an atomic dance).
         let (mode, max_message, timeouts) = {
-            let c = self.proxy.config();
+            let c = self.config.load();
             let timeouts = Timeouts {
                 idle_transaction: c.pool.idle_transaction_timeout.nonzero(),
                 query: c.pool.query_timeout.nonzero(),
@@ -232,7 +248,7 @@ impl Session<'_> {
         }
         let mut effects = SessionEffects::default();
         loop {
-            let hold = if mode == PoolMode::Session || pinned { Hold::Session(&mut *shutdown) } else { Hold::UntilBoundary };
+            let hold = if mode == PoolMode::Session || pinned { Hold::Session } else { Hold::UntilBoundary };
             let statements = (mode == PoolMode::Transaction).then(|| TxnRewrite {
                 client: &mut self.statements,
                 registry: &self.proxy.statements,
@@ -240,7 +256,7 @@ impl Session<'_> {
                 reject_session_features: reject,
             });
             let pool = lease.pool().clone();
-            let end = Relay {
+            let mut relay = Relay {
                 client: &self.stream,
                 cbuf: &mut self.cbuf,
                 cframer: &mut self.cframer,
@@ -252,12 +268,12 @@ impl Session<'_> {
                 pool: &pool,
                 timeouts,
                 label: None,
-                kill: &self.cancel.kill,
+                kill: (&self.cancel.kill, &mut self.kill),
                 stopping: &self.proxy.shutdown,
                 guard: config.as_ref().filter(|_| guard).map(|c| c.routing.classify()),
-            }
-            .run(hold)
-            .await;
+            };
+            let end = relay.run(hold).await;
+            drop(relay);
             if end == RelayEnd::Reroute && read_on_primary {
                 wrote = true;
                 guard = false;
@@ -269,7 +285,7 @@ impl Session<'_> {
                 // nothing ran, and the statements are prepared again on the primary.
                 if movable && txn.status == codes::TXN_IN_BLOCK && !pinned {
                     self.cancel.detach();
-                    if !self.move_to_primary(lease).await {
+                    if !Box::pin(self.move_to_primary(lease)).await {
                         self.send_error(&ClientError::ServerLost("could not end the transaction on the replica".into()).to_pg()).await;
                         return Some(SessionEnd::Error("moving a transaction to the primary failed".into()));
                     }
@@ -332,10 +348,15 @@ impl Session<'_> {
                     _ => SessionEnd::ClientLeft,
                 });
             }
+            if matches!(end, RelayEnd::Boundary | RelayEnd::Reroute) {
+                lease.release();
+                return None;
+            }
             return Box::pin(self.after_relay(end, lease, &txn)).await;
         }
     }
 
+    /// The relay ended other than at a boundary (handled in `serve_with`).
     async fn after_relay(&mut self, end: RelayEnd, lease: Lease, txn: &TxnTracker) -> Option<SessionEnd> {
         match end {
             RelayEnd::Boundary | RelayEnd::Reroute => {

@@ -1,5 +1,5 @@
 //! [`Stream`]: a client's or server's socket, plain or TLS, with the readiness calls
-//! the relay uses (`readable`, `read_some`, `writable`, `try_write`) and whole
+//! the relay uses (`poll_read_ready`, `read_some`, `poll_write_ready`, `try_write`) and whole
 //! writes for everything off the hot path.
 
 use std::io;
@@ -48,21 +48,23 @@ impl Stream {
         self.tcp().peer_addr()
     }
 
-    /// Waits until a read may return something (TLS: plaintext may already be
-    /// buffered). One future type for both kinds: it sits in every client's task.
+    /// Whether a read may return something (TLS: plaintext may already be buffered),
+    /// for a hand-written poll: the socket keeps one reader waker (this task's), so
+    /// waiting registers no queue entry to undo afterwards.
     #[inline]
-    pub async fn readable(&self) -> io::Result<()> {
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Stream::Tls(t) = self {
             if t.has_buffered() {
-                return Ok(());
+                return Poll::Ready(Ok(()));
             }
         }
-        self.tcp().readable().await
+        self.tcp().poll_read_ready(cx)
     }
 
+    /// Whether the socket takes a write now, for a hand-written poll.
     #[inline]
-    pub async fn writable(&self) -> io::Result<()> {
-        self.tcp().writable().await
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_write_ready(cx)
     }
 
     /// Reads what is available into the spare capacity of `buf` (reserve first).

@@ -10,11 +10,11 @@ use crate::server::ServerConn;
 /// does not know the connection's state.
 pub struct Lease {
     pool: Arc<Pool>,
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
 }
 
 impl Lease {
-    pub(super) fn new(pool: Arc<Pool>, conn: ServerConn) -> Lease {
+    pub(super) fn new(pool: Arc<Pool>, conn: Box<ServerConn>) -> Lease {
         Lease { pool, conn: Some(conn) }
     }
 
@@ -69,13 +69,13 @@ impl<'a> Slot<'a> {
     }
 
     /// The connection opened in this slot, lent out.
-    pub(super) fn lend(mut self, conn: ServerConn) -> Lease {
+    pub(super) fn lend(mut self, conn: Box<ServerConn>) -> Lease {
         self.armed = false;
         Lease::new(self.pool.clone(), conn)
     }
 
     /// The connection opened in this slot, put in the pool.
-    pub(super) fn put_back(mut self, conn: ServerConn) {
+    pub(super) fn put_back(mut self, conn: Box<ServerConn>) {
         self.armed = false;
         self.pool.put_back(conn);
     }

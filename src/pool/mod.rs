@@ -52,9 +52,11 @@ enum Vetted {
 /// What a waiter is handed.
 enum Grant {
     /// An idle connection.
-    Conn(ServerConn),
+    Conn(Box<ServerConn>),
     /// Room to open a new connection (already counted for the waiter).
     Slot,
+    /// `checkout_timeout` ran out (sent by the pool's expiry task).
+    Expired,
 }
 
 /// What a checkout does after looking at the pool (a short-lived local: its size
@@ -79,7 +81,9 @@ enum Room {
 #[derive(Default)]
 struct State {
     /// Idle connections; the most recently used at the back.
-    idle: VecDeque<ServerConn>,
+    /// Boxed, here and wherever a connection travels (grant, lease): moving it is
+    /// a pointer copy, not a few hundred bytes per checkout.
+    idle: VecDeque<Box<ServerConn>>,
     /// Connections open or being opened, idle or lent out (each holds a unit of every
     /// limit of the pool).
     total: usize,
@@ -88,6 +92,9 @@ struct State {
     /// `waiters` was non-empty when the limits were last told.
     flagged: bool,
     down: Option<Down>,
+    /// A copy of the pool's settings, for the checkout and return paths, which
+    /// hold the lock anyway (updated under it with the shared copy).
+    settings: PoolSettings,
 }
 
 /// The server could not be reached: fail fast until `retry_at`.
@@ -140,6 +147,9 @@ pub struct Pool {
     /// user's on this server).
     pub limits: Vec<Arc<Limit>>,
     state: Mutex<State>,
+    /// Wakes the expiry task ([`wait::expire_waiters`]), started at the first wait.
+    expiry: Arc<tokio::sync::Notify>,
+    expiry_started: std::sync::atomic::AtomicBool,
     /// ParameterStatus values of the first login, reported to clients at their login.
     server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
     pub counters: PoolCounters,
@@ -161,9 +171,11 @@ impl Pool {
             name: format!("{}/{}@{}", target.dbname, target.user, target.addr),
             role,
             target,
-            settings: arc_swap::ArcSwap::from_pointee(settings),
+            settings: arc_swap::ArcSwap::from_pointee(settings.clone()),
             limits,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { settings, ..State::default() }),
+            expiry: Default::default(),
+            expiry_started: Default::default(),
             server_params: Mutex::new(None),
             counters: PoolCounters::default(),
             metrics,
@@ -183,10 +195,13 @@ impl Pool {
     /// as connections come back.
     pub fn update_settings(&self, settings: PoolSettings) {
         let size = settings.size;
-        self.settings.store(Arc::new(settings));
+        self.settings.store(Arc::new(settings.clone()));
         let mut closed = Vec::new();
         {
             let mut st = self.lock();
+            st.settings = settings;
+            // The timeout may have changed: the expiry task looks again.
+            self.expiry.notify_one();
             self.grant_waiters(&mut st);
             while st.total > size {
                 let Some(c) = st.idle.pop_front() else { break };
@@ -195,7 +210,7 @@ impl Pool {
             }
             self.sync_waiting(&mut st);
         }
-        closed.into_iter().for_each(ServerConn::close);
+        closed.into_iter().for_each(|c| c.close());
         self.wake_limits();
     }
 
@@ -234,21 +249,23 @@ impl Pool {
             return Ok(lease);
         }
         let started = Instant::now();
-        let r = self.checkout_inner(started + self.settings().checkout_timeout).await;
+        let r = self.checkout_inner(started).await;
         let waited = started.elapsed();
         self.metrics.wait.record(waited.as_secs_f64());
         self.counters.wait_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         r
     }
 
-    async fn checkout_inner(self: &Arc<Self>, deadline: Instant) -> Result<Lease, ClientError> {
+    async fn checkout_inner(self: &Arc<Self>, started: Instant) -> Result<Lease, ClientError> {
+        // Set once a grant turned out unusable: the client waits again, first in line.
+        let mut again = false;
         loop {
             let next = {
                 let mut st = self.lock();
                 if let Some(conn) = st.idle.pop_back() {
                     Next::Ready(Grant::Conn(conn))
                 } else {
-                    let size = self.settings().size;
+                    let size = st.settings.size;
                     if st.total < size {
                         if let Some(d) = &st.down {
                             if Instant::now() < d.retry_at {
@@ -259,25 +276,26 @@ impl Pool {
                     match self.take_slot(&mut st, size) {
                         Room::Taken => Next::Ready(Grant::Slot),
                         // Queued under the same lock: a grant cannot slip by.
-                        room => Next::Wait(Waiter::enqueue(self, &mut st), room == Room::Limited),
+                        room => Next::Wait(Waiter::enqueue(self, &mut st, started, again), room == Room::Limited),
                     }
                 }
             };
             let grant = match next {
                 Next::Ready(grant) => grant,
                 Next::Wait(waiter, limited) => {
+                    self.watch_expiry();
                     if limited {
                         // Room may be made by closing idle connections of other pools.
                         limit::wake(&self.limits);
                     }
-                    Box::pin(waiter.wait(deadline)).await?
+                    waiter.wait().await?
                 }
             };
             match grant {
                 Grant::Conn(conn) => {
                     // Leased before any await: the slot is freed whatever happens.
                     let mut lease = Lease::new(self.clone(), conn);
-                    let fit = match self.vet(lease.conn()) {
+                    let fit = match self.vet(lease.conn(), &self.settings()) {
                         Vetted::Fit => true,
                         Vetted::Check => Box::pin(self.check(lease.conn_mut())).await,
                         Vetted::Unfit => false,
@@ -286,6 +304,7 @@ impl Pool {
                         return Ok(lease);
                     }
                     lease.discard();
+                    again = true;
                 }
                 // Boxed, like the check above: rare paths with large futures stay out of
                 // every client task's size.
@@ -293,6 +312,7 @@ impl Pool {
                     let slot = Slot::new(self);
                     return Box::pin(self.open()).await.map(|c| slot.lend(c));
                 }
+                Grant::Expired => unreachable!("Waiter::wait answers an expiry with an error"),
             }
         }
     }
@@ -329,7 +349,7 @@ impl Pool {
 
     /// Gives waiters new slots while the size and the limits allow; returns how many.
     fn grant_waiters(&self, st: &mut State) -> usize {
-        let size = self.settings().size;
+        let size = st.settings.size;
         let mut granted = 0;
         while !st.waiters.is_empty() && self.take_slot(st, size) == Room::Taken {
             let (_, w) = st.waiters.pop_front().expect("not empty");
@@ -347,7 +367,7 @@ impl Pool {
     fn blocked_since(&self) -> Option<Instant> {
         let st = self.lock();
         let (t, _) = st.waiters.front()?;
-        (st.total < self.settings().size).then_some(*t)
+        (st.total < st.settings.size).then_some(*t)
     }
 
     /// For [`limit::wake`]: gives waiters the room there is.
@@ -388,6 +408,7 @@ impl Pool {
         match g {
             Grant::Conn(c) => self.put_back(c),
             Grant::Slot => self.forget_one(),
+            Grant::Expired => {}
         }
     }
 
@@ -396,7 +417,7 @@ impl Pool {
     fn take_idle_fit(self: &Arc<Self>) -> Option<Lease> {
         let mut st = self.lock();
         let conn = st.idle.pop_back()?;
-        if self.vet(&conn) == Vetted::Fit {
+        if self.vet(&conn, &st.settings) == Vetted::Fit {
             drop(st);
             return Some(Lease::new(self.clone(), conn));
         }
@@ -405,8 +426,7 @@ impl Pool {
     }
 
     /// Looks at an idle connection before lending it (no I/O).
-    fn vet(&self, conn: &ServerConn) -> Vetted {
-        let settings = self.settings();
+    fn vet(&self, conn: &ServerConn, settings: &PoolSettings) -> Vetted {
         let now = Instant::now();
         if !conn.idle_is_clean() || now.duration_since(conn.created) >= settings.lifetime {
             return Vetted::Unfit;
@@ -424,7 +444,7 @@ impl Pool {
 
     /// Opens a new connection in a slot already counted in `total` (the caller's
     /// [`Slot`] frees it if this fails).
-    async fn open(&self) -> Result<ServerConn, ClientError> {
+    async fn open(&self) -> Result<Box<ServerConn>, ClientError> {
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
         match server::login::connect(&self.target, self.settings().connect_timeout).await {
@@ -435,7 +455,7 @@ impl Pool {
                 if p.is_none() {
                     *p = Some(conn.params.clone());
                 }
-                Ok(conn)
+                Ok(Box::new(conn))
             }
             Err(e) => {
                 self.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -481,17 +501,20 @@ impl Pool {
 
     /// Takes back a reusable connection: to the longest waiter, else to the idle list
     /// (or closed, when a limit it counts in is wanted by another pool's waiters).
-    fn put_back(&self, mut conn: ServerConn) {
+    fn put_back(&self, mut conn: Box<ServerConn>) {
         let now = Instant::now();
-        if now.duration_since(conn.created) >= self.settings().lifetime || self.over_size() || self.limits.iter().any(|l| l.is_over()) {
-            conn.close();
-            self.forget_one();
-            return;
-        }
         conn.last_used = now;
         conn.shrink();
         {
             let mut st = self.lock();
+            // Past its lifetime, more connections than the (reloaded) size allows,
+            // or a shared limit over its (reloaded) maximum: closed.
+            if now.duration_since(conn.created) >= st.settings.lifetime || st.total > st.settings.size || self.limits.iter().any(|l| l.is_over()) {
+                drop(st);
+                conn.close();
+                self.forget_one();
+                return;
+            }
             let (mut left, mut idled) = (Some(conn), false);
             while let Some(c) = left.take() {
                 let Some((_, w)) = st.waiters.pop_front() else {
@@ -502,7 +525,7 @@ impl Pool {
                 match w.send(Grant::Conn(c)) {
                     Ok(()) => {}
                     Err(Grant::Conn(c)) => left = Some(c),
-                    Err(Grant::Slot) => unreachable!("sent a connection"),
+                    Err(Grant::Slot | Grant::Expired) => unreachable!("sent a connection"),
                 }
             }
             self.sync_waiting(&mut st);
@@ -513,12 +536,6 @@ impl Pool {
         if self.limits.iter().any(|l| l.contended()) {
             limit::wake(&self.limits);
         }
-    }
-
-    /// More connections than the (reloaded) size allows.
-    fn over_size(&self) -> bool {
-        let size = self.settings().size;
-        self.lock().total > size
     }
 }
 

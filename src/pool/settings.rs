@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::{Config, PoolConfig};
 
 /// Limits and timeouts of one pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSettings {
     pub size: usize,
     pub checkout_timeout: Duration,

@@ -183,6 +183,46 @@ async fn waiters_time_out_with_53300_and_nothing_leaks() {
     assert_eq!(d.used(), 0);
 }
 
+/// Waits for a checkout of `p` in a task; the time from `t0` to its timeout.
+fn timed_checkout(p: &Arc<Pool>, t0: Instant) -> tokio::task::JoinHandle<Option<Duration>> {
+    let p = p.clone();
+    tokio::spawn(async move {
+        match p.checkout().await {
+            Err(ClientError::CheckoutTimeout { .. }) => Some(t0.elapsed()),
+            _ => None,
+        }
+    })
+}
+
+#[tokio::test]
+async fn each_waiter_expires_after_its_own_timeout_and_a_reload_shortens_it() {
+    let f = fake(false).await;
+    let mut s = settings(1);
+    s.checkout_timeout = Duration::from_millis(300);
+    let p = pool(&f.addr, "d", "a", s.clone(), &[]);
+    let held = p.checkout().await.unwrap();
+    let t0 = Instant::now();
+    let first = timed_checkout(&p, t0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = timed_checkout(&p, t0);
+    let a = first.await.unwrap().expect("the first waiter times out");
+    let b = second.await.unwrap().expect("the second waiter times out");
+    assert!(a >= Duration::from_millis(300) && a < Duration::from_millis(700), "{a:?}");
+    assert!(b >= Duration::from_millis(450) && b < Duration::from_millis(850), "{b:?}");
+    // A reload that shortens the timeout applies to clients already waiting.
+    s.checkout_timeout = Duration::from_secs(30);
+    p.update_settings(s.clone());
+    let t1 = Instant::now();
+    let third = timed_checkout(&p, t1);
+    is_waiting(&p).await;
+    s.checkout_timeout = Duration::from_millis(100);
+    p.update_settings(s);
+    let c = third.await.unwrap().expect("the third waiter times out");
+    assert!(c < Duration::from_secs(2), "{c:?}");
+    assert_eq!((p.status().waiting, p.counters.timeouts.load(Ordering::Relaxed)), (0, 3));
+    drop(held);
+}
+
 #[tokio::test]
 async fn a_checkout_abandoned_during_login_frees_its_slot() {
     let f = fake(true).await;

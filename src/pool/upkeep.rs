@@ -36,7 +36,7 @@ impl Pool {
     pub fn reap(&self) {
         let now = Instant::now();
         let settings = self.settings();
-        let expired: Vec<ServerConn> = {
+        let expired: Vec<Box<ServerConn>> = {
             let mut st = self.lock();
             let mut spare = st.total.saturating_sub(settings.min_size);
             let (keep, gone): (VecDeque<_>, VecDeque<_>) = st.idle.drain(..).partition(|c| {
@@ -54,7 +54,7 @@ impl Pool {
             gone.into_iter().collect()
         };
         if !expired.is_empty() {
-            expired.into_iter().for_each(ServerConn::close);
+            expired.into_iter().for_each(|c| c.close());
             self.wake_limits();
         }
     }
@@ -71,14 +71,14 @@ impl Pool {
 
     /// Closes every idle connection (shutdown, RECONNECT).
     pub fn close_idle(&self) {
-        let idle: Vec<ServerConn> = {
+        let idle: Vec<Box<ServerConn>> = {
             let mut st = self.lock();
             let v: Vec<_> = st.idle.drain(..).collect();
             self.give_slots(&mut st, v.len());
             v
         };
         if !idle.is_empty() {
-            idle.into_iter().for_each(ServerConn::close);
+            idle.into_iter().for_each(|c| c.close());
             self.wake_limits();
         }
     }
@@ -88,9 +88,11 @@ impl Drop for Pool {
     /// A pool goes away with its last client (a reload dropped it from the registry):
     /// its idle connections close and give their units back.
     fn drop(&mut self) {
+        // The expiry task, if any, sees the pool gone and ends.
+        self.expiry.notify_one();
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let (total, flagged) = (st.total, st.flagged);
-        st.idle.drain(..).for_each(ServerConn::close);
+        st.idle.drain(..).for_each(|c| c.close());
         for l in &self.limits {
             l.give(total);
             if flagged {

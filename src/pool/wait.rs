@@ -5,12 +5,18 @@
 //! dropped at any point (timeout, the client's task gone) hands back a grant sent to
 //! it meanwhile and removes its entry from the queue: neither slots nor limit units
 //! can leak, and the queue length is the number of clients really waiting.
+//!
+//! `checkout_timeout` is enforced by one task per pool ([`expire_waiters`]), not by
+//! a timer per waiter: the queue is FIFO and every waiter has the same timeout, so
+//! the longest waiter is always the next to expire, and a busy pool's thousands of
+//! short waits each arm and cancel no timer.
 
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
-use super::{Grant, Pool, PoolSettings, Room, State};
+use super::{Grant, Pool, Room, State};
 use crate::error::ClientError;
 
 pub(super) struct Waiter<'a> {
@@ -19,67 +25,69 @@ pub(super) struct Waiter<'a> {
     started: Instant,
     /// Its sender is still in the queue (no grant took it out).
     queued: bool,
+    /// `reserve_pool_timeout`, when the pool has a reserve.
+    reserve_after: Option<std::time::Duration>,
 }
 
 impl<'a> Waiter<'a> {
-    /// Queues a waiter; `st` is the pool's state, locked.
-    pub(super) fn enqueue(pool: &'a Pool, st: &mut State) -> Waiter<'a> {
+    /// Queues a waiter that began waiting at `started`; `st` is the pool's state,
+    /// locked. `again`: it was granted a connection that proved unusable, so it
+    /// goes first (it was granted before everyone now queued, so the queue stays
+    /// in order of `started`, which the expiry task relies on).
+    pub(super) fn enqueue(pool: &'a Pool, st: &mut State, started: Instant, again: bool) -> Waiter<'a> {
         let (tx, rx) = oneshot::channel();
-        let started = Instant::now();
-        st.waiters.push_back((started, tx));
+        if st.waiters.is_empty() {
+            // The expiry task sleeps without a deadline while nobody waits.
+            pool.expiry.notify_one();
+        }
+        if again {
+            st.waiters.push_front((started, tx));
+        } else {
+            st.waiters.push_back((started, tx));
+        }
         pool.sync_waiting(st);
-        Waiter { pool, rx, started, queued: true }
+        let reserve_after = (st.settings.reserve_size > 0).then_some(st.settings.reserve_timeout);
+        Waiter { pool, rx, started, queued: true, reserve_after }
     }
 
-    /// Waits for a grant until `deadline`; after `reserve_pool_timeout`, takes a
-    /// reserve slot if the reserve (and the limits) have room.
-    pub(super) async fn wait(mut self, deadline: Instant) -> Result<Grant, ClientError> {
-        let settings = self.pool.settings().clone();
-        let reserve_at = self.started + settings.reserve_timeout;
-        if settings.reserve_size > 0 && reserve_at < deadline {
+    /// Waits for a grant or for [`expire_waiters`] to say `checkout_timeout` has
+    /// passed; after `reserve_pool_timeout`, takes a reserve slot if the reserve
+    /// (and the limits) have room.
+    pub(super) async fn wait(mut self) -> Result<Grant, ClientError> {
+        if let Some(reserve_at) = self.reserve_after.map(|t| self.started + t) {
             if let Ok(r) = tokio::time::timeout_at(reserve_at.into(), &mut self.rx).await {
                 return self.received(r);
             }
-            if let Some(g) = self.try_reserve(&settings) {
+            if let Some(g) = self.try_reserve() {
                 return Ok(g);
             }
         }
-        match tokio::time::timeout_at(deadline.into(), &mut self.rx).await {
-            Ok(r) => self.received(r),
-            Err(_) => {
-                // A grant may have arrived just as the timer fired: take it.
-                self.rx.close();
-                match self.rx.try_recv() {
-                    Ok(g) => {
-                        self.queued = false;
-                        Ok(g)
-                    }
-                    Err(_) => {
-                        self.pool.counters.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        Err(ClientError::CheckoutTimeout {
-                            pool: self.pool.name.clone(),
-                            timeout: self.pool.settings().checkout_timeout,
-                        })
-                    }
-                }
-            }
-        }
+        let r = (&mut self.rx).await;
+        self.received(r)
     }
 
     fn received(&mut self, r: Result<Grant, oneshot::error::RecvError>) -> Result<Grant, ClientError> {
         // Whoever sent took the entry out (or the pool dropped its queue).
         self.queued = false;
-        r.map_err(|_| self.pool.unavailable("pool closed"))
+        match r {
+            Ok(Grant::Expired) => {
+                self.pool.counters.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(ClientError::CheckoutTimeout { pool: self.pool.name.clone(), timeout: self.pool.settings().checkout_timeout })
+            }
+            Ok(g) => Ok(g),
+            Err(_) => Err(self.pool.unavailable("pool closed")),
+        }
     }
 
-    fn try_reserve(&mut self, settings: &PoolSettings) -> Option<Grant> {
+    fn try_reserve(&mut self) -> Option<Grant> {
         let mut st = self.pool.lock();
+        let cap = st.settings.size + st.settings.reserve_size;
         // Grants are sent under the lock: one sent before it was taken is here now.
         if let Ok(g) = self.rx.try_recv() {
             self.queued = false;
             return Some(g);
         }
-        if self.pool.take_slot(&mut st, settings.size + settings.reserve_size) != Room::Taken {
+        if self.pool.take_slot(&mut st, cap) != Room::Taken {
             return None;
         }
         // Its queue entry is stale now: removed when the waiter is dropped.
@@ -99,6 +107,57 @@ impl Drop for Waiter<'_> {
             let mut st = self.pool.lock();
             st.waiters.retain(|(_, w)| !w.is_closed());
             self.pool.sync_waiting(&mut st);
+        }
+    }
+}
+
+/// The pool's expiry task: sleeps until the longest waiter's `checkout_timeout`
+/// runs out, answers every waiter past it with [`Grant::Expired`], and sleeps again
+/// (without a deadline while nobody waits). Ends when the pool is dropped.
+pub(super) async fn expire_waiters(pool: Weak<Pool>, wake: Arc<Notify>) {
+    let mut timer = Box::pin(tokio::time::sleep(std::time::Duration::ZERO));
+    loop {
+        let next = match pool.upgrade() {
+            Some(p) => p.expire_due(Instant::now()),
+            None => return,
+        };
+        match next {
+            Some(at) => {
+                timer.as_mut().reset(at.into());
+                tokio::select! {
+                    _ = &mut timer => {}
+                    // A reload may have shortened the timeout; the pool's drop wakes it too.
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+impl Pool {
+    /// Answers the waiters whose `checkout_timeout` has run out; returns when the
+    /// next one will.
+    fn expire_due(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.lock();
+        let timeout = st.settings.checkout_timeout;
+        while let Some((started, _)) = st.waiters.front() {
+            let at = *started + timeout;
+            if at > now {
+                return Some(at);
+            }
+            let (_, w) = st.waiters.pop_front().expect("looked at it");
+            // A waiter gone meanwhile (its receiver closed) needs no answer.
+            let _ = w.send(Grant::Expired);
+        }
+        self.sync_waiting(&mut st);
+        None
+    }
+
+    /// Starts the expiry task the first time anyone waits.
+    pub(super) fn watch_expiry(self: &Arc<Self>) {
+        if !self.expiry_started.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tokio::spawn(expire_waiters(Arc::downgrade(self), self.expiry.clone()));
         }
     }
 }

@@ -88,14 +88,26 @@ pub fn session_effects(sql: &[u8]) -> SessionEffects {
 }
 
 /// True when `sql` certainly has no session effect, by a look cheaper than lexing:
-/// one statement (no `;` anywhere) that starts with SELECT, INSERT, UPDATE or DELETE
-/// (after blanks only) and does not mention an advisory lock. Anything else is lexed.
+/// one statement (no `;` but, maybe, a last one) that starts with SELECT, INSERT,
+/// UPDATE or DELETE (after blanks only) and does not mention an advisory lock.
+/// Anything else is lexed. (A last `;` inside a literal would leave it unterminated:
+/// the server refuses such a text whole.)
 fn plainly_without_effects(sql: &[u8]) -> bool {
-    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
-    let s = &sql[start..];
-    let verb = s.get(..6).is_some_and(|v| ["select", "insert", "update", "delete"].iter().any(|k| v.eq_ignore_ascii_case(k.as_bytes())));
-    let ends = s.get(6).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b >= 0x80));
-    verb && ends && !s.contains(&b';') && !s.windows(8).any(|w| w.eq_ignore_ascii_case(b"advisory"))
+    let s = sql.trim_ascii();
+    let s = s.strip_suffix(b";").unwrap_or(s);
+    let Some(head) = s.get(..6) else { return false };
+    // `| 0x20` lowercases ASCII letters and turns no other byte into one.
+    let verb: [u8; 6] = std::array::from_fn(|i| head[i] | 0x20);
+    if !matches!(&verb, b"select" | b"insert" | b"update" | b"delete") {
+        return false;
+    }
+    if s.get(6).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b >= 0x80) {
+        return false;
+    }
+    // Every query of a busy client comes through here: vectorised searches, the
+    // second for the rare letter of "advisory".
+    memchr::memchr(b';', s).is_none()
+        && memchr::memchr2_iter(b'v', b'V', s).all(|i| !s[i.saturating_sub(2)..].get(..8).is_some_and(|w| w.eq_ignore_ascii_case(b"advisory")))
 }
 
 /// Like [`session_effects`], adding to `fx`.
@@ -255,7 +267,12 @@ mod tests {
         }
         assert!(plainly_without_effects(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
         assert!(!plainly_without_effects(b"select pg_advisory_lock(1)"));
+        assert!(!plainly_without_effects(b"SELECT PG_ADVISORY_LOCK(1)"));
+        assert!(plainly_without_effects(b"select v, vv from t where a = 'avisory'"));
         assert!(!plainly_without_effects(b"select 1; set x = 1"));
+        assert!(plainly_without_effects(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1;\n"));
+        assert!(!plainly_without_effects(b"select 1;;"));
+        assert!(!plainly_without_effects(b"select 1; set x = 1;"));
         assert!(!plainly_without_effects(b"/* c */ SET work_mem = '1MB'"));
     }
 }
