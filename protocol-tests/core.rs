@@ -17,14 +17,31 @@ use tokio_postgres::types::Type;
 
 #[test]
 fn five_hundred_clients_share_a_pool_of_five() {
-    let px = Setup { pool_size: 5, checkout_timeout: "30s", ..Default::default() }.start();
+    five_hundred_clients(None);
+}
+
+/// The same on tokio's multi-threaded scheduler (`workers: 2`; the default, 1,
+/// runs the single-threaded one).
+#[test]
+fn five_hundred_clients_share_a_pool_of_five_on_two_worker_threads() {
+    five_hundred_clients(Some(2));
+}
+
+fn five_hundred_clients(workers: Option<usize>) {
+    let setup = Setup { pool_size: 5, checkout_timeout: "30s", ..Default::default() };
+    let px = match workers {
+        Some(n) => setup.start_with(|y| format!("workers: {n}\n{y}")),
+        None => setup.start(),
+    };
+    // Each variant's server connections, told apart by application_name.
+    let app: &'static str = if workers.is_some() { "tp_500_mt" } else { "tp_500" };
     mt().block_on(async {
         let admin = direct(cluster().primary.port).await;
         let sampler = {
             tokio::spawn(async move {
                 let mut max = 0;
                 for _ in 0..100 {
-                    max = max.max(app_backends(&admin, "tp_500", None).await);
+                    max = max.max(app_backends(&admin, app, None).await);
                     tokio::time::sleep(Duration::from_millis(30)).await;
                 }
                 max
@@ -32,7 +49,7 @@ fn five_hundred_clients_share_a_pool_of_five() {
         };
         let mut tasks = vec![];
         for i in 0..500i32 {
-            let url = format!("{} application_name=tp_500", px.conn_str("app", "app", "app"));
+            let url = format!("{} application_name={app}", px.conn_str("app", "app", "app"));
             tasks.push(tokio::spawn(async move {
                 let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
                 tokio::spawn(conn);

@@ -47,7 +47,7 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
     let mut items: Vec<(String, String, String)> = vec![
         (s("listen"), c.listen.clone(), s("127.0.0.1:6432")),
         (s("metrics_listen"), opt(c.metrics_listen.as_ref()), s("")),
-        (s("workers"), c.workers.to_string(), s("0")),
+        (s("workers"), c.workers.to_string(), s("1")),
         (s("max_client_connections"), c.max_client_connections.to_string(), s("5000")),
         (
             s("auth_type"),

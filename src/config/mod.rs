@@ -35,8 +35,9 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     #[serde(default = "defaults::max_client_connections")]
     pub max_client_connections: usize,
-    /// Threads serving clients (0: one per CPU). Read at start only.
-    #[serde(default)]
+    /// Threads serving clients (1, the default: one thread, like PgBouncer, with
+    /// the least CPU per transaction; 0: one per CPU). Read at start only.
+    #[serde(default = "defaults::workers")]
     pub workers: usize,
     /// How clients prove their password: `scram-sha-256` (default) or `md5`.
     #[serde(default)]
@@ -260,6 +261,9 @@ mod defaults {
     }
     pub fn max_client_connections() -> usize {
         5000
+    }
+    pub fn workers() -> usize {
+        1
     }
     pub fn max_message_size() -> ByteSize {
         ByteSize(256 << 20)
