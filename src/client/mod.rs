@@ -5,7 +5,8 @@
 //! - [`auth_query`]: users not in the config, looked up in PostgreSQL.
 //! - [`access`]: `hba:` rules and the failed-login limit, checked before authentication.
 //! - [`session`]: the loop between transactions: checkout, settings sync, release.
-//! - [`relay`]: the hot path forwarding bytes during a transaction.
+//! - [`relay`]: the hot path forwarding bytes during a transaction; [`forward`]: its
+//!   client-to-server direction.
 //! - [`buffers`]: read buffers lent to active clients and kept per thread.
 //! - [`rewrite`], [`responses`]: named statements shared across server connections.
 //! - [`txn`]: the protocol bookkeeping that says when a transaction is over.
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod auth_query;
 pub mod buffers;
+pub mod forward;
 pub mod login;
 pub mod negotiate;
 pub mod relay;
