@@ -70,10 +70,7 @@ fn bench(c: &mut Criterion) {
         ),
         ("hint_replica", "/* pgmux:replica */ SELECT count(*) FROM events WHERE kind = $1"),
         ("for_update", "select u1_0.id,u1_0.balance from accounts u1_0 where u1_0.id=$1 for no key update"),
-        (
-            "insert_returning",
-            r#"INSERT INTO "users" ("email", "created_at", "updated_at") VALUES ($1, $2, $3) RETURNING "id""#,
-        ),
+        ("insert_returning", r#"INSERT INTO "users" ("email", "created_at", "updated_at") VALUES ($1, $2, $3) RETURNING "id""#),
         ("begin", "BEGIN"),
         ("orm_2kb", longest.as_str()),
     ];

@@ -19,8 +19,7 @@ const BANNED: &str = "too many failed login attempts from \"127.0.0.1\"; try aga
 /// Starts pgmux with `extra` top-level YAML and a metrics endpoint; returns it and the endpoint's port.
 fn start(extra: &str) -> (Pgmux, u16) {
     let metrics_port = pgmux::cluster::free_port();
-    let px = Setup { extra: extra.into(), ..Default::default() }
-        .start_with(|y| format!("metrics_listen: 127.0.0.1:{metrics_port}\n{y}"));
+    let px = Setup { extra: extra.into(), ..Default::default() }.start_with(|y| format!("metrics_listen: 127.0.0.1:{metrics_port}\n{y}"));
     (px, metrics_port)
 }
 
@@ -40,12 +39,7 @@ async fn rejected(metrics_port: u16, reason: &str) -> f64 {
     let (status, text) = common::http_get(metrics_port, "/metrics").await;
     assert_eq!(status, 200, "{text}");
     let series = format!("pgmux_client_connections_rejected_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .unwrap_or_else(|| panic!("no {series} in {text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    text.lines().find_map(|l| l.strip_prefix(&series)).unwrap_or_else(|| panic!("no {series} in {text}")).trim().parse().unwrap()
 }
 
 #[test]

@@ -67,7 +67,20 @@ fn admin_console_and_metrics_under_load() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (cols, pools) = admin(&console, "SHOW POOLS").await;
-        for want in ["database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"] {
+        for want in [
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "sv_active",
+            "sv_idle",
+            "sv_used",
+            "sv_tested",
+            "sv_login",
+            "maxwait",
+            "maxwait_us",
+            "pool_mode",
+        ] {
             assert!(cols.iter().any(|c| c == want), "SHOW POOLS lacks {want}: {cols:?}");
         }
         let app = pools.iter().find(|r| r["database"] == "app" && r["user"] == "app").expect("a row for app/app");
@@ -224,9 +237,8 @@ fn reload_applies_a_valid_file_atomically_and_rejects_a_bad_one() {
 
 #[test]
 fn json_logs_slow_queries_and_pool_pressure() {
-    let px = Setup { pool_size: 1, checkout_timeout: "10s", extra: PRIMARY_ONLY.into(), ..Default::default() }.start_with(|y| {
-        format!("log_format: json\nslow_query_threshold: 250ms\npool_pressure_waiting: 2\n{y}")
-    });
+    let px = Setup { pool_size: 1, checkout_timeout: "10s", extra: PRIMARY_ONLY.into(), ..Default::default() }
+        .start_with(|y| format!("log_format: json\nslow_query_threshold: 250ms\npool_pressure_waiting: 2\n{y}"));
     mt().block_on(async {
         let c = px.connect_named("tp_slow").await;
         c.simple_query("select pg_sleep(0.4) as slow_one").await.unwrap();
@@ -324,8 +336,20 @@ fn limits_in_show_databases_show_users_and_metrics() {
 
         let (cols, dbs) = admin(&console, "SHOW DATABASES").await;
         let want = [
-            "name", "host", "port", "database", "force_user", "pool_size", "min_pool_size", "reserve_pool",
-            "server_lifetime", "pool_mode", "max_connections", "current_connections", "paused", "disabled",
+            "name",
+            "host",
+            "port",
+            "database",
+            "force_user",
+            "pool_size",
+            "min_pool_size",
+            "reserve_pool",
+            "server_lifetime",
+            "pool_mode",
+            "max_connections",
+            "current_connections",
+            "paused",
+            "disabled",
         ];
         assert_eq!(cols, want, "PgBouncer's SHOW DATABASES columns, in its order");
         let app = dbs.iter().find(|r| r["name"] == "app").expect("a row for app");
@@ -353,9 +377,7 @@ fn limits_in_show_databases_show_users_and_metrics() {
         assert_eq!(status, 200);
         let m = parse_metrics(&body);
         let value = |name: &str, kind: &str, who: &str, server: &str| {
-            m.iter()
-                .find(|(n, l, _)| n == name && l["kind"] == kind && l["name"] == who && l["server"] == server)
-                .map(|s| s.2)
+            m.iter().find(|(n, l, _)| n == name && l["kind"] == kind && l["name"] == who && l["server"] == server).map(|s| s.2)
         };
         assert_eq!(value("pgmux_limit_connections", "database", "app", &primary), Some(2.0), "{body}");
         assert_eq!(value("pgmux_limit_max_connections", "database", "app", &primary), Some(2.0), "{body}");

@@ -20,9 +20,7 @@
 
 use pg_query::protobuf::{self, a_const, node::Node as N, TransactionStmtKind, VariableSetKind};
 use pg_query::ParserOptions;
-use pgmux::router::classify::{
-    classify, classify_with, corpus, is_write_function, Classification, ClassifyConfig, Target, TxnEffect,
-};
+use pgmux::router::classify::{classify, classify_with, corpus, is_write_function, Classification, ClassifyConfig, Target, TxnEffect};
 use serde::ser::{self, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,8 +47,7 @@ fn classifier_never_reads_what_postgresql_parses_as_a_write() {
     for (line, sql) in &texts {
         let plain = classify(sql.as_bytes(), &cfg);
         for standard in [true, false] {
-            let options =
-                if standard { ParserOptions::DEFAULT } else { ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS };
+            let options = if standard { ParserOptions::DEFAULT } else { ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS };
             let (oracle, effect) = oracle(sql, options, &cfg);
             let got = classify_with(sql.as_bytes(), &cfg, standard);
             if standard {
@@ -71,8 +68,7 @@ fn classifier_never_reads_what_postgresql_parses_as_a_write() {
             }
             if let Some(effect) = effect {
                 if got.hint.is_none() && got.txn != effect {
-                    txn_mismatches
-                        .push(format!("corpus.sql:{line}: pg_query {effect:?}, classifier {:?}\n    {sql:?}", got.txn));
+                    txn_mismatches.push(format!("corpus.sql:{line}: pg_query {effect:?}, classifier {:?}\n    {sql:?}", got.txn));
                 }
             }
             if standard && oracle == Oracle::Read && !got.is_read() && got.hint.is_none() {
@@ -95,12 +91,7 @@ fn classifier_never_reads_what_postgresql_parses_as_a_write() {
         eprintln!("  corpus.sql:{line}: {n} texts, e.g. {example}");
     }
     assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), violations.join("\n"));
-    assert!(
-        txn_mismatches.is_empty(),
-        "{} transaction effects differ:\n{}",
-        txn_mismatches.len(),
-        txn_mismatches.join("\n")
-    );
+    assert!(txn_mismatches.is_empty(), "{} transaction effects differ:\n{}", txn_mismatches.len(), txn_mismatches.join("\n"));
 }
 
 fn describe(sql: &str, c: &Classification) -> String {
@@ -162,9 +153,7 @@ fn transaction(t: &protobuf::TransactionStmt) -> (Oracle, Option<TxnEffect>) {
                 (w, Some(TxnEffect::Begin))
             }
         }
-        Ok(K::TransStmtCommit | K::TransStmtRollback) => {
-            (w, Some(if t.chain { TxnEffect::EndAndChain } else { TxnEffect::End }))
-        }
+        Ok(K::TransStmtCommit | K::TransStmtRollback) => (w, Some(if t.chain { TxnEffect::EndAndChain } else { TxnEffect::End })),
         Ok(K::TransStmtSavepoint) => (w, Some(TxnEffect::Savepoint)),
         Ok(K::TransStmtRelease) => (w, Some(TxnEffect::ReleaseSavepoint)),
         Ok(K::TransStmtRollbackTo) => (w, Some(TxnEffect::RollbackToSavepoint)),
@@ -383,13 +372,7 @@ impl ser::Serializer for ToValue {
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, v: &T) -> R {
         v.serialize(self)
     }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-        v: &T,
-    ) -> R {
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(self, _: &'static str, _: u32, variant: &'static str, v: &T) -> R {
         Ok(Value::Variant(variant, Box::new(v.serialize(ToValue)?)))
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<SeqValue, SerError> {
@@ -401,13 +384,7 @@ impl ser::Serializer for ToValue {
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<SeqValue, SerError> {
         Ok(SeqValue(Vec::new(), None))
     }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-        _: usize,
-    ) -> Result<SeqValue, SerError> {
+    fn serialize_tuple_variant(self, _: &'static str, _: u32, variant: &'static str, _: usize) -> Result<SeqValue, SerError> {
         Ok(SeqValue(Vec::new(), Some(variant)))
     }
     fn serialize_map(self, _: Option<usize>) -> Result<MapValue, SerError> {
@@ -416,13 +393,7 @@ impl ser::Serializer for ToValue {
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<MapValue, SerError> {
         Ok(MapValue(Vec::new(), None, None))
     }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-        _: usize,
-    ) -> Result<MapValue, SerError> {
+    fn serialize_struct_variant(self, _: &'static str, _: u32, variant: &'static str, _: usize) -> Result<MapValue, SerError> {
         Ok(MapValue(Vec::new(), Some(variant), None))
     }
 }
@@ -524,27 +495,15 @@ fn oracle_sees_writes() {
     assert_eq!(o("SELECT 1 FROM (SELECT 2 FROM t FOR UPDATE) s"), Oracle::Write("locking clause"));
     assert_eq!(o("(SELECT 1 FROM t FOR SHARE) UNION SELECT 2"), Oracle::Write("locking clause"));
     assert_eq!(o("SELECT * INTO t2 FROM t"), Oracle::Write("SELECT INTO"));
-    assert_eq!(
-        o("WITH x AS (DELETE FROM t RETURNING 1) SELECT * FROM x"),
-        Oracle::Write("INSERT/UPDATE/DELETE/MERGE in the tree")
-    );
+    assert_eq!(o("WITH x AS (DELETE FROM t RETURNING 1) SELECT * FROM x"), Oracle::Write("INSERT/UPDATE/DELETE/MERGE in the tree"));
     assert_eq!(o("SELECT * FROM t WHERE a = pg_catalog.nextval('s')"), Oracle::Write("write function"));
     assert_eq!(o("SELECT my_schema.bump_counter()"), Oracle::Write("write function"));
     assert_eq!(o("SELECT other.bump_counter()"), Oracle::Read);
-    assert_eq!(
-        o("EXPLAIN ANALYZE INSERT INTO t VALUES (1)"),
-        Oracle::Write("EXPLAIN of a statement that is not a query")
-    );
+    assert_eq!(o("EXPLAIN ANALYZE INSERT INTO t VALUES (1)"), Oracle::Write("EXPLAIN of a statement that is not a query"));
     assert_eq!(o("SELECT 1; SELECT 2"), Oracle::Write("several statements"));
     assert_eq!(o("SELECT 'x"), Oracle::Rejected);
-    assert_eq!(
-        oracle("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY", ParserOptions::DEFAULT, &cfg).1,
-        Some(TxnEffect::BeginPrimary)
-    );
-    assert_eq!(
-        oracle("START TRANSACTION READ ONLY", ParserOptions::DEFAULT, &cfg),
-        (Oracle::Read, Some(TxnEffect::BeginReadOnly))
-    );
+    assert_eq!(oracle("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY", ParserOptions::DEFAULT, &cfg).1, Some(TxnEffect::BeginPrimary));
+    assert_eq!(oracle("START TRANSACTION READ ONLY", ParserOptions::DEFAULT, &cfg), (Oracle::Read, Some(TxnEffect::BeginReadOnly)));
     // standard_conforming_strings off: the backslash escapes the quote.
     let sql = r"SELECT 'a\', pg_advisory_lock(1) --'";
     assert_eq!(oracle(sql, ParserOptions::DEFAULT, &cfg).0, Oracle::Write("write function"));

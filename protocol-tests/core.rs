@@ -13,8 +13,6 @@ use common::{app_backends, cluster, direct, message, sqlstate, Setup};
 use postgres_protocol::message::frontend;
 use tokio_postgres::types::Type;
 
-
-
 #[test]
 fn five_hundred_clients_share_a_pool_of_five() {
     five_hundred_clients(None);
@@ -114,10 +112,8 @@ fn pipelined_extended_protocol_with_an_error_in_the_middle() {
         c.send(&out).await;
         let msgs = c.until_ready(22).await;
         let rows = raw::rows(&msgs);
-        let want: Vec<Vec<Option<String>>> = (0..20)
-            .map(|i| vec![Some((i * 2).to_string())])
-            .chain([vec![Some("after".to_string())]])
-            .collect();
+        let want: Vec<Vec<Option<String>>> =
+            (0..20).map(|i| vec![Some((i * 2).to_string())]).chain([vec![Some("after".to_string())]]).collect();
         assert_eq!(rows, want);
         assert_eq!(raw::errors(&msgs), vec!["22012".to_string()]);
 
@@ -275,7 +271,9 @@ fn pg_terminate_backend_gives_an_error_and_the_pool_recovers() {
         let busy = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(500)).await;
         admin
-            .simple_query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tp_term' and query like '%pg_sleep(30)%'")
+            .simple_query(
+                "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tp_term' and query like '%pg_sleep(30)%'",
+            )
             .await
             .unwrap();
         let err = busy.await.unwrap().unwrap_err();
@@ -284,10 +282,7 @@ fn pg_terminate_backend_gives_an_error_and_the_pool_recovers() {
         // Idle pooled connections terminated: the next clients never notice.
         let c = px.connect_named("tp_term").await;
         assert_eq!(scalar(&c, "select 1").await, "1");
-        admin
-            .simple_query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tp_term'")
-            .await
-            .unwrap();
+        admin.simple_query("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tp_term'").await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         for i in 0..10 {
             assert_eq!(scalar(&c, &format!("select {i}")).await, i.to_string());
@@ -331,9 +326,18 @@ fn startup_parameters_reach_the_server_per_client() {
         let plain = px.connect().await;
         for _ in 0..3 {
             // One server connection, three clients in turn: each sees only its own.
-            assert_eq!(scalar(&a, "select current_setting('application_name') || ' ' || current_setting('search_path')").await, "alpha a_schema");
-            assert_eq!(scalar(&b, "select current_setting('application_name') || ' ' || current_setting('search_path')").await, "beta b_schema,public");
-            assert_eq!(scalar(&plain, "select current_setting('application_name') || ' ' || current_setting('search_path')").await, " \"$user\", public");
+            assert_eq!(
+                scalar(&a, "select current_setting('application_name') || ' ' || current_setting('search_path')").await,
+                "alpha a_schema"
+            );
+            assert_eq!(
+                scalar(&b, "select current_setting('application_name') || ' ' || current_setting('search_path')").await,
+                "beta b_schema,public"
+            );
+            assert_eq!(
+                scalar(&plain, "select current_setting('application_name') || ' ' || current_setting('search_path')").await,
+                " \"$user\", public"
+            );
         }
     });
 }
@@ -527,7 +531,8 @@ fn a_scram_verifier_in_the_config_is_enough_to_log_in_both_ways() {
     // The verifier exactly as PostgreSQL stores it for `app`.
     let verifier = cluster().psql(cluster().primary.port, "app", "select rolpassword from pg_authid where rolname = 'app'").unwrap();
     assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
-    let px = Setup::default().start_with(|y| y.replacen("  - name: app\n    password: app\n", &format!("  - name: app\n    password: \"{verifier}\"\n"), 1));
+    let px = Setup::default()
+        .start_with(|y| y.replacen("  - name: app\n    password: app\n", &format!("  - name: app\n    password: \"{verifier}\"\n"), 1));
     mt().block_on(async {
         // No plaintext anywhere: pgmux checks the client with the verifier and logs in
         // to PostgreSQL with the SCRAM keys the client's proof revealed.
@@ -551,10 +556,7 @@ fn a_long_wait_for_a_server_is_announced() {
         });
         let msgs = waiter.simple("select 'served'").await;
         release.await.unwrap();
-        assert!(
-            matches!(&msgs[0], Msg::Notice(m) if m.starts_with("pgmux: waiting for a server connection (1 of 1 in use")),
-            "{msgs:?}"
-        );
+        assert!(matches!(&msgs[0], Msg::Notice(m) if m.starts_with("pgmux: waiting for a server connection (1 of 1 in use")), "{msgs:?}");
         assert_eq!(raw::rows(&msgs), vec![vec![Some("served".to_string())]]);
     });
 }

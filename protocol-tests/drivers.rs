@@ -130,9 +130,7 @@ fn endpoint() -> Endpoint {
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (bool, String, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    cmd.stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap());
+    cmd.stdin(Stdio::null()).stdout(std::fs::File::create(&out_path).unwrap()).stderr(std::fs::File::create(&err_path).unwrap());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return (false, String::new(), String::new(), format!("could not start {cmd:?}: {e}")),
@@ -261,16 +259,15 @@ fn python_workload(script: &str) -> Command {
 fn node_pg(key: &str) -> String {
     let node_dir = drivers_dir().join("node");
     if probe(Command::new("node").arg("--version")).is_none() {
-        not_installed(key, "node-postgres", "Node.js is missing: install Node.js 18 or later (apt-get install nodejs npm), then run scripts/test");
+        not_installed(
+            key,
+            "node-postgres",
+            "Node.js is missing: install Node.js 18 or later (apt-get install nodejs npm), then run scripts/test",
+        );
     }
-    probe(Command::new("node").args(["-e", "console.log(require('pg/package.json').version)"]).current_dir(&node_dir))
-        .unwrap_or_else(|| {
-            not_installed(
-                key,
-                "node-postgres",
-                "the `pg` package is missing: run scripts/test, or `npm ci` in protocol-tests/drivers/node",
-            )
-        })
+    probe(Command::new("node").args(["-e", "console.log(require('pg/package.json').version)"]).current_dir(&node_dir)).unwrap_or_else(
+        || not_installed(key, "node-postgres", "the `pg` package is missing: run scripts/test, or `npm ci` in protocol-tests/drivers/node"),
+    )
 }
 
 fn node_workload(script: &str) -> Command {

@@ -76,15 +76,8 @@ fn start_pgmux() -> Pgmux {
 }
 
 fn start_pgmux_with(max_clients: usize, checkout_timeout: &'static str, pool_timeouts: &str) -> Pgmux {
-    Setup {
-        pool_size: 20,
-        checkout_timeout,
-        max_clients,
-        pool_extra: pool_timeouts.into(),
-        extra: ROUTING.into(),
-        ..Default::default()
-    }
-    .start()
+    Setup { pool_size: 20, checkout_timeout, max_clients, pool_extra: pool_timeouts.into(), extra: ROUTING.into(), ..Default::default() }
+        .start()
 }
 
 fn workload(px: &Pgmux, table: &str, writers: usize, readers: usize) -> Workload {
@@ -167,7 +160,12 @@ async fn finish(name: &str, px: &mut Pgmux, c: &Cluster, table: &str, tally: &Ta
     if !tally.failures.is_empty() {
         eprintln!("faults: {name}: errors seen:\n  {}", tally.sample());
     }
-    assert!(checked.lost.is_empty(), "{name}: {} acknowledged ids are not in the table: {:?}", checked.lost.len(), &checked.lost[..checked.lost.len().min(20)]);
+    assert!(
+        checked.lost.is_empty(),
+        "{name}: {} acknowledged ids are not in the table: {:?}",
+        checked.lost.len(),
+        &checked.lost[..checked.lost.len().min(20)]
+    );
     assert_eq!(checked.rows, checked.distinct, "{name}: ids in the table twice (a statement ran twice)");
     assert!(checked.unexpected.is_empty(), "{name}: ids no client sent: {:?}", checked.unexpected);
     assert!(tally.hangs().is_empty(), "{name}: operations that hung: {:?}", tally.hangs());
@@ -199,7 +197,12 @@ fn a_killed_replica_costs_at_most_the_reads_in_flight_on_it() {
         let tally = w.stop().await;
 
         finish("replica killed (pg_ctl stop -m immediate)", &mut px, c, table, &tally, rss_before).await;
-        assert_eq!((tally.failed(Op::Write), tally.failed(Op::Connect)), (0, 0), "only reads could be in flight on the replica:\n  {}", tally.sample());
+        assert_eq!(
+            (tally.failed(Op::Write), tally.failed(Op::Connect)),
+            (0, 0),
+            "only reads could be in flight on the replica:\n  {}",
+            tally.sample()
+        );
         // Each reader had at most one read on it when it died; a read that needed a
         // new connection to it went elsewhere (a login refused with 57P03, "shutting
         // down", is no read in flight).
@@ -231,12 +234,29 @@ fn primary_restart(mode: &str) {
         w.wait_acks(300, Duration::from_secs(5)).await;
         let tally = w.stop().await;
 
-        finish(&format!("primary restarted (-m {mode}, down {up:?}, writes back after {recovered:?})"), &mut px, c, &table, &tally, rss_before).await;
-        assert_eq!((tally.failed(Op::Read), tally.failed(Op::Connect)), (0, 0), "reads on the replicas and logins go on:\n  {}", tally.sample());
+        finish(
+            &format!("primary restarted (-m {mode}, down {up:?}, writes back after {recovered:?})"),
+            &mut px,
+            c,
+            &table,
+            &tally,
+            rss_before,
+        )
+        .await;
+        assert_eq!(
+            (tally.failed(Op::Read), tally.failed(Op::Connect)),
+            (0, 0),
+            "reads on the replicas and logins go on:\n  {}",
+            tally.sample()
+        );
         // pgmux tries the server again with a backoff that grows per failed retry
         // (not per client that failed meanwhile): writes are back within about the
         // outage's length once it is up.
-        assert!(recovered - up < up.max(Duration::from_secs(1)) + Duration::from_secs(1), "writes back {:?} after the primary was up", recovered - up);
+        assert!(
+            recovered - up < up.max(Duration::from_secs(1)) + Duration::from_secs(1),
+            "writes back {:?} after the primary was up",
+            recovered - up
+        );
         let outside = tally.failed_outside(fault, fault + recovered);
         assert!(outside.is_empty(), "errors before the restart or after writes were back: {outside:?}");
         // A writer retries 50 ms after an error: about 20 errors a second each, at most.
@@ -300,7 +320,8 @@ fn silent_server(primary: bool) {
         let tally = w.stop().await;
 
         let which = if primary { "primary" } else { "replica" };
-        finish(&format!("{which} frozen (SIGSTOP) for {silent:?}, seen down after {out_after:?}"), &mut px, c, table, &tally, rss_before).await;
+        finish(&format!("{which} frozen (SIGSTOP) for {silent:?}, seen down after {out_after:?}"), &mut px, c, table, &tally, rss_before)
+            .await;
         // At most: 2 s on a frozen connection, then 1 s of a login that times out
         // (server_connect_timeout), and some slack; well short of the 5 s of silence.
         assert!(tally.longest() < Duration::from_secs(4), "a client waited {:?} on the silent {which}", tally.longest());
@@ -342,7 +363,10 @@ enum Leave {
 async fn leave_mid_transaction(px: u16, table: &str, id: i64, how: Leave) {
     match how {
         Leave::Terminate => {
-            let (client, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={px} user=app password=app dbname=app"), tokio_postgres::NoTls).await.unwrap();
+            let (client, conn) =
+                tokio_postgres::connect(&format!("host=127.0.0.1 port={px} user=app password=app dbname=app"), tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
             let conn = tokio::spawn(conn);
             client.batch_execute("BEGIN").await.unwrap();
             client.execute(&format!("INSERT INTO {table} (id, worker) VALUES ($1, -1)"), &[&id]).await.unwrap();
@@ -378,7 +402,8 @@ fn clients_that_leave_mid_transaction_leave_nothing_behind() {
         // 200 clients at once, each leaving in the middle of its transaction.
         let base = 1_000_000_000i64;
         let ways = [Leave::Terminate, Leave::Reset, Leave::ResetMidStatement];
-        let leavers: Vec<_> = (0..200).map(|i| tokio::spawn(leave_mid_transaction(px.port, table, base + i, ways[i as usize % 3]))).collect();
+        let leavers: Vec<_> =
+            (0..200).map(|i| tokio::spawn(leave_mid_transaction(px.port, table, base + i, ways[i as usize % 3]))).collect();
         for l in leavers {
             l.await.unwrap();
         }

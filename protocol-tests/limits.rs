@@ -49,19 +49,17 @@ fn users_yaml(names: &[(&str, &str)]) -> String {
 }
 
 fn start(pool_extra: &str, users: &[(&str, &str)], app_db_extra: &str, more_dbs: &str) -> Pgmux {
-    let setup = Setup {
-        pool_size: 5,
-        checkout_timeout: "20s",
-        pool_extra: pool_extra.into(),
-        extra: NO_SPLIT.into(),
-        ..Default::default()
-    };
+    let setup =
+        Setup { pool_size: 5, checkout_timeout: "20s", pool_extra: pool_extra.into(), extra: NO_SPLIT.into(), ..Default::default() };
     let (users, db_extra, more) = (users_yaml(users), app_db_extra.to_string(), more_dbs.to_string());
     setup.start_with(move |y| {
         let primary = format!("127.0.0.1:{}", cluster().primary.port);
         let more = more.replace("PRIMARY", &primary);
-        y.replacen("users:\n", &format!("users:\n{users}"), 1)
-            .replacen("databases:\n  app:\n", &format!("databases:\n{more}  app:\n{db_extra}"), 1)
+        y.replacen("users:\n", &format!("users:\n{users}"), 1).replacen(
+            "databases:\n  app:\n",
+            &format!("databases:\n{more}  app:\n{db_extra}"),
+            1,
+        )
     })
 }
 
@@ -129,12 +127,7 @@ async fn worker(px_port: u16, user: &str, db: &str, txns: usize, hold: Duration)
 #[test]
 fn max_db_connections_is_shared_by_the_users_of_a_database() {
     // The database's own key wins over pool.max_db_connections.
-    let px = start(
-        "  max_db_connections: 1\n",
-        &[("lim_db_a", ""), ("lim_db_b", "")],
-        "    max_db_connections: 2\n",
-        "",
-    );
+    let px = start("  max_db_connections: 1\n", &[("lim_db_a", ""), ("lim_db_b", "")], "    max_db_connections: 2\n", "");
     mt().block_on(async {
         roles(&["lim_db_a", "lim_db_b"], None);
         let sampler = Sampler::start(&["lim_db_a", "lim_db_b"]).await;
@@ -159,12 +152,8 @@ fn max_db_connections_is_shared_by_the_users_of_a_database() {
 #[test]
 fn max_user_connections_is_shared_by_the_databases_of_a_user() {
     // The user's own key wins over pool.max_user_connections.
-    let px = start(
-        "  max_user_connections: 1\n",
-        &[("lim_user", "    max_user_connections: 2\n")],
-        "",
-        "  lim_other:\n    primary: PRIMARY\n",
-    );
+    let px =
+        start("  max_user_connections: 1\n", &[("lim_user", "    max_user_connections: 2\n")], "", "  lim_other:\n    primary: PRIMARY\n");
     mt().block_on(async {
         roles(&["lim_user"], Some("lim_other"));
         let sampler = Sampler::start(&["lim_user"]).await;
@@ -182,11 +171,8 @@ fn max_user_connections_is_shared_by_the_databases_of_a_user() {
         assert_eq!(total, 2, "at most 2 server connections for the user, and the limit was reached");
         assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
         let admin = direct(cluster().primary.port).await;
-        let dbs: i64 = admin
-            .query_one("select count(distinct datname) from pg_stat_activity where usename = 'lim_user'", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let dbs: i64 =
+            admin.query_one("select count(distinct datname) from pg_stat_activity where usename = 'lim_user'", &[]).await.unwrap().get(0);
         assert!(dbs >= 1);
     });
 }
@@ -194,12 +180,7 @@ fn max_user_connections_is_shared_by_the_databases_of_a_user() {
 #[test]
 fn pool_size_per_database_and_per_user() {
     // pool.size 5; the database says 2; lim_ps_big's own pool_size 3 wins over it.
-    let px = start(
-        "",
-        &[("lim_ps", ""), ("lim_ps_big", "    pool_size: 3\n")],
-        "    pool_size: 2\n",
-        "",
-    );
+    let px = start("", &[("lim_ps", ""), ("lim_ps_big", "    pool_size: 3\n")], "    pool_size: 2\n", "");
     mt().block_on(async {
         roles(&["lim_ps", "lim_ps_big"], None);
         let sampler = Sampler::start(&["lim_ps", "lim_ps_big"]).await;
@@ -253,11 +234,7 @@ fn a_reload_that_raises_a_limit_lets_waiters_proceed() {
         assert_eq!(scalar(&holder, "select 'still here'").await, "still here");
         holder.simple_query("commit").await.unwrap();
         let admin = direct(cluster().primary.port).await;
-        let n: i64 = admin
-            .query_one("select count(*) from pg_stat_activity where usename = 'lim_reload'", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = admin.query_one("select count(*) from pg_stat_activity where usename = 'lim_reload'", &[]).await.unwrap().get(0);
         assert!((2..=3).contains(&n), "{n} server connections after the reload");
     });
 }

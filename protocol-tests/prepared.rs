@@ -13,7 +13,6 @@ use common::raw::{self, bind_execute, Msg, Raw};
 use common::{cluster, direct, sqlstate, Setup};
 use postgres_protocol::message::frontend;
 
-
 #[test]
 fn tokio_postgres_prepared_statements_across_transactions() {
     let px = Setup { pool_size: 2, checkout_timeout: "20s", ..Default::default() }.start();
@@ -93,7 +92,6 @@ fn same_statement_name_different_sql_in_two_clients() {
     });
 }
 
-
 #[test]
 fn unnamed_statement_parsed_in_one_transaction_bound_in_the_next() {
     let px = Setup { pool_size: 1, ..Default::default() }.start();
@@ -166,10 +164,13 @@ fn server_statement_cache_is_bounded_and_evicts_for_real() {
         let admin = direct(cluster().primary.port).await;
         // pg_prepared_statements is per backend: ask through pgmux, on the one server connection.
         let n = c.simple_query("select count(*) from pg_prepared_statements where name like 'pgmux_%'").await.unwrap();
-        let n: i64 = n.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
-            _ => None,
-        }).unwrap();
+        let n: i64 = n
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+                _ => None,
+            })
+            .unwrap();
         assert!(n <= 3, "{n} statements prepared on the server");
         drop(admin);
     });
@@ -188,7 +189,25 @@ fn pgbench_prepared_mode_runs_clean() {
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     for mode in ["prepared", "extended"] {
         let out = std::process::Command::new(bindir.join("pgbench"))
-            .args(["-M", mode, "-S", "-c", "8", "-j", "2", "-T", "2", "-n", "-h", "127.0.0.1", "-p", &px.port.to_string(), "-U", "app", "app"])
+            .args([
+                "-M",
+                mode,
+                "-S",
+                "-c",
+                "8",
+                "-j",
+                "2",
+                "-T",
+                "2",
+                "-n",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &px.port.to_string(),
+                "-U",
+                "app",
+                "app",
+            ])
             .envs(env)
             .output()
             .unwrap();

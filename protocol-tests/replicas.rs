@@ -71,7 +71,6 @@ fn field<'a>(rows: &'a HashMap<u16, HashMap<String, String>>, port: u16, col: &s
     rows[&port][col].as_str()
 }
 
-
 /// The value of one sample in a Prometheus scrape (`series` written as rendered).
 fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -242,6 +241,9 @@ fn a_new_login_after_a_failover_reaches_the_new_primary() {
         fail_over(&c, &console, metrics_port).await;
         let app = px.connect_as("app", "app", "app").await.expect("a first login after the failover");
         app.simple_query("CREATE TABLE new_login_after_failover (x int)").await.unwrap();
-        assert_eq!(c.psql(c.replicas[0].port, "app", "SELECT count(*) FROM pg_class WHERE relname = 'new_login_after_failover'").unwrap(), "1");
+        assert_eq!(
+            c.psql(c.replicas[0].port, "app", "SELECT count(*) FROM pg_class WHERE relname = 'new_login_after_failover'").unwrap(),
+            "1"
+        );
     });
 }

@@ -9,8 +9,6 @@ use common::{mt, scalar};
 use common::raw::{Msg, Raw};
 use common::{sqlstate, Setup};
 
-
-
 const SHOW: &str = "select current_setting('search_path') || '|' || current_setting('statement_timeout') || '|' || current_user";
 
 #[test]

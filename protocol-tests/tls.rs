@@ -33,7 +33,11 @@ fn make_pki_for(dir: &Path, tag: &str, names: &[&str]) -> Pki {
     params.distinguished_name.push(DnType::CommonName, "localhost");
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let pki = Pki { ca: dir.join(format!("ca-{tag}.pem")), cert: dir.join(format!("server-{tag}.pem")), key: dir.join(format!("server-{tag}.key")) };
+    let pki = Pki {
+        ca: dir.join(format!("ca-{tag}.pem")),
+        cert: dir.join(format!("server-{tag}.pem")),
+        key: dir.join(format!("server-{tag}.key")),
+    };
     std::fs::write(&pki.ca, ca.pem()).unwrap();
     std::fs::write(&pki.cert, cert.pem()).unwrap();
     std::fs::write(&pki.key, key.serialize_pem()).unwrap();
@@ -83,10 +87,7 @@ fn psql(conn: &str, sql: &str) -> (bool, String) {
 }
 
 fn tls_setup(pki: &Pki, mode: &str) -> Setup {
-    Setup {
-        extra: format!("tls:\n  mode: {mode}\n  cert: {}\n  key: {}\n", pki.cert.display(), pki.key.display()),
-        ..Setup::default()
-    }
+    Setup { extra: format!("tls:\n  mode: {mode}\n  cert: {}\n  key: {}\n", pki.cert.display(), pki.key.display()), ..Setup::default() }
 }
 
 #[test]
@@ -107,7 +108,8 @@ fn verify_full_with_channel_binding() {
     });
     // libpq (psql): verify-full and channel_binding=require.
     let base = format!("host=localhost port={} user=app password=app dbname=app sslrootcert={}", p.port, pki.ca.display());
-    let (ok, out) = psql(&format!("{base} sslmode=verify-full channel_binding=require"), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+    let (ok, out) =
+        psql(&format!("{base} sslmode=verify-full channel_binding=require"), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
     assert!(ok, "psql verify-full: {out}");
     let (ok, out) = psql(&format!("{base} sslmode=verify-full"), "SHOW ssl");
     assert!(ok, "psql verify-full, binding preferred: {out}");

@@ -79,11 +79,7 @@ pub struct Node {
 impl Node {
     fn new(data_dir: PathBuf) -> Node {
         let log_file = data_dir.join(LOG_NAME);
-        Node {
-            port: 0,
-            data_dir,
-            log_file,
-        }
+        Node { port: 0, data_dir, log_file }
     }
 
     /// Path of this node's server log.
@@ -151,10 +147,7 @@ fn base_dir(as_root: bool) -> PathBuf {
         return "/dev/shm".into();
     }
     let tmp = std::env::temp_dir();
-    [tmp, "/tmp".into()]
-        .into_iter()
-        .find(|t| traversable(t))
-        .unwrap_or_default()
+    [tmp, "/tmp".into()].into_iter().find(|t| traversable(t)).unwrap_or_default()
 }
 
 fn other(msg: String) -> io::Error {
@@ -226,9 +219,7 @@ impl Runner {
         let prog = c.get_program().to_owned();
         let spawned = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
         let dir = self.root.display();
-        let mut child = spawned.map_err(|e: io::Error| {
-            io::Error::new(e.kind(), format!("{what}: {prog:?} in {dir}: {e}"))
-        })?;
+        let mut child = spawned.map_err(|e: io::Error| io::Error::new(e.kind(), format!("{what}: {prog:?} in {dir}: {e}")))?;
         let drain = |mut r: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
@@ -268,10 +259,7 @@ impl Runner {
         for sql in cmds {
             c.arg("-c").arg(sql);
         }
-        let out = self.run(
-            c.env("PGCONNECT_TIMEOUT", "10"),
-            &format!("psql on port {port}"),
-        );
+        let out = self.run(c.env("PGCONNECT_TIMEOUT", "10"), &format!("psql on port {port}"));
         Ok(out?.trim().to_string())
     }
 
@@ -333,8 +321,7 @@ impl Runner {
     fn make_replica(&self, node: &mut Node, primary: u16) -> io::Result<()> {
         let args = format!("-h 127.0.0.1 -p {primary} -U postgres -R -X stream");
         let mut c = self.cmd("pg_basebackup", &args);
-        c.args(["--checkpoint=fast", "--no-sync", "-D"])
-            .arg(&node.data_dir);
+        c.args(["--checkpoint=fast", "--no-sync", "-D"]).arg(&node.data_dir);
         self.run(&mut c, &format!("pg_basebackup from port {primary}"))?;
         let _ = fs::remove_file(&node.log_file); // the primary's log came along in the copy
         self.start_new(node)?;
@@ -356,12 +343,7 @@ impl Cluster {
         let mut tmp = tempfile::Builder::new();
         let tmp = tmp.prefix("pgmux-cluster-").tempdir_in(base_dir(root))?;
         let (bindir, used) = (pg_bindir(), Mutex::default());
-        let rt = Runner {
-            bindir,
-            root: tmp.path().into(),
-            owner,
-            used,
-        };
+        let rt = Runner { bindir, root: tmp.path().into(), owner, used };
         fs::set_permissions(&rt.root, fs::Permissions::from_mode(0o755))?;
         rt.chown(&rt.root)?;
         let (sock, pwfile) = (rt.root.join("s"), rt.root.join("pwfile"));
@@ -382,12 +364,7 @@ impl Cluster {
 
         // from here on, Drop stops whatever has been started
         let (primary, replicas) = (Node::new(data), Vec::new());
-        let mut cl = Cluster {
-            primary,
-            replicas,
-            rt,
-            _tmp: tmp,
-        };
+        let mut cl = Cluster { primary, replicas, rt, _tmp: tmp };
         cl.rt.start_new(&mut cl.primary)?;
         let (primary, sql) = (&cl.primary, "select pg_is_in_recovery()");
         cl.rt.wait_for(primary, sql, "f", READY_TIMEOUT)?;

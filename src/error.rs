@@ -122,8 +122,9 @@ impl ClientError {
             UnknownDatabase(_) => PgError::fatal(SqlState::INVALID_CATALOG_NAME, msg),
             AuthFailed(_) => PgError::fatal(SqlState::INVALID_PASSWORD, msg),
             TooManyClients => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, msg),
-            CheckoutTimeout { .. } => PgError::error(SqlState::TOO_MANY_CONNECTIONS, format!("pgmux: {msg}"))
-                .with_hint("All server connections of the pool stayed busy; raise pool.size or pool.checkout_timeout, or shorten transactions."),
+            CheckoutTimeout { .. } => PgError::error(SqlState::TOO_MANY_CONNECTIONS, format!("pgmux: {msg}")).with_hint(
+                "All server connections of the pool stayed busy; raise pool.size or pool.checkout_timeout, or shorten transactions.",
+            ),
             ServerUnavailable { .. } => PgError::error(SqlState::UNABLE_TO_CONNECT, format!("pgmux: {msg}")),
             Protocol(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
             ShuttingDown => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),

@@ -12,11 +12,18 @@ use crate::config::{Config, ServerAddr};
 
 /// The YAML (valid for pgmux unless `untranslated` says otherwise) and what it could not say.
 #[derive(Debug, Clone)]
-pub struct Conversion { pub yaml: String, pub untranslated: Vec<Untranslated> }
+pub struct Conversion {
+    pub yaml: String,
+    pub untranslated: Vec<Untranslated>,
+}
 
 /// A setting, or part of one, without equivalent. `value` never holds a password.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslated { pub key: String, pub value: String, pub reason: String }
+pub struct Untranslated {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
 
 impl fmt::Display for Untranslated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -27,7 +34,11 @@ impl fmt::Display for Untranslated {
 
 /// Malformed input: `file` is `pgbouncer.ini` or `userlist.txt`, `line` 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportError { pub file: &'static str, pub line: usize, pub message: String }
+pub struct ImportError {
+    pub file: &'static str,
+    pub line: usize,
+    pub message: String,
+}
 
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,7 +52,11 @@ const INI: &str = "pgbouncer.ini";
 const USERLIST: &str = "userlist.txt";
 
 #[derive(PartialEq)]
-enum Unit { Secs, Count, Bytes }
+enum Unit {
+    Secs,
+    Count,
+    Bytes,
+}
 
 /// PgBouncer key, pgmux key, unit, PgBouncer's default where it differs from pgmux's
 /// (written when the key is not set), and why 0 cannot be written (PgBouncer: off).
@@ -56,7 +71,13 @@ const NUMERIC: &[Num] = &[
     Num("server_connect_timeout", "pool.server_connect_timeout", Unit::Secs, Some("15"), Some("0 (no timeout) is not offered")),
     Num("server_check_delay", "pool.server_check_delay", Unit::Secs, None, None),
     Num("client_login_timeout", "startup_timeout", Unit::Secs, Some("60"), Some("0 (no timeout) is not offered")),
-    Num("max_prepared_statements", "max_prepared_statements", Unit::Count, None, Some("0 (off) is not needed: pgmux keeps prepared statements working in transaction mode")),
+    Num(
+        "max_prepared_statements",
+        "max_prepared_statements",
+        Unit::Count,
+        None,
+        Some("0 (off) is not needed: pgmux keeps prepared statements working in transaction mode"),
+    ),
     Num("max_packet_size", "max_message_size", Unit::Bytes, None, Some("must be at least 1kB")),
     Num("min_pool_size", "pool.min_pool_size", Unit::Count, None, None),
     Num("reserve_pool_size", "pool.reserve_pool_size", Unit::Count, None, None),
@@ -70,17 +91,45 @@ const NUMERIC: &[Num] = &[
 
 /// Output order of the scalar keys.
 const ORDER: &[&str] = &[
-    "listen", "max_client_connections", "auth_type", "auth_user", "auth_query", "tls.mode", "tls.cert", "tls.key", "server_tls.mode", "server_tls.ca",
-    "server_tls.cert", "server_tls.key", "max_prepared_statements", "max_message_size", "startup_timeout",
-    "pool.mode", "pool.size", "pool.checkout_timeout", "pool.server_idle_timeout", "pool.server_lifetime",
-    "pool.server_connect_timeout", "pool.server_check_delay", "pool.server_reset_query", "pool.min_pool_size",
-    "pool.reserve_pool_size", "pool.reserve_pool_timeout", "pool.max_db_connections", "pool.max_user_connections",
-    "pool.idle_transaction_timeout", "pool.client_idle_timeout", "pool.query_timeout",
+    "listen",
+    "max_client_connections",
+    "auth_type",
+    "auth_user",
+    "auth_query",
+    "tls.mode",
+    "tls.cert",
+    "tls.key",
+    "server_tls.mode",
+    "server_tls.ca",
+    "server_tls.cert",
+    "server_tls.key",
+    "max_prepared_statements",
+    "max_message_size",
+    "startup_timeout",
+    "pool.mode",
+    "pool.size",
+    "pool.checkout_timeout",
+    "pool.server_idle_timeout",
+    "pool.server_lifetime",
+    "pool.server_connect_timeout",
+    "pool.server_check_delay",
+    "pool.server_reset_query",
+    "pool.min_pool_size",
+    "pool.reserve_pool_size",
+    "pool.reserve_pool_timeout",
+    "pool.max_db_connections",
+    "pool.max_user_connections",
+    "pool.idle_transaction_timeout",
+    "pool.client_idle_timeout",
+    "pool.query_timeout",
 ];
 
 /// Why a `[pgbouncer]` key is not translated; a key ending in `_` is a prefix.
 const REASONS: &[(&[&str], &str)] = &[
-    (&["client_tls_", "server_tls_"], "pgmux uses rustls's defaults (TLS 1.2 and 1.3, its safe cipher suites) and does not check client certificates"),
+    (
+        &["client_tls_", "server_tls_"],
+        "pgmux uses rustls's defaults (TLS 1.2 and 1.3, its safe cipher suites) and does not check client certificates",
+    ),
     (&["unix_socket_"], "pgmux listens on TCP only"),
     (&["logfile", "syslog", "syslog_"], "pgmux logs to stderr (PGMUX_LOG sets the level)"),
     (&["log_", "verbose"], "no such switch: PGMUX_LOG sets what is logged"),
@@ -113,7 +162,12 @@ const USER_KEYS: &[(&str, &str, u64)] = &[("pool_size", "pool_size", 1), ("max_u
 
 /// A per-database or per-user count: `Ok(Some)` to write, `Ok(None)` reported as
 /// untranslated, `Err` when it is not a number.
-fn per_entry(out: &mut Out, key: &str, (from, to, min): (&str, &'static str, u64), v: &str) -> Result<Option<(&'static str, String)>, String> {
+fn per_entry(
+    out: &mut Out,
+    key: &str,
+    (from, to, min): (&str, &'static str, u64),
+    v: &str,
+) -> Result<Option<(&'static str, String)>, String> {
     let n: u64 = v.parse().map_err(|_| format!("{key}: {from} \"{v}\" is not a valid number"))?;
     if n < min {
         out.skip(key, format!("{from}={v}"), format!("must be at least {min} in pgmux: the global setting applies"));
@@ -336,10 +390,14 @@ fn translate_settings<'a>(settings: &'a Lines, out: &mut Out) -> Result<Auth<'a>
             ("client_tls_sslmode", "disable") | ("unix_socket_dir", "") => {}
             ("client_tls_sslmode", "allow" | "prefer") => out.set("tls.mode", "allow".into(), ""),
             ("client_tls_sslmode", "require") => out.set("tls.mode", "require".into(), ""),
-            ("client_tls_sslmode", "verify-ca" | "verify-full") => out.set("tls.mode", "require".into(), "client certificates are not checked"),
+            ("client_tls_sslmode", "verify-ca" | "verify-full") => {
+                out.set("tls.mode", "require".into(), "client certificates are not checked")
+            }
             ("client_tls_cert_file", v) => out.set("tls.cert", ys(v), ""),
             ("client_tls_key_file", v) => out.set("tls.key", ys(v), ""),
-            ("server_tls_sslmode", v @ ("disable" | "prefer" | "require" | "verify-ca" | "verify-full")) => out.set("server_tls.mode", v.into(), ""),
+            ("server_tls_sslmode", v @ ("disable" | "prefer" | "require" | "verify-ca" | "verify-full")) => {
+                out.set("server_tls.mode", v.into(), "")
+            }
             ("server_tls_sslmode", "allow") => out.set("server_tls.mode", "prefer".into(), "PgBouncer's allow: pgmux tries TLS first"),
             ("auth_user", v) => out.set("auth_user", ys(v), ""),
             ("auth_query", v) => out.set("auth_query", ys(v), ""),

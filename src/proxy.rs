@@ -17,12 +17,11 @@ use tokio::sync::watch;
 use crate::auth::scram::ScramSecret;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, ServerAddr};
-use crate::pool::{LimitKind, Limits, Pool, PoolSettings};
 use crate::metrics::Metrics;
+use crate::pool::{LimitKind, Limits, Pool, PoolSettings};
 use crate::prepared::Registry;
 use crate::router::topology::Topology;
 use crate::server::ServerTarget;
-
 
 /// See [`Proxy::config_cache`].
 pub type ConfigCache<'a> = arc_swap::Cache<&'a arc_swap::ArcSwap<Config>, Arc<Config>>;
@@ -351,10 +350,7 @@ impl Proxy {
 
     /// Every pool created so far.
     pub fn all_pools(&self) -> Vec<Arc<Pool>> {
-        self.pools
-            .iter()
-            .flat_map(|e| std::iter::once(e.primary.clone()).chain(e.replicas.iter().cloned()).collect::<Vec<_>>())
-            .collect()
+        self.pools.iter().flat_map(|e| std::iter::once(e.primary.clone()).chain(e.replicas.iter().cloned()).collect::<Vec<_>>()).collect()
     }
 
     /// Accepts clients until shutdown begins.

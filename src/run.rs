@@ -12,7 +12,9 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), String>
     let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %config.listen, mode = ?config.pool.mode, "pgmux started");
     let metrics_listener = match &config.metrics_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?),
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?)
+        }
         None => None,
     };
     let proxy = Proxy::with_path(config, Some(path));

@@ -161,12 +161,10 @@ impl Pgmux {
 
     /// A client as user app with an application_name, to find its server backends.
     pub async fn connect_named(&self, app_name: &str) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(
-            &format!("{} application_name={app_name}", self.conn_str("app", "app", "app")),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .expect("connect through pgmux");
+        let (client, conn) =
+            tokio_postgres::connect(&format!("{} application_name={app_name}", self.conn_str("app", "app", "app")), tokio_postgres::NoTls)
+                .await
+                .expect("connect through pgmux");
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -237,12 +235,10 @@ impl Drop for Pgmux {
 
 /// A superuser tokio-postgres client straight to a node (bypassing pgmux).
 pub async fn direct(port: u16) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres password=postgres dbname=app"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("direct connection");
+    let (client, conn) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=postgres password=postgres dbname=app"), tokio_postgres::NoTls)
+            .await
+            .expect("direct connection");
     tokio::spawn(async move {
         let _ = conn.await;
     });

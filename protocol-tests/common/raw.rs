@@ -123,11 +123,7 @@ fn simplify(m: Message) -> Msg {
     match m {
         Message::DataRow(d) => {
             let buf = d.buffer();
-            let vals = d
-                .ranges()
-                .map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned())))
-                .collect()
-                .unwrap();
+            let vals = d.ranges().map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()))).collect().unwrap();
             Msg::Row(vals)
         }
         Message::CommandComplete(c) => Msg::Complete(c.tag().unwrap().to_string()),
@@ -155,10 +151,9 @@ fn simplify(m: Message) -> Msg {
             }
             Msg::Notice(message)
         }
-        Message::NotificationResponse(n) => Msg::Notification {
-            channel: n.channel().unwrap().to_string(),
-            payload: n.message().unwrap().to_string(),
-        },
+        Message::NotificationResponse(n) => {
+            Msg::Notification { channel: n.channel().unwrap().to_string(), payload: n.message().unwrap().to_string() }
+        }
         Message::ParseComplete => Msg::Other(b'1'),
         Message::BindComplete => Msg::Other(b'2'),
         _ => Msg::Other(0),
@@ -204,4 +199,3 @@ pub fn rows(msgs: &[Msg]) -> Vec<Vec<Option<String>>> {
 pub fn errors(msgs: &[Msg]) -> Vec<String> {
     msgs.iter().filter_map(|m| if let Msg::Error { code, .. } = m { Some(code.clone()) } else { None }).collect()
 }
-

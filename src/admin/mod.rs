@@ -10,9 +10,9 @@ mod show_config;
 
 use std::sync::Arc;
 
+use crate::net::Stream;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use crate::net::Stream;
 
 use crate::error::{PgError, SqlState};
 use crate::protocol::{backend, codes};
@@ -94,7 +94,10 @@ pub async fn serve(mut stream: Stream, proxy: Arc<Proxy>, key_pid: i32, key_secr
             }
             _ => {
                 // Like PgBouncer: the console speaks the simple protocol only.
-                backend::error(&mut out, &PgError::error(SqlState::FEATURE_NOT_SUPPORTED, "the admin console supports only simple queries"));
+                backend::error(
+                    &mut out,
+                    &PgError::error(SqlState::FEATURE_NOT_SUPPORTED, "the admin console supports only simple queries"),
+                );
                 if tag == codes::SYNC {
                     backend::ready(&mut out, codes::TXN_IDLE);
                 }
@@ -133,7 +136,9 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
     match words.as_slice() {
         ["show", what] => match show::show(proxy, what) {
             Some(rs) => Outcome::Rows(rs, "SHOW".into()),
-            None => Outcome::Error(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: unknown SHOW item \"{what}\"")).with_hint("Try SHOW HELP.")),
+            None => Outcome::Error(
+                PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: unknown SHOW item \"{what}\"")).with_hint("Try SHOW HELP."),
+            ),
         },
         ["reconnect"] | ["reconnect", _] => {
             let db = words.get(1).copied();
@@ -195,7 +200,10 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
                 client.kill.fire();
                 Outcome::Done("KILL_CLIENT".into())
             }
-            None => Outcome::Error(PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("pgmux: no client with id {id} (see SHOW CLIENTS, column remote_pid)"))),
+            None => Outcome::Error(PgError::error(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("pgmux: no client with id {id} (see SHOW CLIENTS, column remote_pid)"),
+            )),
         },
         ["reload"] => match proxy.reload() {
             Ok(()) => Outcome::Done("RELOAD".into()),

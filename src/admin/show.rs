@@ -61,10 +61,22 @@ fn pool_mode(proxy: &Proxy) -> &'static str {
 /// One row per (database, user), the primary's and replicas' pools together.
 fn pools(proxy: &Proxy) -> ResultSet {
     let cols = [
-        ("database", false), ("user", false), ("cl_active", true), ("cl_waiting", true),
-        ("cl_active_cancel_req", true), ("cl_waiting_cancel_req", true), ("sv_active", true),
-        ("sv_active_cancel", true), ("sv_being_canceled", true), ("sv_idle", true), ("sv_used", true),
-        ("sv_tested", true), ("sv_login", true), ("maxwait", true), ("maxwait_us", true), ("pool_mode", false),
+        ("database", false),
+        ("user", false),
+        ("cl_active", true),
+        ("cl_waiting", true),
+        ("cl_active_cancel_req", true),
+        ("cl_waiting_cancel_req", true),
+        ("sv_active", true),
+        ("sv_active_cancel", true),
+        ("sv_being_canceled", true),
+        ("sv_idle", true),
+        ("sv_used", true),
+        ("sv_tested", true),
+        ("sv_login", true),
+        ("maxwait", true),
+        ("maxwait_us", true),
+        ("pool_mode", false),
     ];
     let mut rows = Vec::new();
     for (db, p) in proxy.pool_sets() {
@@ -77,8 +89,22 @@ fn pools(proxy: &Proxy) -> ResultSet {
             max_wait = max_wait.max(s.max_wait);
         }
         rows.push(vec![
-            n(db), n(&p.user), n(active), n(waiting), n(0), n(0), n(active), n(0), n(0), n(idle), n(0), n(0), n(0),
-            n(max_wait.as_secs()), n(max_wait.subsec_micros()), n(pool_mode(proxy)),
+            n(db),
+            n(&p.user),
+            n(active),
+            n(waiting),
+            n(0),
+            n(0),
+            n(active),
+            n(0),
+            n(0),
+            n(idle),
+            n(0),
+            n(0),
+            n(0),
+            n(max_wait.as_secs()),
+            n(max_wait.subsec_micros()),
+            n(pool_mode(proxy)),
         ]);
     }
     ResultSet { columns: cols.to_vec(), rows }
@@ -87,10 +113,21 @@ fn pools(proxy: &Proxy) -> ResultSet {
 /// Totals since start and per-second averages over the uptime.
 fn stats(proxy: &Proxy) -> ResultSet {
     let cols = [
-        ("database", false), ("total_xact_count", true), ("total_query_count", true), ("total_received", true),
-        ("total_sent", true), ("total_xact_time", true), ("total_query_time", true), ("total_wait_time", true),
-        ("avg_xact_count", true), ("avg_query_count", true), ("avg_recv", true), ("avg_sent", true),
-        ("avg_xact_time", true), ("avg_query_time", true), ("avg_wait_time", true),
+        ("database", false),
+        ("total_xact_count", true),
+        ("total_query_count", true),
+        ("total_received", true),
+        ("total_sent", true),
+        ("total_xact_time", true),
+        ("total_query_time", true),
+        ("total_wait_time", true),
+        ("avg_xact_count", true),
+        ("avg_query_count", true),
+        ("avg_recv", true),
+        ("avg_sent", true),
+        ("avg_xact_time", true),
+        ("avg_query_time", true),
+        ("avg_wait_time", true),
     ];
     let secs = proxy.started.elapsed().as_secs().max(1);
     let mut per_db: std::collections::BTreeMap<String, [u64; 7]> = Default::default();
@@ -98,11 +135,8 @@ fn stats(proxy: &Proxy) -> ResultSet {
         let t = per_db.entry(db).or_default();
         for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
             let c = &pool.counters;
-            for (i, v) in [
-                &c.transactions, &c.queries, &c.bytes_in, &c.bytes_out, &c.xact_micros, &c.query_micros, &c.wait_micros,
-            ]
-            .iter()
-            .enumerate()
+            for (i, v) in
+                [&c.transactions, &c.queries, &c.bytes_in, &c.bytes_out, &c.xact_micros, &c.query_micros, &c.wait_micros].iter().enumerate()
             {
                 t[i] += v.load(Ordering::Relaxed);
             }
@@ -113,9 +147,21 @@ fn stats(proxy: &Proxy) -> ResultSet {
         .map(|(db, t)| {
             let per = |total: u64, count: u64| if count == 0 { 0 } else { total / count };
             vec![
-                n(db), n(t[0]), n(t[1]), n(t[2]), n(t[3]), n(t[4]), n(t[5]), n(t[6]),
-                n(t[0] / secs), n(t[1] / secs), n(t[2] / secs), n(t[3] / secs),
-                n(per(t[4], t[0])), n(per(t[5], t[1])), n(per(t[6], t[0])),
+                n(db),
+                n(t[0]),
+                n(t[1]),
+                n(t[2]),
+                n(t[3]),
+                n(t[4]),
+                n(t[5]),
+                n(t[6]),
+                n(t[0] / secs),
+                n(t[1] / secs),
+                n(t[2] / secs),
+                n(t[3] / secs),
+                n(per(t[4], t[0])),
+                n(per(t[5], t[1])),
+                n(per(t[6], t[0])),
             ]
         })
         .collect();
@@ -124,10 +170,24 @@ fn stats(proxy: &Proxy) -> ResultSet {
 
 fn client_columns() -> Vec<(&'static str, bool)> {
     vec![
-        ("type", false), ("user", false), ("database", false), ("state", false), ("addr", false), ("port", true),
-        ("local_addr", false), ("local_port", true), ("connect_time", false), ("request_time", false), ("wait", true),
-        ("wait_us", true), ("close_needed", true), ("ptr", false), ("link", false), ("remote_pid", true),
-        ("tls", false), ("application_name", false),
+        ("type", false),
+        ("user", false),
+        ("database", false),
+        ("state", false),
+        ("addr", false),
+        ("port", true),
+        ("local_addr", false),
+        ("local_port", true),
+        ("connect_time", false),
+        ("request_time", false),
+        ("wait", true),
+        ("wait_us", true),
+        ("close_needed", true),
+        ("ptr", false),
+        ("link", false),
+        ("remote_pid", true),
+        ("tls", false),
+        ("application_name", false),
     ]
 }
 
@@ -147,9 +207,24 @@ fn clients(proxy: &Proxy) -> ResultSet {
             };
             let link = e.target().map(|t| format!("{:x}", t.pid as u32));
             Some(vec![
-                n("C"), n(&info.user), n(&info.database), n(st), n(info.addr.ip()), n(info.addr.port()),
-                n(listen.ip()), n(listen.port()), n(unix_time(info.connected)), n(unix_time(info.connected)),
-                n(0), n(0), n(0), n(format!("{:x}", e.pid as u32)), link, n(e.pid), n(""), n(&info.application_name),
+                n("C"),
+                n(&info.user),
+                n(&info.database),
+                n(st),
+                n(info.addr.ip()),
+                n(info.addr.port()),
+                n(listen.ip()),
+                n(listen.port()),
+                n(unix_time(info.connected)),
+                n(unix_time(info.connected)),
+                n(0),
+                n(0),
+                n(0),
+                n(format!("{:x}", e.pid as u32)),
+                link,
+                n(e.pid),
+                n(""),
+                n(&info.application_name),
             ])
         })
         .collect();
@@ -165,9 +240,24 @@ fn servers(proxy: &Proxy) -> ResultSet {
     for e in proxy.cancel.entries() {
         if let (Some(t), Some(info)) = (e.target(), e.info.get()) {
             rows.push(vec![
-                n("S"), n(&info.user), n(&info.database), n("active"), n(t.addr.ip()), n(t.addr.port()),
-                n(""), n(0), n(""), n(""), n(0), n(0), n(0), n(format!("{:x}", t.pid as u32)),
-                n(format!("{:x}", e.pid as u32)), n(t.pid), n(""), n(&info.application_name),
+                n("S"),
+                n(&info.user),
+                n(&info.database),
+                n("active"),
+                n(t.addr.ip()),
+                n(t.addr.port()),
+                n(""),
+                n(0),
+                n(""),
+                n(""),
+                n(0),
+                n(0),
+                n(0),
+                n(format!("{:x}", t.pid as u32)),
+                n(format!("{:x}", e.pid as u32)),
+                n(t.pid),
+                n(""),
+                n(&info.application_name),
             ]);
         }
     }
@@ -175,9 +265,24 @@ fn servers(proxy: &Proxy) -> ResultSet {
         for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
             for (pid, created, used) in pool.idle_servers() {
                 rows.push(vec![
-                    n("S"), n(&p.user), n(&db), n("idle"), n(&pool.target.addr.host), n(pool.target.addr.port),
-                    n(""), n(0), n(at(created)), n(at(used)), n(0), n(0), n(0), n(format!("{:x}", pid as u32)),
-                    None, n(pid), n(""), n(""),
+                    n("S"),
+                    n(&p.user),
+                    n(&db),
+                    n("idle"),
+                    n(&pool.target.addr.host),
+                    n(pool.target.addr.port),
+                    n(""),
+                    n(0),
+                    n(at(created)),
+                    n(at(used)),
+                    n(0),
+                    n(0),
+                    n(0),
+                    n(format!("{:x}", pid as u32)),
+                    None,
+                    n(pid),
+                    n(""),
+                    n(""),
                 ]);
             }
         }
@@ -201,9 +306,19 @@ fn current_connections(proxy: &Proxy, kind: LimitKind) -> BTreeMap<String, usize
 /// `current_connections`: its server connections now, on all its servers.
 fn databases(proxy: &Proxy) -> ResultSet {
     let cols = [
-        ("name", false), ("host", false), ("port", true), ("database", false), ("force_user", false),
-        ("pool_size", true), ("min_pool_size", true), ("reserve_pool", true), ("server_lifetime", true),
-        ("pool_mode", false), ("max_connections", true), ("current_connections", true), ("paused", true),
+        ("name", false),
+        ("host", false),
+        ("port", true),
+        ("database", false),
+        ("force_user", false),
+        ("pool_size", true),
+        ("min_pool_size", true),
+        ("reserve_pool", true),
+        ("server_lifetime", true),
+        ("pool_mode", false),
+        ("max_connections", true),
+        ("current_connections", true),
+        ("paused", true),
         ("disabled", true),
     ];
     let config = proxy.config();
@@ -216,10 +331,20 @@ fn databases(proxy: &Proxy) -> ResultSet {
             let a = db.primary_addr();
             let sizes = config.database_pool_sizes(name);
             vec![
-                n(name), n(a.host), n(a.port), n(db.dbname.clone().unwrap_or_else(|| name.clone())), None,
-                n(sizes.size), n(sizes.min_pool_size), n(sizes.reserve_pool_size),
-                n(config.pool.server_lifetime.0.as_secs()), n(pool_mode(proxy)), n(config.max_db_connections(name)),
-                n(current.get(name).copied().unwrap_or(0)), n(u8::from(paused.holds(name))), n(0),
+                n(name),
+                n(a.host),
+                n(a.port),
+                n(db.dbname.clone().unwrap_or_else(|| name.clone())),
+                None,
+                n(sizes.size),
+                n(sizes.min_pool_size),
+                n(sizes.reserve_pool_size),
+                n(config.pool.server_lifetime.0.as_secs()),
+                n(pool_mode(proxy)),
+                n(config.max_db_connections(name)),
+                n(current.get(name).copied().unwrap_or(0)),
+                n(u8::from(paused.holds(name))),
+                n(0),
             ]
         })
         .collect();
@@ -230,10 +355,7 @@ fn databases(proxy: &Proxy) -> ResultSet {
 /// `max_user_connections` applies on each server (0: no limit), `current_connections`
 /// counts the user's server connections now, on all servers.
 fn users(proxy: &Proxy) -> ResultSet {
-    let cols = [
-        ("name", false), ("pool_size", true), ("pool_mode", false), ("max_user_connections", true),
-        ("current_connections", true),
-    ];
+    let cols = [("name", false), ("pool_size", true), ("pool_mode", false), ("max_user_connections", true), ("current_connections", true)];
     let config = proxy.config();
     let current = current_connections(proxy, LimitKind::User);
     let rows = config
@@ -241,8 +363,11 @@ fn users(proxy: &Proxy) -> ResultSet {
         .iter()
         .map(|u| {
             vec![
-                n(&u.name), u.pool_size.map(|s| s.to_string()), n(pool_mode(proxy)),
-                n(config.max_user_connections(&u.name)), n(current.get(&u.name).copied().unwrap_or(0)),
+                n(&u.name),
+                u.pool_size.map(|s| s.to_string()),
+                n(pool_mode(proxy)),
+                n(config.max_user_connections(&u.name)),
+                n(current.get(&u.name).copied().unwrap_or(0)),
             ]
         })
         .collect();
@@ -280,8 +405,16 @@ fn lists(proxy: &Proxy) -> ResultSet {
 /// monitor last found (databases without replicas are not monitored: `unchecked`).
 fn replicas(proxy: &Proxy) -> ResultSet {
     let cols = [
-        ("database", false), ("server", false), ("configured_role", false), ("role", false), ("state", false),
-        ("readable", false), ("lag_bytes", true), ("lag_seconds", false), ("lsn", false), ("check_ms", false),
+        ("database", false),
+        ("server", false),
+        ("configured_role", false),
+        ("role", false),
+        ("state", false),
+        ("readable", false),
+        ("lag_bytes", true),
+        ("lag_seconds", false),
+        ("lsn", false),
+        ("check_ms", false),
     ];
     let mut topologies = proxy.topologies();
     topologies.sort_by(|a, b| a.database.cmp(&b.database));
@@ -326,14 +459,20 @@ mod tests {
         r.check_micros.store(412, Ordering::Relaxed);
         let rs = replicas(&proxy);
         let names: Vec<&str> = rs.columns.iter().map(|c| c.0).collect();
-        assert_eq!(names, ["database", "server", "configured_role", "role", "state", "readable", "lag_bytes", "lag_seconds", "lsn", "check_ms"]);
+        assert_eq!(
+            names,
+            ["database", "server", "configured_role", "role", "state", "readable", "lag_bytes", "lag_seconds", "lsn", "check_ms"]
+        );
         let text = |row: &Vec<Option<String>>| row.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect::<Vec<_>>().join(" ");
         let rows: Vec<String> = rs.rows.iter().map(text).collect();
-        assert_eq!(rows, [
-            "app 127.0.0.1:5432 primary unknown unchecked false 0 0.000 NULL NULL",
-            "app 127.0.0.1:5433 replica replica up true 100 1.235 0/3000148 0.412",
-            "solo 127.0.0.1:6000 primary unknown unchecked false 0 0.000 NULL NULL",
-        ]);
+        assert_eq!(
+            rows,
+            [
+                "app 127.0.0.1:5432 primary unknown unchecked false 0 0.000 NULL NULL",
+                "app 127.0.0.1:5433 replica replica up true 100 1.235 0/3000148 0.412",
+                "solo 127.0.0.1:6000 primary unknown unchecked false 0 0.000 NULL NULL",
+            ]
+        );
     }
     #[test]
     fn show_databases_and_users_have_pgbouncers_limit_columns() {
@@ -353,10 +492,10 @@ mod tests {
         };
         let (cols, rows) = text(&databases(&proxy));
         assert_eq!(cols, "name host port database force_user pool_size min_pool_size reserve_pool server_lifetime pool_mode max_connections current_connections paused disabled");
-        assert_eq!(rows, [
-            "app 127.0.0.1 5432 app NULL 5 1 0 3600 transaction 4 0 0 0",
-            "big 127.0.0.1 5432 big NULL 8 1 2 3600 transaction 0 0 1 0",
-        ]);
+        assert_eq!(
+            rows,
+            ["app 127.0.0.1 5432 app NULL 5 1 0 3600 transaction 4 0 0 0", "big 127.0.0.1 5432 big NULL 8 1 2 3600 transaction 0 0 1 0",]
+        );
         let (cols, rows) = text(&users(&proxy));
         assert_eq!(cols, "name pool_size pool_mode max_user_connections current_connections");
         assert_eq!(rows, ["app 2 transaction 3 0", "other NULL transaction 0 0"]);

@@ -58,12 +58,7 @@ impl ScramSecret {
         let mut salted = [0u8; 32];
         pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
         let client_key = hmac(&salted, b"Client Key");
-        ScramSecret {
-            iterations,
-            salt,
-            stored_key: sha256(&client_key),
-            server_key: hmac(&salted, b"Server Key"),
-        }
+        ScramSecret { iterations, salt, stored_key: sha256(&client_key), server_key: hmac(&salted, b"Server Key") }
     }
 
     /// Parses `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
@@ -157,12 +152,7 @@ impl<'a> ScramServer<'a> {
         rand::thread_rng().fill_bytes(&mut raw);
         self.nonce = format!("{client_nonce}{}", B64.encode(raw));
         self.client_first_bare = bare.to_string();
-        self.server_first = format!(
-            "r={},s={},i={}",
-            self.nonce,
-            B64.encode(&self.secret.salt),
-            self.secret.iterations
-        );
+        self.server_first = format!("r={},s={},i={}", self.nonce, B64.encode(&self.secret.salt), self.secret.iterations);
         Ok(self.server_first.clone())
     }
 
@@ -181,7 +171,8 @@ impl<'a> ScramServer<'a> {
                 nonce = Some(r);
             }
         }
-        let cbind = B64.decode(cbind.ok_or(ScramError::Malformed("no channel binding"))?)
+        let cbind = B64
+            .decode(cbind.ok_or(ScramError::Malformed("no channel binding"))?)
             .map_err(|_| ScramError::Malformed("bad channel binding"))?;
         let mut expected = self.gs2_header.as_bytes().to_vec();
         expected.extend_from_slice(self.cbind.unwrap_or_default());
@@ -322,12 +313,7 @@ mod tests {
     #[test]
     fn verifier_round_trip() {
         let s = ScramSecret::derive("pw", b"0123456789abcdef".to_vec(), 4096);
-        let v = format!(
-            "SCRAM-SHA-256$4096:{}${}:{}",
-            B64.encode(&s.salt),
-            B64.encode(s.stored_key),
-            B64.encode(s.server_key)
-        );
+        let v = format!("SCRAM-SHA-256$4096:{}${}:{}", B64.encode(&s.salt), B64.encode(s.stored_key), B64.encode(s.server_key));
         let parsed = ScramSecret::parse_verifier(&v).unwrap();
         assert_eq!(parsed, s);
         assert_eq!(exchange(&parsed, "pw"), Ok(()));

@@ -136,7 +136,11 @@ fn forward_client_bytes(
                 match tag {
                     codes::QUERY => **l = Some(loggable(body.strip_suffix(&[0]).unwrap_or(body))),
                     codes::PARSE => **l = cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(q, _)| loggable(q)),
-                    codes::BIND => **l = cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(s, _)| format!("<execute of prepared statement \"{}\">", String::from_utf8_lossy(s))),
+                    codes::BIND => {
+                        **l = cstr(body)
+                            .and_then(|(_, rest)| cstr(rest))
+                            .map(|(s, _)| format!("<execute of prepared statement \"{}\">", String::from_utf8_lossy(s)))
+                    }
                     _ => {}
                 }
             }

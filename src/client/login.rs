@@ -8,15 +8,15 @@ use bytes::BytesMut;
 use rand::RngCore;
 use tokio::io::AsyncReadExt;
 
-use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::auth::md5;
+use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::cancel::CancelEntry;
 use crate::config::AuthType;
 use crate::error::{ClientError, PgError, SqlState};
+use crate::net::Stream;
 use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::cstr;
-use crate::net::Stream;
 use crate::protocol::startup::{self, Startup};
 use crate::proxy::{DbPools, Proxy};
 use crate::session::SessionParams;
@@ -40,7 +40,9 @@ pub struct LoggedIn {
 pub enum Login {
     Pooled(LoggedIn),
     /// The admin console (database `pgbouncer` or `pgmux`, an admin user).
-    Admin { user: String },
+    Admin {
+        user: String,
+    },
 }
 
 /// How a login attempt ended, short of success.
@@ -74,7 +76,9 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startu
     let user = startup
         .get("user")
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| Refusal::Error(PgError::fatal(SqlState::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet")))?
+        .ok_or_else(|| {
+            Refusal::Error(PgError::fatal(SqlState::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet"))
+        })?
         .to_string();
     let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
     if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
@@ -234,9 +238,7 @@ async fn authenticate(stream: &mut Stream, proxy: &Proxy, user: &str, database: 
             out.clear();
             let resp = read_password_message(stream).await?;
             let resp = resp.strip_suffix(&[0]).unwrap_or(&resp);
-            let ok = known
-                .as_ref().and_then(|u| u.plaintext.as_deref())
-                .is_some_and(|pw| md5::verify(user, pw, salt, resp));
+            let ok = known.as_ref().and_then(|u| u.plaintext.as_deref()).is_some_and(|pw| md5::verify(user, pw, salt, resp));
             if !ok {
                 return Err(failed());
             }

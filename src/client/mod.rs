@@ -31,8 +31,8 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use crate::net::Stream;
-use crate::protocol::backend;
 use crate::prepared::ClientStatements;
+use crate::protocol::backend;
 use crate::protocol::frame::Framer;
 use crate::proxy::Proxy;
 use login::Refusal;
@@ -142,7 +142,9 @@ async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::c
 mod size_tests {
     #[test]
     fn future_sizes() {
-        let proxy = crate::proxy::Proxy::new(crate::config::Config::parse(include_str!("../../configs/pgmux.yaml"), std::path::Path::new("x")).unwrap());
+        let proxy = crate::proxy::Proxy::new(
+            crate::config::Config::parse(include_str!("../../configs/pgmux.yaml"), std::path::Path::new("x")).unwrap(),
+        );
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,7 +156,13 @@ mod size_tests {
             drop(lf);
             let f = super::serve(s, proxy.clone());
             eprintln!("serve future: {} bytes", std::mem::size_of_val(&f));
-            eprintln!("session: {} bytes; logged in: {}; statements: {}; route: {}", std::mem::size_of::<super::session::Session<'static>>(), std::mem::size_of::<super::login::LoggedIn>(), std::mem::size_of::<crate::prepared::ClientStatements>(), std::mem::size_of::<super::route::RouteState>());
+            eprintln!(
+                "session: {} bytes; logged in: {}; statements: {}; route: {}",
+                std::mem::size_of::<super::session::Session<'static>>(),
+                std::mem::size_of::<super::login::LoggedIn>(),
+                std::mem::size_of::<crate::prepared::ClientStatements>(),
+                std::mem::size_of::<super::route::RouteState>()
+            );
         });
     }
 }

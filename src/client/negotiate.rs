@@ -39,7 +39,10 @@ pub async fn first_packets(mut tcp: TcpStream, proxy: &Proxy) -> Result<(Stream,
         };
         let s = acceptor.accept(tcp, &[TLS_HANDSHAKE]).await.map_err(|_| (None, Refusal::Silent))?;
         if !Acceptor::alpn_ok(&s) {
-            let e = PgError::fatal(SqlState::PROTOCOL_VIOLATION, "received direct SSL connection request without ALPN protocol negotiation extension");
+            let e = PgError::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                "received direct SSL connection request without ALPN protocol negotiation extension",
+            );
             return Err((Some(s), Refusal::Error(e)));
         }
         s

@@ -10,8 +10,8 @@
 use std::convert::Infallible;
 use std::io;
 
-use bytes::BytesMut;
 use crate::net::Stream;
+use bytes::BytesMut;
 use tokio::sync::watch;
 
 use super::responses::{drop_ignored_syncs, on_server_message, Edits};
@@ -22,11 +22,11 @@ use std::sync::atomic::Ordering;
 
 use crate::kill::{Kill, KillWatch};
 use crate::pool::Pool;
-use crate::proxy::ProxyCounters;
-use crate::sql::SessionEffects;
 use crate::protocol::codes;
 use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
+use crate::proxy::ProxyCounters;
 use crate::server::{consume, ServerConn, READ_BUF};
+use crate::sql::SessionEffects;
 
 /// Size the client read buffer grows by.
 pub const CLIENT_READ_BUF: usize = 8 * 1024;
@@ -426,7 +426,6 @@ impl Relay<'_> {
             }
         }
     }
-
 }
 
 pub(super) fn describe_bad(b: BadLength) -> String {

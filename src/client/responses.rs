@@ -123,12 +123,8 @@ mod tests {
     #[test]
     fn hides_pgmux_own_answers() {
         let mut buf = BytesMut::from(&b"1\0\0\0\x043\0\0\0\x042\0\0\0\x04Z\0\0\0\x05I"[..]);
-        let mut expect: VecDeque<Expect> = [
-            Expect::Parse { id: Some(1), hidden: true },
-            Expect::Close { hidden: false, evicted: None },
-            Expect::Ready,
-        ]
-        .into();
+        let mut expect: VecDeque<Expect> =
+            [Expect::Parse { id: Some(1), hidden: true }, Expect::Close { hidden: false, evicted: None }, Expect::Ready].into();
         let mut server = ServerStatements::default();
         let mut edits = Edits::default();
         for (tag, at) in [(b'1', 0), (b'3', 5), (b'2', 10), (b'Z', 15)] {
@@ -144,13 +140,9 @@ mod tests {
     fn error_drops_expectations_until_sync() {
         let mut server = ServerStatements::default();
         server.insert(7);
-        let mut expect: VecDeque<Expect> = [
-            Expect::Parse { id: Some(7), hidden: true },
-            Expect::Close { hidden: true, evicted: Some(3) },
-            Expect::Ready,
-            Expect::Ready,
-        ]
-        .into();
+        let mut expect: VecDeque<Expect> =
+            [Expect::Parse { id: Some(7), hidden: true }, Expect::Close { hidden: true, evicted: Some(3) }, Expect::Ready, Expect::Ready]
+                .into();
         let mut edits = Edits::default();
         on_server_message(b'E', 0, b"SERROR\0C0A000\0Mcached plan must not change result type\0\0", &mut expect, &mut server, &mut edits);
         assert!(server.stale);

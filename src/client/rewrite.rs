@@ -331,7 +331,14 @@ mod tests {
         let mut server = ServerStatements::default();
         let mut expect = VecDeque::new();
         let mut out = BytesMut::new();
-        let mut rw = Rewriter { client: &mut client, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false };
+        let mut rw = Rewriter {
+            client: &mut client,
+            server: &mut server,
+            registry: &reg,
+            expect: &mut expect,
+            effects: &mut Default::default(),
+            reject_session_features: false,
+        };
         let parse = b"S_1\0select $1\0\0\0";
         rw.message(PARSE, parse, &msg(PARSE, parse), &mut out).unwrap();
         let bind = b"\0S_1\0\0\0\0\0\0\0";
@@ -344,7 +351,14 @@ mod tests {
         // under the same server name (the old one closed, silently).
         let mut other = ClientStatements::new(2);
         out.clear();
-        let mut rw = Rewriter { client: &mut other, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false };
+        let mut rw = Rewriter {
+            client: &mut other,
+            server: &mut server,
+            registry: &reg,
+            expect: &mut expect,
+            effects: &mut Default::default(),
+            reject_session_features: false,
+        };
         let parse2 = b"other\0select $1\0\0\0";
         rw.message(PARSE, parse2, &msg(PARSE, parse2), &mut out).unwrap();
         assert_eq!(body_of(&out), vec![(CLOSE, b"Spgmux_1\0".to_vec()), (PARSE, b"pgmux_1\0select $1\0\0\0".to_vec())]);
@@ -361,16 +375,30 @@ mod tests {
         let mut expect = VecDeque::new();
         let mut out = BytesMut::new();
         let parse = b"S_1\0select 1\0\0\0";
-        Rewriter { client: &mut client, server: &mut old_server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
-            .message(PARSE, parse, &msg(PARSE, parse), &mut out)
-            .unwrap();
+        Rewriter {
+            client: &mut client,
+            server: &mut old_server,
+            registry: &reg,
+            expect: &mut expect,
+            effects: &mut Default::default(),
+            reject_session_features: false,
+        }
+        .message(PARSE, parse, &msg(PARSE, parse), &mut out)
+        .unwrap();
         out.clear();
         expect.clear();
         let mut new_server = ServerStatements::default();
         let bind = b"\0S_1\0\0\0\0\0\0\0";
-        Rewriter { client: &mut client, server: &mut new_server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
-            .message(BIND, bind, &msg(BIND, bind), &mut out)
-            .unwrap();
+        Rewriter {
+            client: &mut client,
+            server: &mut new_server,
+            registry: &reg,
+            expect: &mut expect,
+            effects: &mut Default::default(),
+            reject_session_features: false,
+        }
+        .message(BIND, bind, &msg(BIND, bind), &mut out)
+        .unwrap();
         let m = body_of(&out);
         assert_eq!(m[0], (CLOSE, b"Spgmux_1\0".to_vec()));
         assert_eq!(m[1], (PARSE, b"pgmux_1\0select 1\0\0\0".to_vec()));
@@ -387,18 +415,39 @@ mod tests {
         let mut expect = VecDeque::new();
         let mut out = BytesMut::new();
         let pa = b"\0select 'a'\0\0\0";
-        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
-            .message(PARSE, pa, &msg(PARSE, pa), &mut out)
-            .unwrap();
+        Rewriter {
+            client: &mut a,
+            server: &mut server,
+            registry: &reg,
+            expect: &mut expect,
+            effects: &mut Default::default(),
+            reject_session_features: false,
+        }
+        .message(PARSE, pa, &msg(PARSE, pa), &mut out)
+        .unwrap();
         let pb = b"\0select 'b'\0\0\0";
-        Rewriter { client: &mut b, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
-            .message(PARSE, pb, &msg(PARSE, pb), &mut out)
-            .unwrap();
+        Rewriter {
+            client: &mut b,
+            server: &mut server,
+            registry: &reg,
+            expect: &mut expect,
+            effects: &mut Default::default(),
+            reject_session_features: false,
+        }
+        .message(PARSE, pb, &msg(PARSE, pb), &mut out)
+        .unwrap();
         out.clear();
         let bind = b"\0\0\0\0\0\0\0\0";
-        Rewriter { client: &mut a, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
-            .message(BIND, bind, &msg(BIND, bind), &mut out)
-            .unwrap();
+        Rewriter {
+            client: &mut a,
+            server: &mut server,
+            registry: &reg,
+            expect: &mut expect,
+            effects: &mut Default::default(),
+            reject_session_features: false,
+        }
+        .message(BIND, bind, &msg(BIND, bind), &mut out)
+        .unwrap();
         let m = body_of(&out);
         assert_eq!(m[0], (PARSE, b"\0select 'a'\0\0\0".to_vec()), "a's unnamed statement re-sent");
         assert_eq!(m[1].0, BIND);
@@ -423,9 +472,16 @@ mod tests {
         let mut out = BytesMut::new();
         for (i, sql) in [b"a\0select 1\0\0\0", b"b\0select 2\0\0\0"].iter().enumerate() {
             let _ = i;
-            Rewriter { client: &mut c, server: &mut server, registry: &reg, expect: &mut expect, effects: &mut Default::default(), reject_session_features: false }
-                .message(PARSE, *sql, &msg(PARSE, *sql), &mut out)
-                .unwrap();
+            Rewriter {
+                client: &mut c,
+                server: &mut server,
+                registry: &reg,
+                expect: &mut expect,
+                effects: &mut Default::default(),
+                reject_session_features: false,
+            }
+            .message(PARSE, *sql, &msg(PARSE, *sql), &mut out)
+            .unwrap();
         }
         let m = body_of(&out);
         // a: Close+Parse; b: eviction Close of a, then Close+Parse of b.

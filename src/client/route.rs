@@ -168,8 +168,9 @@ impl Session<'_> {
                     backend::command_complete(&mut out, "SHOW");
                 }
                 RouteCommand::Invalid(v) => {
-                    let e = PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"pgmux.route\": \"{v}\""))
-                        .with_hint("Available values: auto, primary, replica.");
+                    let e =
+                        PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"pgmux.route\": \"{v}\""))
+                            .with_hint("Available values: auto, primary, replica.");
                     backend::error(&mut out, &e);
                 }
             }

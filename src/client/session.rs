@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::login::LoggedIn;
-use super::route::{Prepared, RouteState, Routing};
 use super::relay::{Hold, Relay, RelayEnd, Timeouts, TxnRewrite, CLIENT_READ_BUF};
+use super::route::{Prepared, RouteState, Routing};
 use super::txn::TxnTracker;
 use crate::cancel::{self, CancelEntry, CancelTarget};
 use crate::config::{PoolMode, SessionFeatures};
@@ -77,15 +77,24 @@ impl Session<'_> {
                     Wake::Shutdown => continue,
                     Wake::IdleTimeout => {
                         let e = if in_txn {
-                            PgError::fatal(crate::error::SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)")
+                            PgError::fatal(
+                                crate::error::SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
+                                "terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)",
+                            )
                         } else {
-                            PgError::fatal(crate::error::SqlState::IDLE_SESSION_TIMEOUT, "terminating connection due to idle-session timeout (pgmux client_idle_timeout)")
+                            PgError::fatal(
+                                crate::error::SqlState::IDLE_SESSION_TIMEOUT,
+                                "terminating connection due to idle-session timeout (pgmux client_idle_timeout)",
+                            )
                         };
                         Box::pin(self.send_error(&e)).await;
                         return SessionEnd::Error("client_idle_timeout".into());
                     }
                     Wake::Killed => {
-                        let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL)");
+                        let e = PgError::fatal(
+                            crate::error::SqlState::ADMIN_SHUTDOWN,
+                            "terminating connection due to administrator command (KILL)",
+                        );
                         Box::pin(self.send_error(&e)).await;
                         return SessionEnd::Shutdown;
                     }
@@ -324,7 +333,10 @@ impl Session<'_> {
                     Ok(r) if r.error.is_none() => {
                         lease.conn_mut().statements.clear();
                         self.proxy.counters.stale_plans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::info!(client = self.cancel.pid, "prepared statements dropped after \"cached plan must not change result type\"");
+                        tracing::info!(
+                            client = self.cancel.pid,
+                            "prepared statements dropped after \"cached plan must not change result type\""
+                        );
                     }
                     _ => {
                         self.cancel.detach();
@@ -373,7 +385,8 @@ impl Session<'_> {
             }
             RelayEnd::Killed => {
                 self.recycle(lease, txn).await;
-                let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL)");
+                let e =
+                    PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL)");
                 self.send_error(&e).await;
                 Some(SessionEnd::Shutdown)
             }
@@ -510,13 +523,18 @@ impl Session<'_> {
         let max = self.proxy.config().max_message_size.0 as usize;
         loop {
             let mut end_found = false;
-            let r = self.cframer.scan::<std::convert::Infallible>(&self.cbuf, max, |_| 0, |f| {
-                if matches!(f.tag(), codes::QUERY | codes::FUNCTION_CALL | codes::SYNC) {
-                    end_found = true;
-                    return Ok(Step::Stop);
-                }
-                Ok(Step::Continue)
-            });
+            let r = self.cframer.scan::<std::convert::Infallible>(
+                &self.cbuf,
+                max,
+                |_| 0,
+                |f| {
+                    if matches!(f.tag(), codes::QUERY | codes::FUNCTION_CALL | codes::SYNC) {
+                        end_found = true;
+                        return Ok(Step::Stop);
+                    }
+                    Ok(Step::Continue)
+                },
+            );
             let n = match r {
                 Ok(Ok(n)) => n,
                 Ok(Err(_)) => return Err(SessionEnd::Error("invalid message length".into())),

@@ -88,10 +88,7 @@ impl HbaRule {
         let named = |list: &Option<Vec<String>>, v: &str| list.as_ref().is_none_or(|l| l.iter().any(|n| n == v));
         named(&self.users, user)
             && named(&self.databases, database)
-            && self
-                .addresses
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|a| Cidr::parse(a).is_some_and(|c| c.contains(ip))))
+            && self.addresses.as_ref().is_none_or(|l| l.iter().any(|a| Cidr::parse(a).is_some_and(|c| c.contains(ip))))
     }
 }
 
@@ -151,7 +148,10 @@ impl Config {
             }
             for d in rule.databases.iter().flatten() {
                 if !self.databases.contains_key(d) && !crate::admin::is_admin_database(d) {
-                    return err(key("databases"), format!("database \"{d}\" is not in databases (nor the admin console's pgbouncer/pgmux)"));
+                    return err(
+                        key("databases"),
+                        format!("database \"{d}\" is not in databases (nor the admin console's pgbouncer/pgmux)"),
+                    );
                 }
             }
             for a in rule.addresses.iter().flatten() {
@@ -164,7 +164,10 @@ impl Config {
             match self.user(name) {
                 None => return err("auth_user".into(), format!("user \"{name}\" is not in users")),
                 Some(u) if u.password.starts_with("SCRAM-SHA-256$") => {
-                    return err("auth_user".into(), format!("user \"{name}\" needs a plaintext password: pgmux logs in as it before any client has"))
+                    return err(
+                        "auth_user".into(),
+                        format!("user \"{name}\" needs a plaintext password: pgmux logs in as it before any client has"),
+                    )
                 }
                 Some(_) => {}
             }

@@ -18,11 +18,7 @@ impl Config {
     /// Size, minimum and reserve of the pools of `database` for `user`.
     pub fn pool_sizes(&self, database: &str, user: &str) -> PoolSizes {
         let db = self.databases.get(database);
-        let size = self
-            .user(user)
-            .and_then(|u| u.pool_size)
-            .or(db.and_then(|d| d.pool_size))
-            .unwrap_or(self.pool.size);
+        let size = self.user(user).and_then(|u| u.pool_size).or(db.and_then(|d| d.pool_size)).unwrap_or(self.pool.size);
         self.sizes_of(database, size)
     }
 
@@ -43,10 +39,7 @@ impl Config {
 
     /// Server connections allowed to `database` on each server (0: no limit).
     pub fn max_db_connections(&self, database: &str) -> usize {
-        self.databases
-            .get(database)
-            .and_then(|d| d.max_db_connections)
-            .unwrap_or(self.pool.max_db_connections)
+        self.databases.get(database).and_then(|d| d.max_db_connections).unwrap_or(self.pool.max_db_connections)
     }
 
     /// Server connections allowed to `user` on each server (0: no limit).

@@ -378,12 +378,7 @@ impl Config {
             key: String::new(),
             message: first_line(&e.to_string()),
         })?;
-        cfg.validate().map_err(|(key, message)| ConfigError {
-            file: path.into(),
-            line: locate(text, &key),
-            key,
-            message,
-        })?;
+        cfg.validate().map_err(|(key, message)| ConfigError { file: path.into(), line: locate(text, &key), key, message })?;
         Ok(cfg)
     }
 
@@ -430,13 +425,19 @@ impl Config {
             }
             if u.password.starts_with("SCRAM-SHA-256$") {
                 if ScramSecret::parse_verifier(&u.password).is_none() {
-                    return err(&format!("{key}.password"), "malformed SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".into());
+                    return err(
+                        &format!("{key}.password"),
+                        "malformed SCRAM-SHA-256 verifier (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)".into(),
+                    );
                 }
                 if self.auth_type == AuthType::Md5 {
                     return err(&format!("{key}.password"), "auth_type md5 needs a plaintext password, not a SCRAM verifier".into());
                 }
             } else if u.password.starts_with("md5") && u.password.len() == 35 {
-                return err(&format!("{key}.password"), "md5 hashes are not accepted; give the plaintext password or a SCRAM-SHA-256 verifier".into());
+                return err(
+                    &format!("{key}.password"),
+                    "md5 hashes are not accepted; give the plaintext password or a SCRAM-SHA-256 verifier".into(),
+                );
             }
         }
         if let Some(m) = &self.routing.monitor_user {

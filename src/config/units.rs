@@ -57,9 +57,9 @@ impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrStr::deserialize(d)? {
             NumOrStr::Num(n) => Ok(Dur(Duration::from_secs(n))),
-            NumOrStr::Str(s) => parse_duration(&s).map(Dur).ok_or_else(|| {
-                de::Error::custom(format!("invalid duration \"{s}\" (use e.g. 500ms, 5s, 10m, 1h)"))
-            }),
+            NumOrStr::Str(s) => parse_duration(&s)
+                .map(Dur)
+                .ok_or_else(|| de::Error::custom(format!("invalid duration \"{s}\" (use e.g. 500ms, 5s, 10m, 1h)"))),
         }
     }
 }
@@ -68,9 +68,9 @@ impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrStr::deserialize(d)? {
             NumOrStr::Num(n) => Ok(ByteSize(n)),
-            NumOrStr::Str(s) => parse_bytes(&s).map(ByteSize).ok_or_else(|| {
-                de::Error::custom(format!("invalid size \"{s}\" (use e.g. 64kB, 16MB, 1GB)"))
-            }),
+            NumOrStr::Str(s) => {
+                parse_bytes(&s).map(ByteSize).ok_or_else(|| de::Error::custom(format!("invalid size \"{s}\" (use e.g. 64kB, 16MB, 1GB)")))
+            }
         }
     }
 }

@@ -38,12 +38,23 @@ fn realistic_config() {
     assert_eq!(dbs[..2], expected);
     assert_eq!(dbs[2], ("reports", "replica1.db.internal:5432", Some("orders_prod")));
     let expected = [
-        "%include = /etc/pgbouncer/pgbouncer-local.ini", "logfile = /var/log/postgresql/pgbouncer.log",
-        "pidfile = /var/run/postgresql/pgbouncer.pid", "unix_socket_dir = /var/run/postgresql", "stats_users = monitoring",
-        "ignore_startup_parameters = extra_float_digits", "log_connections = 0",
-        "stats_period = 60", "tcp_keepalive = 1", "userlist.txt \"postgres\" = md5 hash", "userlist.txt \"reporting\" = SCRAM verifier",
-        "users.reporting = pool_mode=session", "auth_type = md5", "databases.reports = user=reporting",
-        "databases.reports = password=***", "databases.analytics", "databases.* = host=10.0.1.5",
+        "%include = /etc/pgbouncer/pgbouncer-local.ini",
+        "logfile = /var/log/postgresql/pgbouncer.log",
+        "pidfile = /var/run/postgresql/pgbouncer.pid",
+        "unix_socket_dir = /var/run/postgresql",
+        "stats_users = monitoring",
+        "ignore_startup_parameters = extra_float_digits",
+        "log_connections = 0",
+        "stats_period = 60",
+        "tcp_keepalive = 1",
+        "userlist.txt \"postgres\" = md5 hash",
+        "userlist.txt \"reporting\" = SCRAM verifier",
+        "users.reporting = pool_mode=session",
+        "auth_type = md5",
+        "databases.reports = user=reporting",
+        "databases.reports = password=***",
+        "databases.analytics",
+        "databases.* = host=10.0.1.5",
     ];
     assert_eq!(keys(&c), expected);
     assert_eq!(cfg.server_tls.mode, crate::config::ServerTlsMode::Require);
@@ -77,8 +88,13 @@ fn pgbouncer_defaults_and_odd_values() {
     assert_eq!((cfg.databases["x"].primary.as_str(), cfg.databases["x"].dbname.as_deref()), ("a:5432", Some("y")));
     assert!(c.yaml.contains("mode: session  # PgBouncer's default (pool_mode not set)"), "{}", c.yaml);
     let expected = [
-        "server_idle_timeout = 0", "max_packet_size = 4294967295", "foo = bar", "listen_addr = ::1, 10.0.0.1",
-        "userlist.txt \"yes\"", "auth_type = hba", "databases.x = host=a,b",
+        "server_idle_timeout = 0",
+        "max_packet_size = 4294967295",
+        "foo = bar",
+        "listen_addr = ::1, 10.0.0.1",
+        "userlist.txt \"yes\"",
+        "auth_type = hba",
+        "databases.x = host=a,b",
     ];
     assert_eq!(keys(&c), expected);
     assert_eq!(c.untranslated[2].reason, "no equivalent in pgmux");
@@ -111,7 +127,10 @@ fn malformed_input_has_line_numbers() {
 fn formats() {
     assert_eq!([0.0, 0.5, 5.0, 600.0, 90.0, 7200.0].map(duration), ["0s", "500ms", "5s", "10m", "90s", "2h"]);
     assert_eq!([1024, 16 << 20, 1 << 30, 1500].map(bytes), ["1kB", "16MB", "1GB", "1500"]);
-    assert_eq!([ "app", "10.0.0.1:5432", "yes", "123", "a b", "it's"].map(ys), ["app", "10.0.0.1:5432", "'yes'", "'123'", "'a b'", "'it''s'"]);
+    assert_eq!(
+        ["app", "10.0.0.1:5432", "yes", "123", "a b", "it's"].map(ys),
+        ["app", "10.0.0.1:5432", "'yes'", "'123'", "'a b'", "'it''s'"]
+    );
 }
 
 #[test]
@@ -128,7 +147,8 @@ fn per_database_and_per_user_pool_settings() {
     let u = cfg.user("u").unwrap();
     assert_eq!((u.pool_size, u.max_user_connections), (Some(6), Some(9)));
     assert_eq!((cfg.pool.max_user_connections, cfg.pool.max_db_connections), (20, 0));
-    let expected = ["users.u = pool_mode=session", "[users] ghost = pool_size=1", "databases.a = pool_mode=session", "databases.b = pool_size=0"];
+    let expected =
+        ["users.u = pool_mode=session", "[users] ghost = pool_size=1", "databases.a = pool_mode=session", "databases.b = pool_size=0"];
     assert_eq!(keys(&c), expected);
     assert!(c.untranslated[3].reason.starts_with("must be at least 1"), "{:?}", c.untranslated[3]);
     let e = convert("[databases]\na = host=h pool_size=many\n", None).unwrap_err();
@@ -143,7 +163,11 @@ fn tls_settings() {
     let ini = "[databases]\napp = host=127.0.0.1\n[pgbouncer]\nclient_tls_sslmode = verify-full\nclient_tls_ciphers = fast\nserver_tls_sslmode = allow\nserver_tls_ca_file = /etc/ssl/ca.pem\n";
     let c = convert(ini, Some("\"app\" \"pw\"\n")).unwrap();
     assert!(c.yaml.contains("tls:\n  mode: require  # client certificates are not checked\n"), "{}", c.yaml);
-    assert!(c.yaml.contains("server_tls:\n  mode: prefer  # PgBouncer's allow: pgmux tries TLS first\n  ca: '/etc/ssl/ca.pem'\n"), "{}", c.yaml);
+    assert!(
+        c.yaml.contains("server_tls:\n  mode: prefer  # PgBouncer's allow: pgmux tries TLS first\n  ca: '/etc/ssl/ca.pem'\n"),
+        "{}",
+        c.yaml
+    );
     // Without a certificate, tls.mode require is refused at load, and the report says so.
     assert_eq!(keys(&c), ["client_tls_ciphers = fast", "listen_addr", "tls.cert"]);
     let e = Config::parse(&c.yaml, &dir.path().join("x.yaml")).unwrap_err();

@@ -146,10 +146,7 @@ async fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
         }
     }
     let ready = all_primaries_up && !shutting_down;
-    let body = format!(
-        "{{\"ready\":{ready},\"shutting_down\":{shutting_down},\"servers\":[{}]}}\n",
-        entries.join(",")
-    );
+    let body = format!("{{\"ready\":{ready},\"shutting_down\":{shutting_down},\"servers\":[{}]}}\n", entries.join(","));
     respond(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, "application/json", body)
 }
 

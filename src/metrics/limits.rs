@@ -74,7 +74,11 @@ pub fn render(limits: &Limits, config: &Config, out: &mut String) {
         out.push('\n');
     }
     let families: [(&str, &str, bool); 2] = [
-        ("pgmux_limit_connections", "Server connections counted by a max_db_connections / max_user_connections limit now, per server", false),
+        (
+            "pgmux_limit_connections",
+            "Server connections counted by a max_db_connections / max_user_connections limit now, per server",
+            false,
+        ),
         ("pgmux_limit_max_connections", "Configured max_db_connections / max_user_connections per server (only where set)", true),
     ];
     for (name, help, max) in families {

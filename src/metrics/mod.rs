@@ -22,9 +22,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, 
 use crate::proxy::Proxy;
 
 /// Bucket bounds (seconds) for waits and query durations: 100 µs to 60 s.
-const BUCKETS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+const BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 static METADATA: Metadata<'static> = Metadata::new("pgmux", metrics::Level::INFO, None);
 
@@ -97,9 +95,8 @@ impl Metrics {
             .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
-        let counter = |name: &'static str, l: &[(&'static str, &str)]| {
-            recorder.register_counter(&Key::from_parts(name, labels(l)), &METADATA)
-        };
+        let counter =
+            |name: &'static str, l: &[(&'static str, &str)]| recorder.register_counter(&Key::from_parts(name, labels(l)), &METADATA);
         let rejected = |reason| counter("pgmux_client_connections_rejected_total", &[("reason", reason)]);
         let rejected = Rejected {
             too_many_clients: rejected("too_many_clients"),

@@ -171,8 +171,7 @@ pub(super) fn wake(limits: &[Arc<Limit>]) {
         let pools = limit.members();
         let mut evicted = false;
         loop {
-            let mut blocked: Vec<(Instant, &Arc<Pool>)> =
-                pools.iter().filter_map(|p| p.blocked_since().map(|t| (t, p))).collect();
+            let mut blocked: Vec<(Instant, &Arc<Pool>)> = pools.iter().filter_map(|p| p.blocked_since().map(|t| (t, p))).collect();
             if blocked.is_empty() {
                 break;
             }

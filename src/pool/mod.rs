@@ -509,7 +509,10 @@ impl Pool {
             let mut st = self.lock();
             // Past its lifetime, more connections than the (reloaded) size allows,
             // or a shared limit over its (reloaded) maximum: closed.
-            if now.duration_since(conn.created) >= st.settings.lifetime || st.total > st.settings.size || self.limits.iter().any(|l| l.is_over()) {
+            if now.duration_since(conn.created) >= st.settings.lifetime
+                || st.total > st.settings.size
+                || self.limits.iter().any(|l| l.is_over())
+            {
                 drop(st);
                 conn.close();
                 self.forget_one();

@@ -20,8 +20,7 @@ pub const COPY_FAIL: u8 = b'f';
 pub fn is_frontend(tag: u8) -> bool {
     matches!(
         tag,
-        QUERY | PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | FLUSH | SYNC | FUNCTION_CALL | TERMINATE | COPY_DATA
-            | COPY_DONE | COPY_FAIL
+        QUERY | PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | FLUSH | SYNC | FUNCTION_CALL | TERMINATE | COPY_DATA | COPY_DONE | COPY_FAIL
     )
 }
 

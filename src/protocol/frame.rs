@@ -138,13 +138,18 @@ mod tests {
     fn scan_all(f: &mut Framer, buf: &[u8], inspect: usize) -> (usize, Vec<(u8, Option<Vec<u8>>)>) {
         let mut seen = vec![];
         let n = f
-            .scan::<()>(buf, 1 << 20, |_| inspect, |fr| {
-                seen.push(match fr {
-                    Frame::Whole { tag, body, .. } => (tag, Some(body.to_vec())),
-                    Frame::Streaming { tag, .. } => (tag, None),
-                });
-                Ok(Step::Continue)
-            })
+            .scan::<()>(
+                buf,
+                1 << 20,
+                |_| inspect,
+                |fr| {
+                    seen.push(match fr {
+                        Frame::Whole { tag, body, .. } => (tag, Some(body.to_vec())),
+                        Frame::Streaming { tag, .. } => (tag, None),
+                    });
+                    Ok(Step::Continue)
+                },
+            )
             .unwrap()
             .unwrap();
         (n, seen)

@@ -47,10 +47,9 @@ impl std::fmt::Display for StartupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartupError::InvalidLength(n) => write!(f, "invalid length of startup packet ({n})"),
-            StartupError::UnsupportedProtocol(maj, min) => write!(
-                f,
-                "unsupported frontend protocol {maj}.{min}: server supports 3.0 to 3.0"
-            ),
+            StartupError::UnsupportedProtocol(maj, min) => {
+                write!(f, "unsupported frontend protocol {maj}.{min}: server supports 3.0 to 3.0")
+            }
             StartupError::Malformed(what) => write!(f, "invalid startup packet layout: {what}"),
         }
     }
@@ -133,9 +132,7 @@ pub fn split_options(options: &str) -> Result<Vec<(String, String)>, String> {
         } else {
             return Err(format!("unsupported startup option \"{w}\""));
         };
-        let (k, v) = setting
-            .split_once('=')
-            .ok_or_else(|| format!("-c {setting} requires a value"))?;
+        let (k, v) = setting.split_once('=').ok_or_else(|| format!("-c {setting} requires a value"))?;
         out.push((k.replace('-', "_"), v.to_string()));
     }
     Ok(out)

@@ -210,8 +210,8 @@ mod txn_control;
 mod write_functions;
 
 use txn_control::*;
-pub use write_functions::{is_builtin_write_function, is_write_function};
 use write_functions::is_configured;
+pub use write_functions::{is_builtin_write_function, is_write_function};
 
 /// The hint in the comments before the first token: the first comment whose text
 /// starts with `pgmux:primary` or `pgmux:replica` (ASCII case ignored, spaces around
@@ -303,9 +303,7 @@ fn classify_text(sql: &[u8], cfg: &ClassifyConfig, standard_conforming_strings: 
     }
     match first {
         None => (Target::Write, Reason::Unknown, TxnEffect::None),
-        Some(_) if statements > 1 => {
-            (Target::Write, Reason::MultiStatement, if any_txn { TxnEffect::Mixed } else { TxnEffect::None })
-        }
+        Some(_) if statements > 1 => (Target::Write, Reason::MultiStatement, if any_txn { TxnEffect::Mixed } else { TxnEffect::None }),
         Some(v) => v,
     }
 }
@@ -353,11 +351,10 @@ fn verb_of(w: &[u8]) -> Verb {
         b"set" => Verb::Set,
         b"reset" => Verb::Reset,
         b"discard" => Verb::Discard,
-        b"insert" | b"update" | b"delete" | b"merge" | b"create" | b"alter" | b"drop" | b"truncate" | b"grant"
-        | b"revoke" | b"copy" | b"call" | b"do" | b"vacuum" | b"analyze" | b"analyse" | b"cluster" | b"reindex"
-        | b"refresh" | b"lock" | b"comment" | b"security" | b"import" | b"notify" | b"listen" | b"unlisten"
-        | b"load" | b"deallocate" | b"execute" | b"declare" | b"fetch" | b"move" | b"close" | b"checkpoint"
-        | b"reassign" => Verb::Write,
+        b"insert" | b"update" | b"delete" | b"merge" | b"create" | b"alter" | b"drop" | b"truncate" | b"grant" | b"revoke" | b"copy"
+        | b"call" | b"do" | b"vacuum" | b"analyze" | b"analyse" | b"cluster" | b"reindex" | b"refresh" | b"lock" | b"comment"
+        | b"security" | b"import" | b"notify" | b"listen" | b"unlisten" | b"load" | b"deallocate" | b"execute" | b"declare" | b"fetch"
+        | b"move" | b"close" | b"checkpoint" | b"reassign" => Verb::Write,
         _ => Verb::Unknown,
     }
 }
@@ -440,9 +437,7 @@ impl<'a> Stmt<'a> {
                 Tok::LParen if self.phase == Phase::Explain => self.phase = Phase::ExplainOptions(1),
                 Tok::LParen => self.phase = Phase::Start,
                 Tok::Word(w)
-                    if w.eq_ignore_ascii_case(b"analyze")
-                        || w.eq_ignore_ascii_case(b"analyse")
-                        || w.eq_ignore_ascii_case(b"verbose") =>
+                    if w.eq_ignore_ascii_case(b"analyze") || w.eq_ignore_ascii_case(b"analyse") || w.eq_ignore_ascii_case(b"verbose") =>
                 {
                     self.phase = Phase::ExplainWords
                 }

@@ -88,9 +88,7 @@ impl Monitor {
         let topologies: Vec<Arc<Topology>> = proxy.topologies().into_iter().filter(|t| t.has_replicas()).collect();
         self.dbs.retain(|name, db| topologies.iter().any(|t| t.database == *name && Arc::ptr_eq(t, &db.topo)));
         for t in &topologies {
-            self.dbs
-                .entry(t.database.clone())
-                .or_insert_with(|| Db { topo: t.clone(), mon: DbMonitor::new(t.nodes.len()) });
+            self.dbs.entry(t.database.clone()).or_insert_with(|| Db { topo: t.clone(), mon: DbMonitor::new(t.nodes.len()) });
         }
         let dbs = &self.dbs;
         self.conns.retain(|(db, addr), _| dbs.get(db).is_some_and(|d| d.topo.nodes.iter().any(|n| n.addr == *addr)));
@@ -218,10 +216,8 @@ fn parse(r: &InternalResult, started: u64) -> Result<Probe, String> {
     // has not "replayed": a reader then waits for the next WAL write, or reads from
     // an idle primary).
     let insert_lsn = if in_recovery { lsn } else { lsn_at(2)?.max(lsn) };
-    let replay_age = col(3)
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite())
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    let replay_age =
+        col(3).and_then(|v| v.parse::<f64>().ok()).filter(|s| s.is_finite()).map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
     Ok(Probe { in_recovery, lsn, insert_lsn, replay_age, started })
 }
 

@@ -14,10 +14,10 @@ use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
 use super::{read_message, ServerConn, READ_BUF};
-use crate::net::Stream;
 use crate::auth::scram::{ScramKeyClient, ScramKeys};
 use crate::config::ServerAddr;
 use crate::error::{PgError, Severity, SqlState};
+use crate::net::Stream;
 use crate::session::SessionParams;
 
 /// Where and as whom to log in.
@@ -100,10 +100,7 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> 
     let upstream = target.tls.load_full();
     let mut stream = upstream.connect(tcp, &target.addr.host).await?;
     let mut buf = BytesMut::with_capacity(256);
-    frontend::startup_message(
-        [("user", target.user.as_str()), ("database", target.dbname.as_str())],
-        &mut buf,
-    )?;
+    frontend::startup_message([("user", target.user.as_str()), ("database", target.dbname.as_str())], &mut buf)?;
     stream.write_all(&buf).await?;
     let mut rbuf = BytesMut::with_capacity(READ_BUF);
     authenticate(&mut stream, &mut rbuf, target).await?;
@@ -147,10 +144,7 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> 
 pub fn configure_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(stream);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(10)).with_retries(3);
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
@@ -174,11 +168,7 @@ async fn authenticate(stream: &mut Stream, rbuf: &mut BytesMut, target: &ServerT
                 frontend::password_message(password()?.as_bytes(), &mut out)?;
             }
             Message::AuthenticationMd5Password(b) => {
-                let hash = postgres_protocol::authentication::md5_hash(
-                    target.user.as_bytes(),
-                    password()?.as_bytes(),
-                    b.salt(),
-                );
+                let hash = postgres_protocol::authentication::md5_hash(target.user.as_bytes(), password()?.as_bytes(), b.salt());
                 frontend::password_message(hash.as_bytes(), &mut out)?;
             }
             Message::AuthenticationSasl(b) => {
@@ -218,7 +208,8 @@ async fn authenticate(stream: &mut Stream, rbuf: &mut BytesMut, target: &ServerT
             }
             Message::AuthenticationSaslFinal(b) => {
                 if let Some(c) = key_client.as_ref() {
-                    c.server_final(b.data()).map_err(|_| LoginError::Auth("the server's SCRAM signature does not match the configured verifier".into()))?;
+                    c.server_final(b.data())
+                        .map_err(|_| LoginError::Auth("the server's SCRAM signature does not match the configured verifier".into()))?;
                 } else {
                     let s = scram.as_mut().ok_or_else(|| LoginError::Auth("unexpected SASL final".into()))?;
                     s.finish(b.data())?;

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::net::Stream;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::{backend, frontend};
-use crate::net::Stream;
 
 use crate::client::rewrite::Expect;
 use crate::error::PgError;
@@ -117,10 +117,7 @@ impl ServerConn {
                 backend::Message::DataRow(row) => {
                     use fallible_iterator::FallibleIterator;
                     let buf = row.buffer();
-                    let values = row
-                        .ranges()
-                        .map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned())))
-                        .collect()?;
+                    let values = row.ranges().map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()))).collect()?;
                     rows.push(values);
                 }
                 _ => {}

@@ -107,7 +107,8 @@ fn plainly_without_effects(sql: &[u8]) -> bool {
     // Every query of a busy client comes through here: vectorised searches, the
     // second for the rare letter of "advisory".
     memchr::memchr(b';', s).is_none()
-        && memchr::memchr2_iter(b'v', b'V', s).all(|i| !s[i.saturating_sub(2)..].get(..8).is_some_and(|w| w.eq_ignore_ascii_case(b"advisory")))
+        && memchr::memchr2_iter(b'v', b'V', s)
+            .all(|i| !s[i.saturating_sub(2)..].get(..8).is_some_and(|w| w.eq_ignore_ascii_case(b"advisory")))
 }
 
 /// Like [`session_effects`], adding to `fx`.
@@ -135,7 +136,9 @@ pub fn merge_effects(sql: &[u8], fx: &mut SessionEffects) {
                     n += 1;
                 }
                 if fx.pin.is_none() {
-                    if t == Tok::LParen && matches!(prev, Tok::Word(f) if SESSION_ADVISORY_LOCKS.iter().any(|l| f.eq_ignore_ascii_case(l.as_bytes()))) {
+                    if t == Tok::LParen
+                        && matches!(prev, Tok::Word(f) if SESSION_ADVISORY_LOCKS.iter().any(|l| f.eq_ignore_ascii_case(l.as_bytes())))
+                    {
                         fx.pin = Some("session advisory lock");
                     }
                     if is(Some(&prev), "with") && is(Some(&t), "hold") && is(head.first(), "declare") {
@@ -210,7 +213,10 @@ mod tests {
         assert_eq!(fx("SET search_path = a, b").settings, ["search_path"]);
         assert_eq!(fx("set SESSION statement_timeout to '5s'").settings, ["statement_timeout"]);
         assert_eq!(fx("SET LOCAL work_mem = '1MB'").settings, Vec::<String>::new());
-        assert_eq!(fx("SET TIME ZONE 'UTC'; set role app; SET SESSION AUTHORIZATION x").settings, ["timezone", "role", "session_authorization"]);
+        assert_eq!(
+            fx("SET TIME ZONE 'UTC'; set role app; SET SESSION AUTHORIZATION x").settings,
+            ["timezone", "role", "session_authorization"]
+        );
         assert_eq!(fx("set my.var = 1; RESET work_mem").settings, ["my.var", "work_mem"]);
         assert_eq!(fx("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").settings, Vec::<String>::new());
         assert_eq!(

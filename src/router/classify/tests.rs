@@ -74,10 +74,7 @@ fn into_and_data_modifying_ctes_are_writes() {
     write("WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x", Reason::DataModifyingCte);
     write("WITH d AS (DELETE FROM t RETURNING id) SELECT count(*) FROM d", Reason::DataModifyingCte);
     write("WITH u AS (UPDATE t SET a = 1 RETURNING *) SELECT 1", Reason::DataModifyingCte);
-    write(
-        "WITH m AS (MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING *) SELECT 1",
-        Reason::DataModifyingCte,
-    );
+    write("WITH m AS (MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING *) SELECT 1", Reason::DataModifyingCte);
     write("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", Reason::DataModifyingCte);
 }
 
@@ -127,11 +124,7 @@ fn configured_write_functions_are_writes() {
     assert!(is_write_function(Some(b"MY_SCHEMA"), b"Bump_Counter", &cfg()));
     assert!(is_write_function(None, b"bump_counter", &cfg()));
     let long = ClassifyConfig::new(["f_123456789_123456789_123456789_123456789_123456789_123456789_12"]);
-    assert!(!classify(
-        b"SELECT f_123456789_123456789_123456789_123456789_123456789_123456789_123_and_more()",
-        &long
-    )
-    .is_read());
+    assert!(!classify(b"SELECT f_123456789_123456789_123456789_123456789_123456789_123456789_123_and_more()", &long).is_read());
     let none = ClassifyConfig::default();
     let advisory = format!("SELECT pg_advisory_lock_{}(1)", "x".repeat(80));
     assert!(!classify(advisory.as_bytes(), &none).is_read());
@@ -361,11 +354,5 @@ fn corpus() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} corpus statements:\n{}",
-        failures.len(),
-        entries.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} corpus statements:\n{}", failures.len(), entries.len(), failures.join("\n"));
 }

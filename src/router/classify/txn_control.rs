@@ -44,9 +44,7 @@ pub(super) fn modes(toks: &[Tok<'_>]) -> Modes {
             if kw(2, b"serializable") {
                 m.serializable = true;
                 i += 3;
-            } else if (kw(2, b"repeatable") && kw(3, b"read"))
-                || (kw(2, b"read") && (kw(3, b"committed") || kw(3, b"uncommitted")))
-            {
+            } else if (kw(2, b"repeatable") && kw(3, b"read")) || (kw(2, b"read") && (kw(3, b"committed") || kw(3, b"uncommitted"))) {
                 i += 4;
             } else {
                 m.invalid = true;
@@ -92,19 +90,14 @@ pub(super) fn set(toks: &[Tok<'_>], long: bool) -> Verdict {
     use TxnEffect as X;
     let txn = |target, txn| (target, Reason::Transaction, txn);
     // SET [LOCAL | SESSION] ..., where SESSION may also start SESSION CHARACTERISTICS.
-    let characteristics = |t: &[Tok<'_>]| {
-        at(t, 0, b"session") && at(t, 1, b"characteristics") && at(t, 2, b"as") && at(t, 3, b"transaction")
-    };
+    let characteristics =
+        |t: &[Tok<'_>]| at(t, 0, b"session") && at(t, 1, b"characteristics") && at(t, 2, b"as") && at(t, 3, b"transaction");
     let local = at(toks, 0, b"local");
     let scoped = local || (at(toks, 0, b"session") && !characteristics(toks));
     let rest = if scoped { &toks[1..] } else { toks };
     if at(rest, 0, b"transaction") {
         let m = modes(&rest[1..]);
-        return if m.replica_ok() && !long {
-            txn(Target::Read, X::SetTransactionReadOnly)
-        } else {
-            txn(Target::Write, X::SetTransaction)
-        };
+        return if m.replica_ok() && !long { txn(Target::Read, X::SetTransactionReadOnly) } else { txn(Target::Write, X::SetTransaction) };
     }
     if characteristics(rest) {
         let m = modes(&rest[4..]);
@@ -126,18 +119,10 @@ pub(super) fn set(toks: &[Tok<'_>], long: bool) -> Verdict {
         if local {
             return txn(Target::Write, X::None);
         }
-        return if value_on && !long {
-            txn(Target::Read, X::SetSessionReadOnly)
-        } else {
-            txn(Target::Write, X::ClearSessionReadOnly)
-        };
+        return if value_on && !long { txn(Target::Read, X::SetSessionReadOnly) } else { txn(Target::Write, X::ClearSessionReadOnly) };
     }
     if at(rest, 0, b"transaction_read_only") {
-        return if value_on && !long {
-            txn(Target::Read, X::SetTransactionReadOnly)
-        } else {
-            txn(Target::Write, X::SetTransaction)
-        };
+        return if value_on && !long { txn(Target::Read, X::SetTransactionReadOnly) } else { txn(Target::Write, X::SetTransaction) };
     }
     if at(rest, 0, b"transaction_isolation") || at(rest, 0, b"transaction_deferrable") {
         return txn(Target::Write, X::SetTransaction);

@@ -180,11 +180,8 @@ impl DbMonitor {
             }
             if let (Some(p), Some(plsn)) = (probe, primary_lsn) {
                 let bytes = plsn.saturating_sub(p.lsn);
-                let lag = if bytes == 0 {
-                    Duration::ZERO
-                } else {
-                    behind(&self.history, p.lsn, now).min(p.replay_age.unwrap_or(Duration::MAX))
-                };
+                let lag =
+                    if bytes == 0 { Duration::ZERO } else { behind(&self.history, p.lsn, now).min(p.replay_age.unwrap_or(Duration::MAX)) };
                 node.lag_bytes.store(bytes, Relaxed);
                 node.lag_micros.store(micros(lag), Relaxed);
                 if m.breaker.is_closed() {
@@ -242,9 +239,8 @@ impl DbMonitor {
     /// recovery; else a node that answered as a primary this round takes over.
     fn primary(&mut self, topo: &Topology, outcomes: &[Outcome], events: &mut Vec<Event>) -> usize {
         let cur = topo.primary();
-        let claims: Vec<usize> = (0..topo.nodes.len())
-            .filter(|&j| j != cur && matches!(&outcomes[j], Outcome::Passed(p, _) if !p.in_recovery))
-            .collect();
+        let claims: Vec<usize> =
+            (0..topo.nodes.len()).filter(|&j| j != cur && matches!(&outcomes[j], Outcome::Passed(p, _) if !p.in_recovery)).collect();
         let healthy = self.nodes[cur].breaker.is_closed() && !topo.nodes[cur].in_recovery.load(Relaxed);
         if healthy {
             self.warned_no_primary = false;

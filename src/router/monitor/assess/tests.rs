@@ -41,11 +41,8 @@ impl Sim {
     }
 
     fn round(&mut self, outcomes: [Outcome; 3]) -> Vec<Event> {
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| if self.m.admit(i, self.now) { o } else { Outcome::NotProbed })
-            .collect();
+        let outcomes: Vec<Outcome> =
+            outcomes.into_iter().enumerate().map(|(i, o)| if self.m.admit(i, self.now) { o } else { Outcome::NotProbed }).collect();
         let ev = self.m.apply(&self.t, &outcomes, self.now, &LIM);
         self.now += TICK;
         ev
@@ -67,10 +64,10 @@ fn healthy_replicas_take_reads_the_primary_does_not() {
     assert_eq!(s.readable(), [false, false, false]);
     let ev = s.round([primary(5000), standby(5000), standby(4900)]);
     assert_eq!(s.readable(), [false, true, true]);
-    assert_eq!(ev, vec![
-        Event::Readable { node: 1, bytes: 0, lag: Duration::ZERO },
-        Event::Readable { node: 2, bytes: 100, lag: Duration::ZERO },
-    ]);
+    assert_eq!(
+        ev,
+        vec![Event::Readable { node: 1, bytes: 0, lag: Duration::ZERO }, Event::Readable { node: 2, bytes: 100, lag: Duration::ZERO },]
+    );
     // The primary's position is its insert position, also given to read-your-writes.
     assert_eq!(s.t.nodes[0].lsn.load(Relaxed), 5008);
     assert_eq!(s.t.primary_lsn_since(6), Some(5008));
@@ -208,11 +205,10 @@ fn failover_follows_the_node_that_answers_as_primary() {
     for _ in 0..6 {
         ev.extend(s.round([standby(1200), primary(1200), standby(1200)]));
     }
-    assert_eq!(ev, vec![
-        Event::Role { node: 0, in_recovery: true },
-        Event::Up { node: 0 },
-        Event::Readable { node: 0, bytes: 0, lag: Duration::ZERO },
-    ]);
+    assert_eq!(
+        ev,
+        vec![Event::Role { node: 0, in_recovery: true }, Event::Up { node: 0 }, Event::Readable { node: 0, bytes: 0, lag: Duration::ZERO },]
+    );
     assert_eq!(s.readable(), [true, false, true]);
     assert_eq!(s.t.primary(), 1);
 }
