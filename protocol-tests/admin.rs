@@ -407,3 +407,34 @@ fn limits_in_show_databases_show_users_and_metrics() {
         assert_eq!(app["current_connections"], "2", "{app:?}");
     });
 }
+
+/// Exporters index SHOW STATS rows by database: like PgBouncer, a fresh pgmux lists
+/// every configured database and the admin console (`pgbouncer`) before any client
+/// has used them, with zero counts, and SHOW POOLS and SHOW DATABASES list the admin
+/// console too.
+#[test]
+fn show_stats_pools_and_databases_have_rows_before_any_client() {
+    let px = Setup::default().start();
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
+        let (_, stats) = admin(&console, "SHOW STATS").await;
+        let names: Vec<&str> = stats.iter().map(|r| r["database"].as_str()).collect();
+        assert_eq!(names, ["app", "pgbouncer"]);
+        for r in &stats {
+            assert_eq!(r["total_xact_count"], "0", "{r:?}");
+            assert_eq!(r["avg_query_time"], "0", "{r:?}");
+        }
+        let (_, pools) = admin(&console, "SHOW POOLS").await;
+        let admin_pool = pools.iter().find(|r| r["database"] == "pgbouncer").expect("the admin console's pool");
+        assert_eq!((admin_pool["user"].as_str(), admin_pool["pool_mode"].as_str()), ("pgbouncer", "statement"));
+        let (_, dbs) = admin(&console, "SHOW DATABASES").await;
+        let names: Vec<&str> = dbs.iter().map(|r| r["name"].as_str()).collect();
+        assert_eq!(names, ["app", "pgbouncer"]);
+        assert_eq!(dbs[1]["port"], px.port.to_string());
+        // Once used, the database's row counts its transactions.
+        let c = px.connect().await;
+        scalar(&c, "select 1").await;
+        let (_, stats) = admin(&console, "SHOW STATS").await;
+        assert_eq!(stats.iter().find(|r| r["database"] == "app").unwrap()["total_xact_count"], "1");
+    });
+}

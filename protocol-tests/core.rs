@@ -587,3 +587,101 @@ fn the_reserve_pool_serves_clients_that_waited() {
         assert_eq!(q.await.unwrap(), "3");
     });
 }
+
+/// Server connections in use for database `app` (every pool, primary and replicas).
+async fn app_servers_active(console: &tokio_postgres::Client) -> i64 {
+    let (_, rows) = common::show(console, "SHOW POOLS").await;
+    rows.iter().filter(|r| r["database"] == "app").map(|r| r["sv_active"].parse::<i64>().unwrap()).sum()
+}
+
+/// asyncpg's `prepare()` then `close()`: Parse/Describe/Flush, the answers read, then
+/// Terminate (or the socket closed) without a Sync. The client leaves at once and its
+/// server connection is back in the pool within a second, so six such clients on a
+/// pool of four never exhaust it, and a SIGTERM afterwards has nothing to wait for.
+#[test]
+fn a_client_that_leaves_after_an_unsynced_prepare_gives_its_server_back_at_once() {
+    let routing = "routing:\n  read_write_split: true\n  monitor_interval: 100ms\n".to_string();
+    let mut px = Setup { pool_size: 4, checkout_timeout: "2s", extra: routing, ..Default::default() }.start();
+    mt().block_on(async {
+        let console = px.connect_as("admin", "admin", "pgbouncer").await.unwrap();
+        let statements = ["select $1::int + 1", "insert into pg_temp.nothing values ($1)", "select pg_backend_pid()"];
+        for i in 0..6 {
+            let mut c = Raw::connect(px.port, "app", "app", "app").await;
+            let mut out = BytesMut::new();
+            frontend::parse("__asyncpg_stmt_1__", statements[i % 3], std::iter::empty(), &mut out).unwrap();
+            frontend::describe(b'S', "__asyncpg_stmt_1__", &mut out).unwrap();
+            frontend::flush(&mut out);
+            c.send(&out).await;
+            // The answer to the Flush (or the error of the insert into a missing table).
+            let first = tokio::time::timeout(Duration::from_secs(3), c.next())
+                .await
+                .unwrap_or_else(|_| panic!("client {i} got no server within 3 s"));
+            assert!(matches!(first, Msg::Other(b'1') | Msg::Error { .. }), "client {i}: {first:?}");
+            if i % 2 == 0 {
+                c.send(&[b'X', 0, 0, 0, 4]).await;
+                // The rest of the answer, then pgmux closes the connection.
+                while let Some(m) = c.try_next().await {
+                    assert!(matches!(m, Msg::Other(_)), "client {i}: {m:?}");
+                }
+            } else {
+                drop(c);
+            }
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while app_servers_active(&console).await > 0 {
+                assert!(Instant::now() < deadline, "client {i}: its server connection is still in use a second after it left");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // The pool serves as before.
+        let c = px.connect().await;
+        assert_eq!(scalar(&c, "select 'served'").await, "served");
+    });
+    let started = Instant::now();
+    px.signal(libc::SIGTERM);
+    let status = px.wait_exit(Duration::from_secs(5)).expect("pgmux exits at once: no client holds a server");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// libpq 18 with `max_protocol_version=3.2` asks for protocol 3.2: pgmux answers with
+/// NegotiateProtocolVersion naming 3.0 (196608, as PostgreSQL 17 does; a 0 there
+/// reads as a downgrade to before 3.0 and libpq gives up) and the `_pq_.` options it
+/// does not know, then the login goes on in 3.0.
+#[test]
+fn a_protocol_3_2_startup_is_answered_with_protocol_3_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let px = Setup::default().start();
+    mt().block_on(async {
+        for (version, option) in [(196610i32, None), (196610, Some("_pq_.test_option")), (196608, Some("_pq_.other"))] {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", px.port)).await.unwrap();
+            let mut body = version.to_be_bytes().to_vec();
+            for (k, v) in [("user", "app"), ("database", "app")].into_iter().chain(option.map(|o| (o, "on"))) {
+                body.extend_from_slice(k.as_bytes());
+                body.push(0);
+                body.extend_from_slice(v.as_bytes());
+                body.push(0);
+            }
+            body.push(0);
+            let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+            packet.extend_from_slice(&body);
+            s.write_all(&packet).await.unwrap();
+            let mut head = [0u8; 5];
+            s.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[0], b'v', "NegotiateProtocolVersion first ({version}, {option:?})");
+            let mut rest = vec![0u8; i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4];
+            s.read_exact(&mut rest).await.unwrap();
+            assert_eq!(i32::from_be_bytes(rest[0..4].try_into().unwrap()), 196608, "newest version: 3.0");
+            let n = i32::from_be_bytes(rest[4..8].try_into().unwrap());
+            assert_eq!(n, option.is_some() as i32);
+            if let Some(o) = option {
+                assert_eq!(&rest[8..], format!("{o}\0").as_bytes());
+            }
+            // Then the password exchange, as for any 3.0 client.
+            s.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[0], b'R', "authentication request after the negotiation");
+        }
+        // A 3.0 client without options sees no NegotiateProtocolVersion.
+        let c = px.connect().await;
+        assert_eq!(scalar(&c, "select 1").await, "1");
+    });
+}

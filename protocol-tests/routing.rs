@@ -309,3 +309,99 @@ fn a_write_parsed_in_a_pipeline_after_reads_goes_to_the_primary() {
         assert_eq!(n, 20);
     });
 }
+
+/// Everything up to and including the next message of type `tag`.
+async fn until(c: &mut common::raw::Raw, tag: fn(&common::raw::Msg) -> bool) -> Vec<common::raw::Msg> {
+    let mut v = vec![];
+    loop {
+        let m = c.next().await;
+        let stop = tag(&m);
+        v.push(m);
+        if stop {
+            return v;
+        }
+    }
+}
+
+/// asyncpg runs every statement in two round trips: Parse/Describe/Flush, then
+/// Bind/Execute/Sync. A write prepared so (named or unnamed, on a fresh connection,
+/// outside a transaction) runs on the primary instead of failing on a replica (25006).
+#[test]
+fn a_write_prepared_before_a_flush_runs_on_the_primary() {
+    use bytes::BytesMut;
+    use common::raw::{self, Msg, Raw};
+    use postgres_protocol::message::frontend;
+    let _s = serial();
+    schema();
+    let px = start("");
+    mt().block_on(async {
+        replicas_ready(&px).await;
+        for (round, name) in ["__asyncpg_stmt_1__", ""].into_iter().enumerate() {
+            let mut c = Raw::connect(px.port, "app", "app", "app").await;
+            let mut out = BytesMut::new();
+            let sql = "insert into routed (id, v) values ($1::bigint, $2) returning inet_server_port()::text";
+            frontend::parse(name, sql, std::iter::empty(), &mut out).unwrap();
+            frontend::describe(b'S', name, &mut out).unwrap();
+            frontend::flush(&mut out);
+            c.send(&out).await;
+            // ParseComplete, ParameterDescription, RowDescription: the answer to the Flush.
+            let msgs = until(&mut c, |m| *m == Msg::Other(b'T')).await;
+            assert_eq!(msgs, [Msg::Other(b'1'), Msg::Other(b't'), Msg::Other(b'T')]);
+            let mut out = BytesMut::new();
+            let id = (910_000 + round).to_string();
+            raw::bind_execute(&mut out, name, &[&id, "flush-prepared"]);
+            frontend::sync(&mut out);
+            c.send(&out).await;
+            let msgs = c.until_ready(1).await;
+            assert!(raw::errors(&msgs).is_empty(), "statement {name:?}: {msgs:?}");
+            assert_eq!(raw::rows(&msgs), [[Some(primary_port())]], "statement {name:?} ran on the primary");
+        }
+    });
+}
+
+/// Messages a Flush left without their Sync on a replica (a read already executed,
+/// then a write prepared) do not keep the client there: pgmux ends them with a Sync
+/// of its own, hidden from the client, and the write runs on the primary. The client
+/// sees every answer it asked for, and exactly one ReadyForQuery.
+#[test]
+fn a_request_left_unsynced_on_a_replica_does_not_decide_where_a_write_runs() {
+    use bytes::BytesMut;
+    use common::raw::{self, Msg, Raw};
+    use postgres_protocol::message::frontend;
+    let _s = serial();
+    schema();
+    let px = start("");
+    mt().block_on(async {
+        replicas_ready(&px).await;
+        let replicas: Vec<String> = cluster().replicas.iter().map(|r| r.port.to_string()).collect();
+        for round in 0..10i64 {
+            let mut c = Raw::connect(px.port, "app", "app", "app").await;
+            // A read, executed before a Flush: it runs on a replica, its rows arrive.
+            let mut out = BytesMut::new();
+            raw::extended(&mut out, "select inet_server_port()::text", &[]);
+            frontend::flush(&mut out);
+            c.send(&out).await;
+            let msgs = until(&mut c, |m| matches!(m, Msg::Complete(_))).await;
+            let rows = raw::rows(&msgs);
+            assert!(replicas.contains(rows[0][0].as_ref().unwrap()), "round {round}: the read ran on a replica: {msgs:?}");
+            // A write, prepared before a Flush, then executed: sent in one go.
+            let mut out = BytesMut::new();
+            let sql = "insert into routed (id, v) values ($1::bigint, 'after-unsynced') returning inet_server_port()::text";
+            frontend::parse("w", sql, std::iter::empty(), &mut out).unwrap();
+            frontend::describe(b'S', "w", &mut out).unwrap();
+            frontend::flush(&mut out);
+            raw::bind_execute(&mut out, "w", &[&(920_000 + round).to_string()]);
+            frontend::sync(&mut out);
+            c.send(&out).await;
+            let msgs = c.until_ready(1).await;
+            assert!(raw::errors(&msgs).is_empty(), "round {round}: {msgs:?}");
+            assert_eq!(raw::rows(&msgs), [[Some(primary_port())]], "round {round}: {msgs:?}");
+            // Nothing more: the hidden Sync's ReadyForQuery did not reach the client.
+            let msgs = c.simple("select 'next'").await;
+            assert_eq!(raw::rows(&msgs), [[Some("next".to_string())]], "round {round}: {msgs:?}");
+        }
+        let on_primary = direct(cluster().primary.port).await;
+        let n: i64 = on_primary.query_one("select count(*) from routed where v = 'after-unsynced'", &[]).await.unwrap().get(0);
+        assert_eq!(n, 10);
+    });
+}

@@ -156,6 +156,9 @@ fn simplify(m: Message) -> Msg {
         }
         Message::ParseComplete => Msg::Other(b'1'),
         Message::BindComplete => Msg::Other(b'2'),
+        Message::ParameterDescription(_) => Msg::Other(b't'),
+        Message::RowDescription(_) => Msg::Other(b'T'),
+        Message::NoData => Msg::Other(b'n'),
         _ => Msg::Other(0),
     }
 }

@@ -51,6 +51,9 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
     })
 }
 
+/// The admin console's name in the rows PgBouncer lists for it.
+const ADMIN_DB: &str = "pgbouncer";
+
 fn pool_mode(proxy: &Proxy) -> &'static str {
     match proxy.config().pool.mode {
         crate::config::PoolMode::Transaction => "transaction",
@@ -107,6 +110,11 @@ fn pools(proxy: &Proxy) -> ResultSet {
             n(pool_mode(proxy)),
         ]);
     }
+    // The admin console's own pool, as PgBouncer lists it from the start.
+    let mut admin = vec![n(ADMIN_DB), n(ADMIN_DB)];
+    admin.extend((0..13).map(|_| n(0)));
+    admin.push(n("statement"));
+    rows.push(admin);
     ResultSet { columns: cols.to_vec(), rows }
 }
 
@@ -130,7 +138,10 @@ fn stats(proxy: &Proxy) -> ResultSet {
         ("avg_wait_time", true),
     ];
     let secs = proxy.started.elapsed().as_secs().max(1);
-    let mut per_db: std::collections::BTreeMap<String, [u64; 7]> = Default::default();
+    // A row for every configured database and the admin console from the start, as
+    // PgBouncer shows them: exporters index rows by database.
+    let mut per_db: std::collections::BTreeMap<String, [u64; 7]> =
+        proxy.config().databases.keys().chain(std::iter::once(&ADMIN_DB.to_string())).map(|db| (db.clone(), [0; 7])).collect();
     for (db, p) in proxy.pool_sets() {
         let t = per_db.entry(db).or_default();
         for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
@@ -347,8 +358,16 @@ fn databases(proxy: &Proxy) -> ResultSet {
                 n(0),
             ]
         })
+        .chain(std::iter::once(admin_database_row(config.listen.parse::<std::net::SocketAddr>().map_or(6432, |a| a.port()))))
         .collect();
     ResultSet { columns: cols.to_vec(), rows }
+}
+
+/// The admin console's row in SHOW DATABASES, as PgBouncer shows it.
+fn admin_database_row(port: u16) -> Vec<Option<String>> {
+    let mut row = vec![n(ADMIN_DB), None, n(port), n(ADMIN_DB), n(ADMIN_DB), n(2), n(0), n(0), n(0), n("statement")];
+    row.extend((0..4).map(|_| n(0)));
+    row
 }
 
 /// PgBouncer 1.23's columns: `pool_size` is the user's own (NULL when not set),
@@ -494,8 +513,17 @@ mod tests {
         assert_eq!(cols, "name host port database force_user pool_size min_pool_size reserve_pool server_lifetime pool_mode max_connections current_connections paused disabled");
         assert_eq!(
             rows,
-            ["app 127.0.0.1 5432 app NULL 5 1 0 3600 transaction 4 0 0 0", "big 127.0.0.1 5432 big NULL 8 1 2 3600 transaction 0 0 1 0",]
+            [
+                "app 127.0.0.1 5432 app NULL 5 1 0 3600 transaction 4 0 0 0",
+                "big 127.0.0.1 5432 big NULL 8 1 2 3600 transaction 0 0 1 0",
+                "pgbouncer NULL 6432 pgbouncer pgbouncer 2 0 0 0 statement 0 0 0 0",
+            ]
         );
+        let (_, rows) = text(&stats(&proxy));
+        let dbs: Vec<&str> = rows.iter().map(|r| r.split(' ').next().unwrap()).collect();
+        assert_eq!(dbs, ["app", "big", "pgbouncer"], "a row for every database before any client came");
+        let (_, rows) = text(&pools(&proxy));
+        assert_eq!(rows, ["pgbouncer pgbouncer 0 0 0 0 0 0 0 0 0 0 0 0 0 statement"]);
         let (cols, rows) = text(&users(&proxy));
         assert_eq!(cols, "name pool_size pool_mode max_user_connections current_connections");
         assert_eq!(rows, ["app 2 transaction 3 0", "other NULL transaction 0 0"]);

@@ -78,6 +78,15 @@ impl Relay<'_> {
         }
     }
 
+    /// Queues a Sync of pgmux's own (its ReadyForQuery is hidden by the relay).
+    pub(super) fn sync_own(&mut self) {
+        postgres_protocol::message::frontend::sync(&mut self.server.wbuf);
+        self.txn.client_sent(codes::SYNC);
+        if self.statements.is_some() {
+            self.server.expect.push_back(super::rewrite::Expect::Ready);
+        }
+    }
+
     /// Sends the kept request again after "cached plan must not change result type":
     /// first `DEALLOCATE ALL` (its answer hidden), then the client's bytes, rewritten
     /// afresh so that every statement is prepared again.

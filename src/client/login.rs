@@ -91,8 +91,9 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startu
         return Err(ClientError::TooManyClients.into());
     }
     let mut out = BytesMut::with_capacity(512);
-    if startup.minor_version > 0 {
-        let unsupported = startup.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+    // As PostgreSQL: a newer minor version, or `_pq_.` options (none are known here).
+    let unsupported: Vec<String> = startup.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+    if startup.minor_version > 0 || !unsupported.is_empty() {
         backend::negotiate_protocol(&mut out, unsupported);
     }
     match authenticate(stream, proxy, &user, &database, &mut out).await {

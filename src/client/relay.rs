@@ -193,6 +193,8 @@ impl Relay<'_> {
         let mut s_out = 0usize;
         // The client's first message(s) are already buffered.
         let mut reroute = false;
+        // A Sync of pgmux's own awaits its ReadyForQuery (hidden from the client).
+        let mut own_sync = false;
         let mut client_done = match self.scan_client(&mut retry, &mut reroute) {
             Ok(r) => r,
             Err(e) => return e,
@@ -225,7 +227,9 @@ impl Relay<'_> {
             let c_out = c_out + self.server.stream.out_pending() as usize;
             let s_out_due = s_out + self.client.out_pending() as usize;
             if s_out_due == 0 && c_out == 0 {
-                if client_done && self.txn.quiescent() {
+                // A client gone after messages without their Sync (asyncpg's prepare
+                // and close) leaves nothing to wait for: the session ends them.
+                if client_done && self.txn.answered() {
                     return RelayEnd::ClientGone;
                 }
                 if self.txn.at_boundary() {
@@ -235,9 +239,16 @@ impl Relay<'_> {
                         Hold::Session => {}
                     }
                 }
-                // Nothing awaited (a Flush may have left the batch unsynced: the
-                // session deals with that).
-                if reroute && self.txn.pending == 0 && !self.txn.copy_in {
+                // Nothing awaited. Messages a Flush left without their Sync are ended
+                // first with a Sync of pgmux's own, once their answers are in, so that
+                // they do not decide where the next request runs: in an implicit
+                // transaction the server is then free to go.
+                if reroute && self.txn.answered() {
+                    if self.txn.syncable() {
+                        self.sync_own();
+                        own_sync = true;
+                        continue;
+                    }
                     return RelayEnd::Reroute;
                 }
             }
@@ -368,6 +379,16 @@ impl Relay<'_> {
                             }
                         }
                         let len = HEADER_LEN + body.len();
+                        if own_sync && tag == codes::READY_FOR_QUERY && txn.pending == 0 {
+                            // The answer to pgmux's own Sync: the client did not ask.
+                            own_sync = false;
+                            stats.queries -= 1;
+                            if rewriting {
+                                on_server_message(tag, at, body, expect, statements, &mut edits);
+                            }
+                            edits.hide.push((at, len));
+                            return Ok(Step::Continue);
+                        }
                         if retry.hiding() {
                             if f_is_streaming {
                                 partial_hidden = true;

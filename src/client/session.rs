@@ -474,8 +474,26 @@ impl Session<'_> {
 
     /// Returns a connection whose client left: clean at a boundary (reset in session
     /// mode), rolled back if idle in a transaction, otherwise cancelled and closed.
+    /// Messages the client left without their Sync are ended with one first.
     async fn recycle(&self, mut lease: Lease, txn: &TxnTracker) {
         let timeout = lease.pool().settings().connect_timeout;
+        let mut synced;
+        let txn = if txn.answered() && txn.unsynced {
+            synced = txn.clone();
+            match lease.conn_mut().sync(timeout).await {
+                Ok(r) => {
+                    synced.client_sent(codes::SYNC);
+                    synced.server_sent(codes::READY_FOR_QUERY, &[r.status]);
+                }
+                Err(_) => {
+                    lease.discard();
+                    return;
+                }
+            }
+            &synced
+        } else {
+            txn
+        };
         let cleanup = if txn.at_boundary() {
             match self.proxy.config().pool.mode {
                 PoolMode::Session => Some(self.proxy.config().pool.server_reset_query.clone()),

@@ -31,11 +31,27 @@ pub struct TxnTracker {
     copy_ended: bool,
     /// The client sent a Describe in this transaction (it will learn result shapes).
     pub described: bool,
+    /// An ErrorResponse came since the last ReadyForQuery: the server skips the
+    /// client's messages up to its next Sync.
+    pub failed: bool,
+    /// A portal was suspended (Execute with a row limit) since the last ReadyForQuery:
+    /// the client may resume it before its Sync.
+    pub suspended: bool,
 }
 
 impl Default for TxnTracker {
     fn default() -> Self {
-        TxnTracker { pending: 0, unsynced: false, status: TXN_IDLE, copy_in: false, copy_window: 0, copy_ended: false, described: false }
+        TxnTracker {
+            pending: 0,
+            unsynced: false,
+            status: TXN_IDLE,
+            copy_in: false,
+            copy_window: 0,
+            copy_ended: false,
+            described: false,
+            failed: false,
+            suspended: false,
+        }
     }
 }
 
@@ -91,6 +107,16 @@ impl TxnTracker {
                 self.pending = self.pending.saturating_sub(1);
                 self.status = body.first().copied().unwrap_or(TXN_IDLE);
                 self.copy_in = false;
+                self.failed = false;
+                self.suspended = false;
+                0
+            }
+            ERROR_RESPONSE => {
+                self.failed = true;
+                0
+            }
+            PORTAL_SUSPENDED => {
+                self.suspended = true;
                 0
             }
             COPY_IN_RESPONSE | COPY_BOTH_RESPONSE => {
@@ -113,6 +139,21 @@ impl TxnTracker {
     /// Nothing in flight, but maybe inside a transaction block: a ROLLBACK cleans it.
     pub fn quiescent(&self) -> bool {
         self.pending == 0 && !self.unsynced && !self.copy_in
+    }
+
+    /// Every answer is in (no Sync or Query awaits one, no COPY runs), though
+    /// extended-protocol messages may still wait for their Sync.
+    pub fn answered(&self) -> bool {
+        self.pending == 0 && !self.copy_in
+    }
+
+    /// Only extended-protocol messages without their Sync keep the server, they went
+    /// well, and no portal waits to be resumed: a Sync of pgmux's own ends them with
+    /// nothing lost (an implicit transaction commits what it read; a transaction
+    /// block stays open). After an error the client counts on the server skipping
+    /// to its own Sync, so that case is not syncable.
+    pub fn syncable(&self) -> bool {
+        self.answered() && self.unsynced && !self.failed && !self.suspended
     }
 }
 
@@ -211,6 +252,25 @@ mod tests {
         t.client_sent(SYNC);
         t.server_sent(READY_FOR_QUERY, b"I");
         assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn a_prepare_before_a_flush_is_syncable_unless_it_failed() {
+        let mut t = TxnTracker::default();
+        for tag in [PARSE, DESCRIBE, FLUSH] {
+            t.client_sent(tag);
+        }
+        assert!(t.answered() && t.syncable() && !t.quiescent());
+        t.server_sent(ERROR_RESPONSE, b"");
+        assert!(!t.syncable(), "the client counts on the server skipping to its Sync");
+        t.client_sent(SYNC);
+        t.server_sent(READY_FOR_QUERY, b"I");
+        assert!(t.at_boundary() && !t.failed);
+        for tag in [BIND, EXECUTE, FLUSH] {
+            t.client_sent(tag);
+        }
+        t.server_sent(PORTAL_SUSPENDED, b"");
+        assert!(!t.syncable(), "the client may resume the portal");
     }
 
     #[test]

@@ -112,10 +112,16 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     put(pgwire::messages::response::CommandComplete::new(tag.to_string()), buf);
 }
 
-/// Tells a client asking for protocol 3.x (x > 0) that pgmux speaks 3.0, and which
-/// `_pq_.` options it ignores.
+/// The newest protocol version pgmux speaks with clients: 3.0, as
+/// `(major << 16) | minor`.
+pub const NEWEST_PROTOCOL: i32 = 3 << 16;
+
+/// Tells a client that asked for a newer minor version, or for `_pq_.` options, which
+/// version pgmux speaks and which options it ignores. The version field is a whole
+/// protocol version number, as PostgreSQL sends it (libpq 18 reads a 0 there as a
+/// downgrade to before 3.0 and gives up).
 pub fn negotiate_protocol(buf: &mut BytesMut, unsupported: Vec<String>) {
-    put(NegotiateProtocolVersion::new(0, unsupported), buf);
+    put(NegotiateProtocolVersion::new(NEWEST_PROTOCOL, unsupported), buf);
 }
 
 #[cfg(test)]
@@ -132,6 +138,16 @@ mod tests {
         assert_eq!(len + 1, b.len());
         assert!(b.windows(6).any(|w| w == b"C28P01"));
         assert_eq!(*b.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn negotiation_names_protocol_3_0_and_the_ignored_options() {
+        let mut b = BytesMut::new();
+        negotiate_protocol(&mut b, vec!["_pq_.x".into()]);
+        assert_eq!(b[0], b'v');
+        assert_eq!(&b[5..9], &196608i32.to_be_bytes(), "version 3.0, as (3 << 16) | 0");
+        assert_eq!(&b[9..13], &1i32.to_be_bytes());
+        assert_eq!(&b[13..], b"_pq_.x\0");
     }
 
     #[test]

@@ -8,6 +8,14 @@
 //! named statement uses the verdict kept with the statement (classified once); a
 //! Bind of the unnamed statement uses the Parse before it, or the client's last
 //! unnamed Parse. Nothing is copied or allocated; only whole messages are read.
+//!
+//! A Parse runs nothing, so in a request that ends with Sync it does not decide
+//! where the request goes (the statement is prepared again wherever it is used).
+//! A request that ends with Flush is different: the server stays attached for what
+//! follows, and what follows is, as a rule, the Bind of what was just parsed
+//! (asyncpg prepares every statement with Parse/Describe/Flush and runs it with
+//! Bind/Execute/Sync). So there a Parse of a statement that is not a read makes
+//! the request not a read: the statement is prepared where it will run.
 
 use crate::prepared::ClientStatements;
 use crate::protocol::codes;
@@ -186,6 +194,8 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
     // The verdict on the unnamed statement as of this point of the request.
     let mut unnamed: Option<Verdict> = None;
     let mut parsed = Parsed::default();
+    // A statement parsed here that is not a read (see the module doc on Flush).
+    let mut parsed_other = false;
     let mut first = true;
     loop {
         if buf.len() < at + HEADER_LEN {
@@ -221,6 +231,7 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 let Some((name, rest)) = cstr(body) else { return Scan::Malformed };
                 let Some((text, _)) = cstr(rest) else { return Scan::Malformed };
                 let v = Verdict::of(text, cfg);
+                parsed_other |= !v.reads;
                 if name.is_empty() {
                     unnamed = Some(v);
                 } else {
@@ -252,7 +263,12 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 req.len = at;
                 return Scan::Complete(req);
             }
-            codes::SYNC | codes::FLUSH | codes::TERMINATE => {
+            codes::FLUSH => {
+                req.read &= !parsed_other;
+                req.len = at;
+                return Scan::Complete(req);
+            }
+            codes::SYNC | codes::TERMINATE => {
                 req.len = at;
                 return Scan::Complete(req);
             }
@@ -453,6 +469,25 @@ mod tests {
         frontend::parse("S_11", "delete from t", [], &mut p).unwrap();
         frontend::sync(&mut p);
         assert!(complete(scan(&p)).read);
+    }
+
+    #[test]
+    fn a_write_prepared_before_a_flush_is_not_a_read() {
+        // asyncpg: Parse/Describe/Flush, then Bind/Execute/Sync in the next request.
+        for name in ["__asyncpg_stmt_1__", ""] {
+            let mut p = BytesMut::new();
+            frontend::parse(name, "insert into t values ($1, $2)", [], &mut p).unwrap();
+            frontend::describe(b'S', name, &mut p).unwrap();
+            frontend::flush(&mut p);
+            let r = complete(scan(&p));
+            assert!(!r.read, "{name:?}: the Bind that follows runs where this is prepared");
+            assert_eq!(r.len, p.len());
+        }
+        let mut p = BytesMut::new();
+        frontend::parse("s", "select $1::int", [], &mut p).unwrap();
+        frontend::describe(b'S', "s", &mut p).unwrap();
+        frontend::flush(&mut p);
+        assert!(complete(scan(&p)).read, "a read prepared before a Flush may go to a replica");
     }
 
     #[test]

@@ -104,6 +104,19 @@ impl ServerConn {
         }
     }
 
+    /// Ends the extended-protocol messages a client left without their Sync (every
+    /// answer to them already read): sends a Sync and reads to its ReadyForQuery.
+    /// An implicit transaction ends with it; an open transaction block stays open.
+    pub async fn sync(&mut self, timeout: Duration) -> io::Result<InternalResult> {
+        self.expect.clear();
+        let mut out = BytesMut::new();
+        frontend::sync(&mut out);
+        match tokio::time::timeout(timeout, self.exchange(out)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "internal sync timed out")),
+        }
+    }
+
     async fn exchange(&mut self, out: BytesMut) -> io::Result<InternalResult> {
         self.stream.write_all(&out).await?;
         let mut error = None;
