@@ -27,11 +27,13 @@
 pub mod admin;
 pub mod auth;
 pub mod cancel;
+pub mod cancel_key;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod import;
 pub mod kill;
 pub mod memory;
