@@ -37,7 +37,17 @@ fn mode(m: PoolMode) -> &'static str {
 }
 
 /// Keys that need a restart; everything else is applied by RELOAD.
-const RESTART_ONLY: &[&str] = &["listen", "metrics_listen", "log_format"];
+const RESTART_ONLY: &[&str] = &[
+    "listen",
+    "metrics_listen",
+    "log_format",
+    "unix_socket_dir",
+    "fleet.peers",
+    "fleet.peers_dns",
+    "fleet.share_pools",
+    "fleet.heartbeat_interval",
+    "fleet.peer_timeout",
+];
 
 /// (key, value, default) of every key, in the README's order.
 pub fn items(c: &Config) -> Vec<(String, String, String)> {
@@ -102,6 +112,13 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
         (s("pool_pressure_waiting"), c.pool_pressure_waiting.to_string(), s("0")),
         (s("pool_pressure_wait"), dur(c.pool_pressure_wait), s("0")),
         (s("shutdown_timeout"), dur(c.shutdown_timeout), secs(30)),
+        (s("drain_delay"), dur(c.drain_delay), s("0")),
+        (s("unix_socket_dir"), opt(c.unix_socket_dir.as_ref().map(|p| p.display())), s("")),
+        (s("fleet.peers"), c.fleet.as_ref().map(|f| f.peers.join(",")).unwrap_or_default(), s("")),
+        (s("fleet.peers_dns"), opt(c.fleet.as_ref().and_then(|f| f.peers_dns.as_ref())), s("")),
+        (s("fleet.share_pools"), c.fleet.as_ref().is_some_and(|f| f.share_pools).to_string(), s("false")),
+        (s("fleet.heartbeat_interval"), c.fleet.as_ref().map(|f| dur(f.heartbeat_interval)).unwrap_or_default(), secs(1)),
+        (s("fleet.peer_timeout"), c.fleet.as_ref().map(|f| dur(f.peer_timeout)).unwrap_or_default(), secs(3)),
         (s("pool.mode"), s(mode(p.mode)), s("transaction")),
         (s("pool.size"), p.size.to_string(), s("10")),
         (s("pool.min_pool_size"), p.min_pool_size.to_string(), s("0")),

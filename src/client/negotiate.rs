@@ -74,6 +74,8 @@ pub async fn first_packets(mut tcp: TcpStream, proxy: &Proxy) -> Result<(Stream,
                 }
                 return Err((None, Refusal::Silent));
             }
+            // Not part of a fleet (yet): nothing to say to a peer.
+            FirstPacket::Fleet(_) => return Err((None, Refusal::Silent)),
             FirstPacket::Startup(s) => {
                 if !stream.is_tls() && proxy.client_tls.load().mode == ClientTlsMode::Require {
                     let e = PgError::fatal(SqlState::INVALID_AUTHORIZATION, "pgmux: SSL required (tls.mode is require)");

@@ -6,6 +6,7 @@
 //! The parsed config is immutable; a reload builds a new one.
 
 mod access;
+mod fleet;
 mod limits;
 mod routing;
 mod tls;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use access::{default_auth_query, Cidr, HbaAction, HbaRule};
+pub use fleet::FleetConfig;
 pub use routing::{Route, RoutingConfig};
 pub use tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode};
 pub use units::{ByteSize, Dur};
@@ -33,6 +35,13 @@ pub struct Config {
     pub listen: String,
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Also listen on the Unix socket `<dir>/.s.PGSQL.<port of listen>`, as
+    /// PostgreSQL and PgBouncer do. Read at start only.
+    #[serde(default)]
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Other pgmux instances this one works with (cancel routing, a shared budget).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     #[serde(default = "defaults::max_client_connections")]
     pub max_client_connections: usize,
     /// Threads serving clients (1, the default: one thread, like PgBouncer, with
@@ -63,6 +72,10 @@ pub struct Config {
     /// On SIGTERM, how long running transactions may take to finish.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: Dur,
+    /// On SIGTERM, how long to keep accepting clients (while `/readyz` says 503)
+    /// before the drain begins, so that load balancers stop sending new ones first.
+    #[serde(default = "defaults::off")]
+    pub drain_delay: Dur,
     /// Named statements kept prepared per server connection (transaction mode).
     #[serde(default = "defaults::max_prepared_statements")]
     pub max_prepared_statements: usize,
@@ -395,6 +408,9 @@ impl Config {
         }
         if self.max_client_connections == 0 {
             return err("max_client_connections", "must be at least 1".into());
+        }
+        if let Some(f) = &self.fleet {
+            f.validate()?;
         }
         if self.max_message_size.0 < 1024 || self.max_message_size.0 > (1 << 30) {
             return err("max_message_size", "must be between 1kB and 1GB".into());

@@ -92,3 +92,25 @@ fn tls_files_are_checked_at_load() {
     let c = parse(CONTRACT).unwrap();
     assert_eq!((c.tls.mode, c.tls.cert.is_none()), (ClientTlsMode::Allow, true));
 }
+
+#[test]
+fn fleet_block_is_checked() {
+    let base = "users:\n  - name: app\n    password: app\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\n";
+    let ok = format!(
+        "{base}fleet:\n  peers: [127.0.0.1:6441, 127.0.0.1:6442]\n  secret: change-me-to-a-long-random-string\n  share_pools: true\n"
+    );
+    let c = Config::parse(&ok, Path::new("t.yaml")).unwrap();
+    let f = c.fleet.as_ref().unwrap();
+    assert!(f.share_pools);
+    assert_eq!(f.peer_timeout.0, std::time::Duration::from_secs(3));
+    for (yaml, want) in [
+        ("fleet:\n  secret: change-me-to-a-long-random-string\n", "fleet.peers"),
+        ("fleet:\n  peers: [a:1]\n  peers_dns: b:2\n  secret: change-me-to-a-long-random-string\n", "fleet.peers_dns"),
+        ("fleet:\n  peers: [nohost]\n  secret: change-me-to-a-long-random-string\n", "fleet.peers"),
+        ("fleet:\n  peers: [a:1]\n  secret: short\n", "fleet.secret"),
+        ("fleet:\n  peers: [a:1]\n  secret: change-me-to-a-long-random-string\n  peer_timeout: 1s\n", "fleet.peer_timeout"),
+    ] {
+        let e = Config::parse(&format!("{base}{yaml}"), Path::new("t.yaml")).unwrap_err().to_string();
+        assert!(e.contains(want), "{yaml}: {e}");
+    }
+}

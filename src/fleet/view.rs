@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::wire::{Beat, PeerState};
+use super::wire::Beat;
 
 /// A set of live instances, identified by their nonces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +174,8 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::fleet::wire::PeerState;
 
     fn beat(nonce: u64, view: &View, compliant: bool) -> Beat {
         Beat { nonce, instance: nonce as u16, state: PeerState::Ready, view: view.hash(), compliant }

@@ -18,7 +18,13 @@ const PROTOCOL_3: u16 = 3;
 pub enum FirstPacket {
     Ssl,
     GssEnc,
-    Cancel { pid: i32, secret: Vec<u8> },
+    Cancel {
+        pid: i32,
+        secret: Vec<u8>,
+    },
+    /// A packet from another pgmux instance of the fleet (its body after the code;
+    /// see `fleet::wire`).
+    Fleet(Vec<u8>),
     Startup(Startup),
 }
 
@@ -74,9 +80,13 @@ pub fn parse(body: &[u8]) -> Result<FirstPacket, StartupError> {
             if rest.len() < 8 {
                 return Err(StartupError::Malformed("short cancel request"));
             }
+            if rest.len() > 4 + crate::cancel_key::MAX_KEY_LEN {
+                return Err(StartupError::Malformed("cancel key longer than 256 bytes"));
+            }
             let pid = i32::from_be_bytes(rest[..4].try_into().unwrap());
             Ok(FirstPacket::Cancel { pid, secret: rest[4..].to_vec() })
         }
+        crate::fleet::wire::FLEET_REQUEST_CODE => Ok(FirstPacket::Fleet(rest.to_vec())),
         _ => {
             let (major, minor) = ((code >> 16) as u16, (code & 0xffff) as u16);
             if major != PROTOCOL_3 {
