@@ -4,7 +4,14 @@
 //! budget among the instances that are alive.
 //!
 //! - [`wire`]: the peer packets and their authentication;
-//! - [`view`]: membership and shares, without I/O.
+//! - [`view`]: membership and shares, without I/O;
+//! - [`peers`]: the heartbeat rounds, answering peers, forwarding cancels.
 
+pub mod peers;
 pub mod view;
 pub mod wire;
+
+pub use peers::{Fleet, Forward};
+
+#[cfg(test)]
+mod tests;

@@ -114,6 +114,12 @@ impl Shares {
         self.view.share(self.me, total)
     }
 
+    /// Shares under `view` with nothing settled: only [`Shares::target`] is of use
+    /// (to ask the pools whether they are within it).
+    pub fn probe(view: View, me: u64) -> Shares {
+        Shares { view, settled: None, me }
+    }
+
     /// A single instance, or sharing off: everything.
     pub fn whole() -> Shares {
         let view = View::new(vec![0]);
