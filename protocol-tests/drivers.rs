@@ -16,6 +16,8 @@
 //! write `target/driver-matrix/<driver>.<target>.txt` and leave the default files alone.
 
 mod common;
+#[path = "drivers/rust/workloads.rs"]
+mod rust_workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -199,10 +201,35 @@ fn run_driver(key: &str, driver: &str, version: &str, what: &str, mut cmd: Comma
         .env("PGMUX_EXPECT_SPREAD", if ep.expect_spread { "1" } else { "0" })
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1");
+    // pgmux's admin console (user `admin`, database `pgbouncer`), for workloads that check
+    // what pgmux holds; absent when the workload talks to PostgreSQL directly.
+    if ep.pgmux.is_some() {
+        cmd.env("PGMUX_ADMIN_USER", "admin").env("PGMUX_ADMIN_PASSWORD", "admin");
+    } else {
+        cmd.env_remove("PGMUX_ADMIN_USER").env_remove("PGMUX_ADMIN_PASSWORD");
+    }
     let t0 = Instant::now();
     let (ok, stdout, stderr, ended) = run_with_timeout(cmd, TIMEOUT);
     let secs = t0.elapsed().as_secs_f64();
     let summary = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no output)").to_string();
+    record(key, driver, version, what, &ep, Ran { ok, summary, stdout, stderr, ended, secs });
+}
+
+/// How a workload ended.
+struct Ran {
+    ok: bool,
+    /// The workload's summary line (its last line of output).
+    summary: String,
+    stdout: String,
+    /// Its failures, one `FAIL` line each (then details).
+    stderr: String,
+    ended: String,
+    secs: f64,
+}
+
+/// Writes the matrix file of a run, prints its summary, and fails the test if it failed.
+fn record(key: &str, driver: &str, version: &str, what: &str, ep: &Endpoint, ran: Ran) {
+    let Ran { ok, summary, stdout, stderr, ended, secs } = ran;
     let mut lines = vec![
         ("driver", driver.to_string()),
         ("version", version.to_string()),
@@ -236,6 +263,42 @@ fn run_driver(key: &str, driver: &str, version: &str, what: &str, mut cmd: Comma
             log_tail.join("\n")
         );
     }
+}
+
+/// Runs an in-process (Rust) workload against the endpoint, like `run_driver` runs a
+/// subprocess: recorded in the matrix, the test failing with every failure.
+fn run_rust_driver<F>(key: &str, driver: &str, package: &str, what: &str, workload: impl FnOnce(rust_workloads::Where) -> F)
+where
+    F: std::future::Future<Output = rust_workloads::Found>,
+{
+    let ep = endpoint();
+    let version = locked_version(package);
+    let at = rust_workloads::Where { port: ep.port, pool_size: ep.pool_size, expect_spread: ep.expect_spread };
+    let t0 = Instant::now();
+    let found = common::mt().block_on(async { tokio::time::timeout(TIMEOUT, workload(at)).await });
+    let secs = t0.elapsed().as_secs_f64();
+    let (ok, summary, stderr, ended) = match found {
+        Ok(f) if f.failures.is_empty() => (true, f.summary, String::new(), "finished".to_string()),
+        Ok(f) => {
+            let first = f.failures[0].lines().next().unwrap_or("").to_string();
+            let mut err: String = f.failures.iter().take(10).map(|e| format!("{driver}: FAIL: {e}\n")).collect();
+            if f.failures.len() > 10 {
+                err.push_str(&format!("{driver}: ... and {} more failures\n", f.failures.len() - 10));
+            }
+            (false, format!("{driver}: FAILED ({} failures); first: {first}", f.failures.len()), err, "failed".to_string())
+        }
+        Err(_) => (false, "(timed out)".to_string(), String::new(), format!("stopped after {}s", TIMEOUT.as_secs())),
+    };
+    record(key, driver, &version, what, &ep, Ran { ok, stdout: summary.clone(), summary, stderr, ended, secs });
+}
+
+/// The version of a Rust package in Cargo.lock.
+fn locked_version(package: &str) -> String {
+    let lock = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap_or_default();
+    lock.split("[[package]]")
+        .find(|p| p.lines().any(|l| l.trim() == format!("name = \"{package}\"")))
+        .and_then(|p| p.lines().find_map(|l| l.trim().strip_prefix("version = \"")?.strip_suffix('"').map(str::to_string)))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn python_driver(key: &str, module: &str) -> String {
@@ -280,13 +343,14 @@ fn node_workload(script: &str) -> Command {
 fn psycopg_prepare_threshold_0() {
     let version = python_driver("psycopg", "psycopg");
     let mut cmd = python_workload("psycopg_workload.py");
-    cmd.env("PSYCOPG_PARTS", "prepared,evict");
+    cmd.env("PSYCOPG_PARTS", "prepared,evict,autocommit");
     run_driver(
         "psycopg",
         "psycopg",
         &version,
         "prepare_threshold=0 (every query server-prepared): 4 threads x 50 transactions, every 10th rolled back \
-         (psycopg then deallocates all); prepared_max=2 (evicted statements closed)",
+         (psycopg then deallocates all); prepared_max=2 (evicted statements closed); autocommit: INSERTs with parameters, \
+         executemany and COPY outside transactions, read back on the primary",
         cmd,
     );
 }
@@ -300,8 +364,8 @@ fn psycopg_pipeline_mode() {
         "psycopg-pipeline",
         "psycopg",
         &version,
-        "pipeline mode with prepare_threshold=0: 4 connections x 10 pipelines of 20 queries in autocommit, and \
-         executemany + queries pipelined inside transactions",
+        "pipeline mode with prepare_threshold=0: 4 connections x 10 pipelines of 20 queries and 4 INSERTs in autocommit, \
+         and executemany + queries pipelined inside transactions; every row read back on the primary",
         cmd,
     );
 }
@@ -326,7 +390,8 @@ fn node_postgres_named_queries() {
         "node-postgres",
         "node-postgres",
         &version,
-        "named queries {name, text, values}: 6 workers x 40 iterations on a pg.Pool of 6, in transactions and autocommit",
+        "named queries {name, text, values}: 6 workers x 40 iterations on a pg.Pool of 6, in transactions and autocommit, \
+         INSERTs with parameters outside transactions (named and unnamed); every row read back on the primary",
         node_workload("named_queries.js"),
     );
 }
@@ -375,7 +440,115 @@ fn pgjdbc_prepare_thresholds_0_1_5_with_autocommit_off() {
         "pgjdbc",
         &version,
         "prepareThreshold=0, 1 and 5: 4 threads x 40 transactions each, autocommit off (pgjdbc server-prepares its own \
-         BEGIN/COMMIT), explicit commit and rollback, PreparedStatement reuse, batches",
+         BEGIN/COMMIT), explicit commit and rollback, PreparedStatement reuse, batches; then autocommit on: INSERTs with \
+         parameters and batches outside transactions, read back on the primary",
+        cmd,
+    );
+}
+
+#[test]
+fn asyncpg_writes_outside_transactions_on_fresh_connections_reach_the_primary() {
+    let version = python_driver("asyncpg-writes", "asyncpg");
+    python_driver("asyncpg-writes", "psycopg"); // the workload reads pgmux's admin console with it
+    let mut cmd = python_workload("asyncpg_writes.py");
+    cmd.env("ASYNCPG_PARTS", "writes");
+    run_driver(
+        "asyncpg-writes",
+        "asyncpg",
+        &version,
+        "fresh connections, no explicit transaction (asyncpg prepares with Parse/Describe/Flush): execute and fetchval of \
+         parameterised INSERTs, executemany, copy_records_to_table, with the statement cache and statement_cache_size=0; \
+         a pool of 10 mixing those writes with reads; every row read back on the primary",
+        cmd,
+    );
+}
+
+#[test]
+fn asyncpg_clients_that_prepare_then_close_leave_pgmux_at_once() {
+    let version = python_driver("asyncpg-prepare-close", "asyncpg");
+    python_driver("asyncpg-prepare-close", "psycopg");
+    let mut cmd = python_workload("asyncpg_writes.py");
+    cmd.env("ASYNCPG_PARTS", "close");
+    run_driver(
+        "asyncpg-prepare-close",
+        "asyncpg",
+        &version,
+        "prepare() then close() on fresh connections, 4x the pool size, with the statement cache and statement_cache_size=0: \
+         each close returns within 2 s, then no client left and no server lent (SHOW CLIENTS, SHOW POOLS) and new clients \
+         each get a transaction at once",
+        cmd,
+    );
+}
+
+#[test]
+fn tokio_postgres_prepared_pipelined_and_copy_writes_outside_transactions() {
+    run_rust_driver(
+        "tokio-postgres",
+        "tokio-postgres",
+        "tokio-postgres",
+        "4 clients x 30 iterations: statements prepared once and per call, pipelined writes and reads outside transactions, \
+         transactions (some rolled back), COPY FROM STDIN; every row read back on the primary",
+        rust_workloads::tokio_postgres,
+    );
+}
+
+#[test]
+fn sqlx_statement_cache_unnamed_statements_and_a_pool_writing_outside_transactions() {
+    run_rust_driver(
+        "sqlx",
+        "sqlx",
+        "sqlx",
+        "4 connections x 30 iterations: statement cache (capacity 2 on some: evictions closed), persistent(false), \
+         writes outside transactions, transactions, copy_in_raw; a pool of 6 mixing writes and reads; every row read back \
+         on the primary",
+        rust_workloads::sqlx,
+    );
+}
+
+fn php_pdo_pgsql(key: &str) -> String {
+    let hint = "run scripts/test (as root it runs `apt-get install php-cli php-pgsql`), or install Debian's php-cli and php-pgsql";
+    let version = probe(Command::new("php").args(["-r", "echo PHP_VERSION;"]))
+        .unwrap_or_else(|| not_installed(key, "PHP PDO pgsql", &format!("`php` is missing: {hint}")));
+    if probe(Command::new("php").args(["-r", "exit(in_array('pgsql', PDO::getAvailableDrivers()) ? 0 : 1);"])).is_none() {
+        not_installed(key, "PHP PDO pgsql", &format!("PHP {version} has no PDO pgsql driver: {hint}"));
+    }
+    version
+}
+
+#[test]
+fn php_pdo_named_server_statements_reads_writes_and_deallocate() {
+    let version = php_pdo_pgsql("pdo-pgsql");
+    let mut cmd = Command::new("php");
+    cmd.arg(drivers_dir().join("php/pdo_workload.php")).current_dir(drivers_dir().join("php"));
+    run_driver(
+        "pdo-pgsql",
+        "PHP PDO pgsql",
+        &version,
+        "ATTR_EMULATE_PREPARES=false (named pdo_stmt_* statements, SQL DEALLOCATE when destroyed): 4 processes x 30 \
+         iterations of parameterised reads and writes outside and inside transactions, named parameters, DEALLOCATE \
+         checked; ATTR_EMULATE_PREPARES=true: 1 process; every row read back on the primary",
+        cmd,
+    );
+}
+
+#[test]
+fn ruby_pg_exec_params_prepared_statements_transactions_and_copy() {
+    let version = probe(Command::new("ruby").args(["-e", "require 'pg'; print PG::VERSION"])).unwrap_or_else(|| {
+        not_installed(
+            "ruby-pg",
+            "ruby-pg",
+            "`ruby -e \"require 'pg'\"` failed: run scripts/test (as root it runs `apt-get install ruby-pg`), or install Debian's ruby-pg",
+        )
+    });
+    let mut cmd = Command::new("ruby");
+    cmd.arg(drivers_dir().join("ruby/pg_workload.rb")).current_dir(drivers_dir().join("ruby"));
+    run_driver(
+        "ruby-pg",
+        "ruby-pg",
+        &version,
+        "4 connections (threads) x 30 iterations: exec_params and prepare/exec_prepared (named statements) reads and \
+         INSERTs outside transactions, transactions (some rolled back), copy_data in and out, DEALLOCATE and prepare \
+         again; every row read back on the primary",
         cmd,
     );
 }

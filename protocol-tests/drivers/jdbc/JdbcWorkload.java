@@ -8,7 +8,9 @@
 // PreparedStatement objects: pgjdbc server-prepares a statement (S_1, S_2, ...) once it
 // has run prepareThreshold times, and its own BEGIN too after a few transactions. Each
 // thread first uses its statements in a different order, so S_n is different SQL on
-// different connections. prepareThreshold=0 never server-prepares (a control).
+// different connections. prepareThreshold=0 never server-prepares (a control). Then each
+// thread writes with autocommit on: INSERTs with parameters and batches outside any
+// transaction, read back on the primary.
 
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -167,7 +169,7 @@ public class JdbcWorkload {
                 }
             }
             try (PreparedStatement q = conn.prepareStatement(
-                    "select count(*), coalesce(sum(i), 0) from " + TABLE + " where threshold = ? and thread = ?")) {
+                    "select count(*), coalesce(sum(i), 0) from " + TABLE + " where threshold = ? and thread = ? and how = 'transaction'")) {
                 q.setInt(1, threshold);
                 q.setInt(2, t);
                 try (ResultSet rs = q.executeQuery()) {
@@ -177,6 +179,54 @@ public class JdbcWorkload {
                 queries.incrementAndGet();
             }
             conn.commit();
+        }
+        autocommitWrites(threshold, t);
+    }
+
+    /** Autocommit on: parameterised INSERTs (a reused PreparedStatement, server-prepared
+     *  once it has run prepareThreshold times) and batches, each its own transaction,
+     *  with reads between; then every row read back on the primary. */
+    static void autocommitWrites(int threshold, int t) throws SQLException {
+        String client = "threshold " + threshold + " thread " + t + " (autocommit)";
+        try (Connection conn = connect(threshold)) {
+            conn.setAutoCommit(true);
+            PreparedStatement ins = conn.prepareStatement(
+                    "insert into " + TABLE + " (threshold, thread, i, how) values (?, ?, ?, 'autocommit')");
+            PreparedStatement add = conn.prepareStatement(SQL[0]);
+            int rows = 0;
+            long sum = 0;
+            for (int i = 0; i < TXNS / 2; i++) {
+                String label = client + " iteration " + i;
+                ins.setInt(1, threshold);
+                ins.setInt(2, t);
+                ins.setInt(3, i);
+                expect(ins.executeUpdate(), 1, label + ": insert");
+                rows++;
+                sum += i;
+                RUN[0].run(add, client, label, t, i);
+                if (i % 4 == 3) {
+                    for (int b = 0; b < 3; b++) {
+                        ins.setInt(1, threshold);
+                        ins.setInt(2, t);
+                        ins.setInt(3, 1000 + i * 10 + b);
+                        ins.addBatch();
+                    }
+                    expect(ins.executeBatch().length, 3, label + ": batch size");
+                    rows += 3;
+                    sum += 3 * (1000 + i * 10) + 3;
+                }
+                queries.addAndGet(2);
+            }
+            try (PreparedStatement q = conn.prepareStatement("/* pgmux:primary */ select count(*), coalesce(sum(i), 0) from " + TABLE
+                    + " where threshold = ? and thread = ? and how = 'autocommit'")) {
+                q.setInt(1, threshold);
+                q.setInt(2, t);
+                try (ResultSet rs = q.executeQuery()) {
+                    rs.next();
+                    expect(rs.getLong(1) + "/" + rs.getLong(2), rows + "/" + sum, client + ": rows committed on the primary");
+                }
+                queries.incrementAndGet();
+            }
         }
     }
 
@@ -192,7 +242,8 @@ public class JdbcWorkload {
 
         try (Connection c = connect(0); Statement st = c.createStatement()) {
             st.execute("drop table if exists " + TABLE);
-            st.execute("create table " + TABLE + " (threshold int not null, thread int not null, i int not null)");
+            st.execute("create table " + TABLE
+                    + " (threshold int not null, thread int not null, i int not null, how text not null default 'transaction')");
         } catch (Exception e) {
             failures.add("setup: " + e);
         }
@@ -247,7 +298,8 @@ public class JdbcWorkload {
         }
         System.out.println("pgjdbc " + driverVersion + ": " + queries.get() + " queries ok; prepareThreshold="
                 + spec + ": " + THREADS + " threads x " + TXNS
-                + " txns each, autocommit off, explicit commit/rollback, PreparedStatement reuse, batches"
+                + " txns each, autocommit off, explicit commit/rollback, PreparedStatement reuse, batches; autocommit on: "
+                + TXNS / 2 + " INSERTs with parameters and batches per thread outside transactions"
                 + "; backends per client " + lo + ".." + hi);
         System.exit(0);
     }

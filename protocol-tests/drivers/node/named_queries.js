@@ -1,7 +1,8 @@
 // node-postgres (pg) named queries ({name, text, values}) through pgmux: pg prepares a
 // named query once per connection (Parse with that name) and afterwards sends only
 // Bind/Execute, expecting the statement to still be there. Several pool clients run
-// them in explicit transactions and outside them; every result is checked.
+// them in explicit transactions and outside them, writes (INSERT with parameters, named
+// and unnamed) too; every result is checked and every row read back on the primary.
 'use strict';
 
 const { Pool } = require('pg');
@@ -56,7 +57,7 @@ async function worker(pool, w) {
       for (const k of order) await named(client, `${label} (in transaction)`, Q[k], w, i);
       const ins = await client.query({
         name: 'drv_insert',
-        text: `insert into ${TABLE} (worker, i) values ($1, $2) returning worker * 1000 + i as v`,
+        text: `insert into ${TABLE} (worker, i, how) values ($1, $2, 'transaction') returning worker * 1000 + i as v`,
         values: [w, i],
       });
       expect(ins.rows[0].v, w * 1000 + i, `${label}: insert returning`);
@@ -64,6 +65,16 @@ async function worker(pool, w) {
       await client.query('COMMIT');
       // Outside a transaction: each named query its own implicit transaction.
       for (const k of order.slice().reverse()) await named(client, `${label} (autocommit)`, Q[k], w, i + 1);
+      // Writes outside a transaction: a named INSERT and an unnamed one (text + values).
+      const auto = await client.query({
+        name: 'drv_insert_auto',
+        text: `insert into ${TABLE} (worker, i, how) values ($1, $2, 'named autocommit')`,
+        values: [w, i],
+      });
+      expect(auto.rowCount, 1, `${label}: named insert outside a transaction`);
+      const unnamed = await client.query(`insert into ${TABLE} (worker, i, how) values ($1, $2, $3) returning i`, [w, i, 'unnamed autocommit']);
+      expect(unnamed.rows[0].i, i, `${label}: unnamed insert returning outside a transaction`);
+      report.count(2);
     } catch (e) {
       broken = e;
       throw e;
@@ -77,16 +88,18 @@ async function main() {
   const pool = new Pool({ ...config, max: POOL_MAX, application_name: 'drv_node' });
   try {
     await pool.query(`drop table if exists ${TABLE}`);
-    await pool.query(`create table ${TABLE} (worker int not null, i int not null)`);
+    await pool.query(`create table ${TABLE} (worker int not null, i int not null, how text not null)`);
     const results = await Promise.allSettled(Array.from({ length: WORKERS }, (_, w) => worker(pool, w)));
     results.forEach((r, w) => { if (r.status === 'rejected') report.failed(`worker ${w}`, r.reason); });
     if (report.failures.length === 0) {
+      // Read on the primary: a replica may not have replayed the last writes yet.
       const res = await pool.query({
         name: 'drv_count',
-        text: `select count(*)::int4 as n, coalesce(sum(i), 0)::int4 as s from ${TABLE}`,
+        text: `/* pgmux:primary */ select how, count(*)::int4 as n, coalesce(sum(i), 0)::int4 as s from ${TABLE} group by how order by how`,
       });
       const perWorker = (ITERATIONS * (ITERATIONS - 1)) / 2;
-      expect([res.rows[0].n, res.rows[0].s], [WORKERS * ITERATIONS, WORKERS * perWorker], 'committed rows');
+      const want = ['named autocommit', 'transaction', 'unnamed autocommit'].map((how) => [how, WORKERS * ITERATIONS, WORKERS * perWorker]);
+      expect(res.rows.map((r) => [r.how, r.n, r.s]), want, 'committed rows on the primary [how, count, sum]');
       report.count();
     }
   } finally {
@@ -98,5 +111,6 @@ Promise.race([main(), deadline(240000, 'node-postgres workload')])
   .catch((e) => report.failed('main', e))
   .then(() => report.finish(
     `node-postgres ${pgVersion}: ${report.queries} queries ok; named queries {name, text, values}: ` +
-    `${WORKERS} workers x ${ITERATIONS} iterations on a pg.Pool of ${POOL_MAX}, in transactions and autocommit`,
+    `${WORKERS} workers x ${ITERATIONS} iterations on a pg.Pool of ${POOL_MAX}, in transactions and autocommit, ` +
+    'INSERTs with parameters outside transactions (named and unnamed)',
   ));

@@ -66,7 +66,9 @@ class Report:
         # a second error while cleaning up after the first, which is the interesting one).
         chain, e = [], exc
         while e is not None and len(chain) < 5:
-            chain.append(f"{type(e).__name__}: {str(e).strip()}".splitlines()[0])
+            state = getattr(e, "sqlstate", None)  # psycopg's and asyncpg's server errors
+            line = f"{type(e).__name__}: {str(e).strip()}".splitlines()[0]
+            chain.append(f"{line} (SQLSTATE {state})" if isinstance(state, str) else line)
             e = e.__cause__ or e.__context__
         headline = chain[0] + "".join(f" (after {c})" for c in chain[1:])
         detail = "".join(traceback.format_exception(exc)).rstrip()

@@ -7,7 +7,10 @@ Several connections (threads) share pgmux's small pool:
      its whole statement cache and deallocates on the server), inserts checked;
   2. pipeline mode (conn.pipeline()), in autocommit and inside transactions, plus
      executemany (which psycopg pipelines);
-  3. prepared_max=2 with four queries in turn: psycopg evicts and closes statements.
+  3. prepared_max=2 with four queries in turn: psycopg evicts and closes statements;
+  4. autocommit with prepare_threshold=0: parameterised INSERTs, executemany and COPY,
+     each outside any transaction (pipeline mode also pipelines INSERTs in autocommit);
+     every write is read back on the primary (`/* pgmux:primary */`).
 Each connection prepares its queries in a different order, so the same name (_pg3_0,
 _pg3_1, ...) means different SQL on different connections at the same time.
 """
@@ -26,10 +29,12 @@ TXNS = 50
 PIPE_ROUNDS = 10
 PIPE_DEPTH = 20
 EVICT_ROUNDS = 15
+AUTO_ROUNDS = 30
 
 report = Report("psycopg")
 TABLE = "drv_psycopg"  # the prepared part's
 PIPE_TABLE = "drv_psycopg_pipe"  # the pipeline part's
+AUTO_TABLE = "drv_psycopg_auto"  # the autocommit part's
 
 
 def connect(**kw):
@@ -124,11 +129,17 @@ def pipelines(t):
                     q = order[k % len(order)]
                     sql, params, want = q(t, r * PIPE_DEPTH + k)
                     pending.append((conn.execute(sql, params), want, sql, params))
+                    if k % 5 == 4:
+                        # A write pipelined between the reads, outside any transaction.
+                        sql = f"insert into {PIPE_TABLE} (thread, i) values (%s, %s) returning i"
+                        params = (t, 100000 + r * PIPE_DEPTH + k)
+                        pending.append((conn.execute(sql, params), params[1], sql, params))
                 p.sync()
                 for cur, want, sql, params in pending:
                     row = cur.fetchone()
                     expect(row[0], want, f"{label}: {sql!r} {params!r}")
-                    report.saw_pid(client, row[-1])
+                    if len(row) > 1:
+                        report.saw_pid(client, row[-1])
                     report.count()
             # The same in an explicit transaction, with executemany (pipelined by psycopg).
             with conn.transaction():
@@ -146,6 +157,40 @@ def pipelines(t):
                     expect(row[0], want, f"{label}: {sql!r} in transaction pipeline")
                     report.saw_pid(client, row[-1])
                     report.count(2)
+        # Every pipelined write, read back on the primary.
+        n = conn.execute(f"/* pgmux:primary */ select count(*) from {PIPE_TABLE} where thread = %s", (t,)).fetchone()[0]
+        expect(n, PIPE_ROUNDS * (10 + PIPE_DEPTH // 5), f"pipeline thread {t}: rows committed on the primary")
+        report.count()
+
+
+def autocommit_writes(t):
+    """prepare_threshold=0 in autocommit: parameterised INSERTs, executemany and COPY, each
+    outside any transaction, with reads between; then read back on the primary."""
+    client = f"autocommit-{t}"
+    rows, total = 0, 0
+    with connect(prepare_threshold=0, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            for i in range(AUTO_ROUNDS):
+                label = f"autocommit thread {t} round {i}"
+                cur.execute(f"insert into {AUTO_TABLE} (thread, i) values (%s, %s)", (t, i))
+                expect(cur.rowcount, 1, f"{label}: insert")
+                rows, total = rows + 1, total + i
+                run_one(cur, t, client, label, QUERIES[i % len(QUERIES)], i)
+                if i % 4 == 3:
+                    many = [(t, 1000 + i * 10 + k) for k in range(5)]
+                    cur.executemany(f"insert into {AUTO_TABLE} (thread, i) values (%s, %s)", many)
+                    rows, total = rows + len(many), total + sum(v for _, v in many)
+                    report.count(len(many))
+                if i % 5 == 4:
+                    with cur.copy(f"copy {AUTO_TABLE} (thread, i) from stdin") as copy:
+                        for k in range(10):
+                            copy.write_row((t, 5000 + i * 10 + k))
+                    rows, total = rows + 10, total + sum(5000 + i * 10 + k for k in range(10))
+                    report.count()
+                report.count()
+            cur.execute(f"/* pgmux:primary */ select count(*), coalesce(sum(i), 0) from {AUTO_TABLE} where thread = %s", (t,))
+            expect(cur.fetchone(), (rows, total), f"autocommit thread {t}: rows committed on the primary")
+            report.count()
 
 
 def evictions(t):
@@ -188,9 +233,9 @@ def guarded(name, fn, *args):
 
 def main():
     # PSYCOPG_PARTS=prepared,pipeline,evict (the default: all) runs some parts only.
-    parts = set(os.environ.get("PSYCOPG_PARTS", "prepared,pipeline,evict").split(","))
+    parts = set(os.environ.get("PSYCOPG_PARTS", "prepared,pipeline,evict,autocommit").split(","))
     with connect(autocommit=True) as conn:
-        for part, table in (("prepared", TABLE), ("pipeline", PIPE_TABLE)):
+        for part, table in (("prepared", TABLE), ("pipeline", PIPE_TABLE), ("autocommit", AUTO_TABLE)):
             if part in parts:
                 conn.execute(f"drop table if exists {table}")
                 conn.execute(f"create table {table} (thread int not null, i int not null)")
@@ -202,6 +247,8 @@ def main():
         threads += [guarded(f"pipeline thread {t}", pipelines, t) for t in range(THREADS)]
     if "evict" in parts:
         threads += [guarded(f"evict thread {t}", evictions, t) for t in range(2)]
+    if "autocommit" in parts:
+        threads += [guarded(f"autocommit thread {t}", autocommit_writes, t) for t in range(THREADS)]
     for th in threads:
         th.start()
     deadline = time.monotonic() + 240
@@ -220,9 +267,12 @@ def main():
     if "prepared" in parts:
         ran.append(f"prepare_threshold=0: {THREADS} conns x {TXNS} txns (every 10th rolled back)")
     if "pipeline" in parts:
-        ran.append(f"pipeline mode: {THREADS} conns x {PIPE_ROUNDS} rounds x {PIPE_DEPTH} + executemany in transactions")
+        ran.append(f"pipeline mode: {THREADS} conns x {PIPE_ROUNDS} rounds x {PIPE_DEPTH} with INSERTs in autocommit "
+                   "+ executemany in transactions")
     if "evict" in parts:
         ran.append("prepared_max=2 evictions: 2 conns")
+    if "autocommit" in parts:
+        ran.append(f"autocommit: {THREADS} conns x {AUTO_ROUNDS} INSERTs, executemany and COPY outside transactions")
     report.finish(
         f"psycopg {psycopg.__version__} (libpq {psycopg.pq.version()}, {psycopg.pq.__impl__}): "
         f"{report.queries} queries ok; " + "; ".join(ran)
