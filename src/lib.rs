@@ -39,6 +39,7 @@ pub mod kill;
 pub mod memory;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
