@@ -193,7 +193,15 @@ mod tests {
     fn inbox(cap: usize) -> (Arc<Inbox>, Arc<AtomicUsize>) {
         let woken = Arc::new(AtomicUsize::new(0));
         let w = woken.clone();
-        (Inbox::new(cap, Box::new(move || drop(w.fetch_add(1, Relaxed)))), woken)
+        (
+            Inbox::new(
+                cap,
+                Box::new(move || {
+                    w.fetch_add(1, Relaxed);
+                }),
+            ),
+            woken,
+        )
     }
 
     fn note(channel: &str, payload: &str) -> Notification {
