@@ -354,9 +354,15 @@ def check_rendering(name, objs, pgmux, tmp, expect_hpa, facts):
             fail(name, f"database {dbname} has no max_db_connections: server connections per pod are unbounded")
         per_pod += limit or 0
     pods = max([h["spec"]["maxReplicas"] for h in hpa] or [spec.get("replicas", 1)])
-    if pods * per_pod > SERVER_CONNECTION_BUDGET:
-        fail(name, f"{pods} pods x {per_pod} server connections = {pods * per_pod} > {SERVER_CONNECTION_BUDGET}")
-    facts.setdefault("budget", {})[name] = f"{pods} pods x {per_pod} = {pods * per_pod} <= {SERVER_CONNECTION_BUDGET}"
+    if (cfg.get("fleet") or {}).get("share_pools"):
+        # fleet.share_pools: the limits are totals, divided among the pods.
+        if per_pod > SERVER_CONNECTION_BUDGET:
+            fail(name, f"the fleet's {per_pod} server connections > {SERVER_CONNECTION_BUDGET}")
+        facts.setdefault("budget", {})[name] = f"shared by up to {pods} pods: {per_pod} <= {SERVER_CONNECTION_BUDGET}"
+    else:
+        if pods * per_pod > SERVER_CONNECTION_BUDGET:
+            fail(name, f"{pods} pods x {per_pod} server connections = {pods * per_pod} > {SERVER_CONNECTION_BUDGET}")
+        facts.setdefault("budget", {})[name] = f"{pods} pods x {per_pod} = {pods * per_pod} <= {SERVER_CONNECTION_BUDGET}"
     if name == "base":
         res = main["resources"]
         facts["numbers"] = {
