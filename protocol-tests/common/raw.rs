@@ -13,7 +13,16 @@ use tokio::net::TcpStream;
 pub struct Raw {
     pub stream: TcpStream,
     pub buf: BytesMut,
+    /// The BackendKeyData the login gave (pid, secret: 4 bytes in protocol 3.0,
+    /// longer in 3.2).
+    pub key: (i32, Vec<u8>),
+    /// The version a NegotiateProtocolVersion named, if one came.
+    pub negotiated: Option<i32>,
 }
+
+/// Protocol versions as a StartupMessage carries them.
+pub const PROTOCOL_3_0: i32 = 196608;
+pub const PROTOCOL_3_2: i32 = 196610;
 
 /// A backend message reduced to what tests look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,14 +38,37 @@ pub enum Msg {
 
 impl Raw {
     pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Raw {
+        Raw::connect_version(port, user, password, db, PROTOCOL_3_0).await
+    }
+
+    /// Logs in asking for protocol `version` (e.g. [`PROTOCOL_3_2`]).
+    pub async fn connect_version(port: u16, user: &str, password: &str, db: &str, version: i32) -> Raw {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut r = Raw { stream, buf: BytesMut::new() };
+        let mut r = Raw { stream, buf: BytesMut::new(), key: (0, vec![]), negotiated: None };
+        let mut body = version.to_be_bytes().to_vec();
+        for (k, v) in [("user", user), ("database", db)] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
         let mut out = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(&body);
         r.send(&out).await;
         let mut scram = None;
         loop {
             out.clear();
+            // What postgres-protocol does not parse: a long key, a negotiation.
+            if let Some((tag, body)) = r.take_raw(b"Kv").await {
+                if tag == b'K' {
+                    r.key = (i32::from_be_bytes(body[..4].try_into().unwrap()), body[4..].to_vec());
+                } else {
+                    r.negotiated = Some(i32::from_be_bytes(body[..4].try_into().unwrap()));
+                }
+                continue;
+            }
             match r.next_message().await {
                 Message::AuthenticationSasl(_) => {
                     let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
@@ -57,6 +89,24 @@ impl Raw {
                 r.send(&out).await;
             }
         }
+    }
+
+    /// The next message whole, if its type is one of `tags` (else it stays buffered).
+    async fn take_raw(&mut self, tags: &[u8]) -> Option<(u8, Vec<u8>)> {
+        while self.buf.len() < 5 {
+            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+        }
+        if !tags.contains(&self.buf[0]) {
+            return None;
+        }
+        let len = i32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+        while self.buf.len() < len + 1 {
+            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+        }
+        let m = self.buf.split_to(len + 1);
+        Some((m[0], m[5..].to_vec()))
     }
 
     pub async fn send(&mut self, b: &[u8]) {
@@ -201,4 +251,17 @@ pub fn rows(msgs: &[Msg]) -> Vec<Vec<Option<String>>> {
 
 pub fn errors(msgs: &[Msg]) -> Vec<String> {
     msgs.iter().filter_map(|m| if let Msg::Error { code, .. } = m { Some(code.clone()) } else { None }).collect()
+}
+
+/// Sends a CancelRequest with `key` to pgmux at `port` (a new connection, as the
+/// protocol wants), and waits for pgmux to close it.
+pub async fn cancel(port: u16, key: &(i32, Vec<u8>)) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut p = ((16 + key.1.len() - 4) as i32).to_be_bytes().to_vec();
+    p.extend_from_slice(&80877102i32.to_be_bytes());
+    p.extend_from_slice(&key.0.to_be_bytes());
+    p.extend_from_slice(&key.1);
+    s.write_all(&p).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest)).await;
 }
