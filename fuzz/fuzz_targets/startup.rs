@@ -66,6 +66,11 @@ fn first_packets(mut input: &[u8]) {
                 assert_eq!(secret, body[8..]);
                 return;
             }
+            Ok(FirstPacket::Fleet(rest)) => {
+                assert_eq!(code, pgmux::fleet::wire::FLEET_REQUEST_CODE);
+                assert_eq!(rest, body[4..]);
+                return;
+            }
             Ok(FirstPacket::Startup(s)) => {
                 assert_eq!(code >> 16, 3);
                 assert_eq!(s.minor_version as i32, code & 0xffff);
