@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use bins::{cache_dir, wanted_major, PgBins, MAJORS};
+pub use bins::{cache_dir, packaged_libpq, wanted_major, PgBins, MAJORS};
 use runner::{postgres_ids, Runner};
 
 /// How long [`Cluster::wait_replicas_caught_up`] waits.

@@ -101,6 +101,14 @@ pub fn cache_dir() -> PathBuf {
     xdg.or(home).unwrap_or_else(std::env::temp_dir).join("pgmux/pg")
 }
 
+/// The libpq of `major` from the packages (`<cache>/<major>/lib/libpq.so.5`), if
+/// `scripts/install-pg` installed it: for tests that need a newer client library than the
+/// system's (libpq 18 speaks protocol 3.2). It finds its own libssl (RUNPATH `$ORIGIN`).
+pub fn packaged_libpq(major: u32) -> Option<PathBuf> {
+    let path = cache_dir().join(major.to_string()).join("lib/libpq.so.5");
+    path.exists().then_some(path)
+}
+
 /// The installed PostgreSQL's programs: `pg_config --bindir` if it has initdb, else Debian's 15.
 pub(super) fn installed_bindir() -> PathBuf {
     let mut c = Command::new("pg_config");
