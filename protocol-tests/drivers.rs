@@ -13,7 +13,8 @@
 //!
 //! For diagnosis, `PGMUX_DRIVERS_TARGET=session` runs the same workloads through pgmux in
 //! session mode and `PGMUX_DRIVERS_TARGET=direct` straight against PostgreSQL; those runs
-//! write `target/driver-matrix/<driver>.<target>.txt` and leave the default files alone.
+//! write `target/driver-matrix/<driver>.<target>.txt` and leave the default files alone;
+//! so do runs against another PostgreSQL major (`PGMUX_TEST_PG=18`: `<driver>.pg18.txt`).
 
 mod common;
 #[path = "drivers/rust/workloads.rs"]
@@ -170,7 +171,13 @@ fn write_matrix(key: &str, suffix: &str, lines: &[(&str, String)]) {
     let dir = matrix_dir();
     let _ = std::fs::create_dir_all(&dir);
     let text: String = lines.iter().map(|(k, v)| format!("{k}: {}\n", v.replace('\n', " "))).collect();
-    let path = dir.join(format!("{key}{suffix}.txt"));
+    // The README's table is the default server's (Debian's 15): runs on another major
+    // (PGMUX_TEST_PG, scripts/pg-matrix) write `<driver>[.<target>].pg<major>.txt` instead.
+    let major = match pgmux::cluster::wanted_major() {
+        Ok(Some(m)) if m != 15 => format!(".pg{m}"),
+        _ => String::new(),
+    };
+    let path = dir.join(format!("{key}{suffix}{major}.txt"));
     if let Err(e) = std::fs::write(&path, text) {
         eprintln!("could not write {}: {e}", path.display());
     }

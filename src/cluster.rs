@@ -1,26 +1,28 @@
 //! Throwaway PostgreSQL clusters for `pgmux demo` and the integration tests.
 //!
-//! This module owns running a disposable PostgreSQL 15 primary plus N streaming replicas from
-//! the installed server binaries: finding the binaries, the temp dir, `initdb`, configuration,
-//! roles and databases, `pg_basebackup`, free loopback ports, stopping/starting/promoting
-//! nodes, and tearing everything down on [`Drop`]. It never prints; every failure is an
-//! [`io::Error`] carrying the command's stderr and, for server operations, the server log tail.
+//! This module owns running a disposable PostgreSQL primary plus N streaming replicas: the
+//! temp dir, `initdb`, configuration, roles and databases, stopping/starting/promoting nodes,
+//! and tearing everything down on [`Drop`]. Which binaries (PostgreSQL 13 to 18, chosen with
+//! `PGMUX_TEST_PG` or `PGMUX_PG_BINDIR`) is [`bins`]'s business; running them, free ports and
+//! making the replicas is [`runner`]'s. It never prints; every failure is an [`io::Error`]
+//! carrying the command's stderr and, for server operations, the server log tail.
 //!
 //! PostgreSQL refuses to run as root, so when the process is root every server binary runs as
 //! the `postgres` OS user and the temp dir is chowned to it.
 
-use std::collections::HashSet;
+mod bins;
+mod runner;
+
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Hard timeout for one external command (pg_ctl additionally gets `-w -t 30`).
-const CMD_TIMEOUT: Duration = Duration::from_secs(90);
+pub use bins::{cache_dir, packaged_libpq, wanted_major, PgBins, MAJORS};
+use runner::{postgres_ids, Runner};
+
 /// How long [`Cluster::wait_replicas_caught_up`] waits.
 const CATCHUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a freshly started node gets to answer queries.
@@ -29,7 +31,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_NAME: &str = "server.log";
 /// File included from postgresql.conf that holds only the node's `port`.
 const PORT_CONF: &str = "pgmux_port.conf";
-/// Appended to the primary's postgresql.conf (replicas inherit it through pg_basebackup).
+/// Appended to the primary's postgresql.conf (replicas inherit it: they are copies).
 const CONF: &str = "
 # pgmux cluster
 include 'pgmux_port.conf'
@@ -117,17 +119,11 @@ pub fn free_port() -> u16 {
     l.and_then(|l| l.local_addr()).map_or(0, |a| a.port())
 }
 
-/// Directory of initdb/pg_ctl/...: `$PGMUX_PG_BINDIR`, else `pg_config --bindir`, else the
-/// Debian PostgreSQL 15 default.
+/// Directory of the client programs (psql, pgbench) the tests run against the cluster:
+/// [`PgBins::client`], i.e. the server directory if it has them, else the installed
+/// PostgreSQL's (Debian's 15), whichever server major `PGMUX_TEST_PG` chose.
 pub fn pg_bindir() -> PathBuf {
-    let env = std::env::var_os("PGMUX_PG_BINDIR").map(PathBuf::from);
-    let mut c = Command::new("pg_config");
-    let out = c.arg("--bindir").stderr(Stdio::null()).output().ok();
-    let out = out.filter(|o| o.status.success()).map(|o| o.stdout);
-    let cfg = out.map(|o| PathBuf::from(String::from_utf8_lossy(&o).trim()));
-    let mut found = [env, cfg].into_iter().flatten();
-    let found = found.find(|d| d.join("initdb").exists());
-    found.unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+    PgBins::find().map_or_else(|_| bins::installed_bindir(), |b| b.client)
 }
 
 /// Where clusters are created: `$PGMUX_CLUSTER_DIR`, else /dev/shm if it has >= 2 GiB free
@@ -154,6 +150,47 @@ fn other(msg: String) -> io::Error {
     io::Error::other(msg)
 }
 
+/// Prepare the cluster's temp dir (socket dir, password file) and initdb the primary's data
+/// dir in it with pgmux's configuration; returns the data dir.
+fn init_primary(rt: &Runner) -> io::Result<PathBuf> {
+    fs::set_permissions(&rt.root, fs::Permissions::from_mode(0o755))?;
+    rt.chown(&rt.root)?;
+    let (sock, pwfile) = (rt.root.join("s"), rt.root.join("pwfile"));
+    fs::create_dir(&sock)?;
+    rt.chown(&sock)?;
+    rt.write_owned(&pwfile, "postgres\n")?;
+
+    let data = rt.root.join("primary");
+    let args = "-U postgres -A trust -E UTF8 --locale=C --no-sync";
+    let mut initdb = rt.cmd("initdb", args); // pwfile is relative to the cwd, rt.root
+    if rt.bins.major >= 14 {
+        initdb.arg("--no-instructions"); // new in 14
+    }
+    rt.run(initdb.arg("--pwfile=pwfile").arg("-D").arg(&data), "initdb")?;
+    let conf_path = data.join("postgresql.conf");
+    let sock = quote_lit(&sock.to_string_lossy());
+    let conf = fs::read_to_string(&conf_path)? + CONF;
+    let conf = format!("{conf}unix_socket_directories = {sock}\n");
+    fs::write(&conf_path, conf)?;
+    rt.write_owned(&data.join("pg_hba.conf"), HBA)?;
+    Ok(data)
+}
+
+/// CREATE ROLE and CREATE DATABASE statements for `spec`.
+fn setup_sql(spec: &ClusterSpec) -> Vec<String> {
+    let mut setup = Vec::new();
+    for (name, pw, su) in &spec.users {
+        let su = if *su { " SUPERUSER" } else { "" };
+        let (name, pw) = (quote_ident(name), quote_lit(pw));
+        setup.push(format!("CREATE ROLE {name} LOGIN{su} PASSWORD {pw}"));
+    }
+    let db_owner = quote_ident(spec.users.first().map_or("postgres", |u| &u.0));
+    for db in spec.databases.iter().map(|d| quote_ident(d)) {
+        setup.push(format!("CREATE DATABASE {db} OWNER {db_owner}"));
+    }
+    setup
+}
+
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -162,247 +199,51 @@ fn quote_lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// uid/gid of the `postgres` OS user, parsed from /etc/passwd.
-fn postgres_ids() -> io::Result<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd")?;
-    let fields = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>());
-    let ids = |f: Vec<&str>| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?));
-    let found = fields.filter(|f| f[0] == "postgres").find_map(ids);
-    let msg = "running as root, but /etc/passwd has no `postgres` user";
-    found.ok_or_else(|| other(msg.into()))
-}
-
-/// Runs server binaries in a clean environment, as the right OS user, with timeouts.
-struct Runner {
-    bindir: PathBuf,
-    root: PathBuf,
-    owner: Option<(u32, u32)>,
-    /// Ports handed out to this cluster's nodes so far.
-    used: Mutex<HashSet<u16>>,
-}
-
-impl Runner {
-    /// A command for `bindir/prog` with `args` (split on spaces): cwd = temp dir, no PG* env
-    /// vars, stdin null, run as the server user.
-    fn cmd(&self, prog: &str, args: &str) -> Command {
-        let mut c = Command::new(self.bindir.join(prog));
-        c.args(args.split_whitespace()).current_dir(&self.root);
-        c.stdin(Stdio::null()).env("LC_ALL", "C");
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PG") {
-                c.env_remove(k);
-            }
-        }
-        if let Some((uid, gid)) = self.owner {
-            c.uid(uid).gid(gid).env("HOME", &self.root);
-            c.env("USER", "postgres").env("LOGNAME", "postgres");
-        }
-        c
-    }
-
-    /// Give `path` to the server user (no-op unless running as root).
-    fn chown(&self, path: &Path) -> io::Result<()> {
-        match self.owner {
-            Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
-            None => Ok(()),
-        }
-    }
-
-    fn write_owned(&self, path: &Path, text: &str) -> io::Result<()> {
-        fs::write(path, text)?;
-        self.chown(path)
-    }
-
-    /// Run `c` to completion, killing it after `CMD_TIMEOUT`; Ok(stdout) on exit status 0,
-    /// else an error naming `what` with the stderr (or stdout if stderr is empty).
-    fn run(&self, c: &mut Command, what: &str) -> io::Result<String> {
-        let prog = c.get_program().to_owned();
-        let spawned = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-        let dir = self.root.display();
-        let mut child = spawned.map_err(|e: io::Error| io::Error::new(e.kind(), format!("{what}: {prog:?} in {dir}: {e}")))?;
-        let drain = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
-                String::from_utf8_lossy(&buf).into_owned()
-            })
-        };
-        let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
-        let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if start.elapsed() > CMD_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                let msg = format!("{what}: timed out after {CMD_TIMEOUT:?}");
-                return Err(io::Error::new(io::ErrorKind::TimedOut, msg));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let out = out.join().unwrap_or_default();
-        let err = err.join().unwrap_or_default();
-        if status.success() {
-            return Ok(out);
-        }
-        let detail = [err.trim(), out.trim()].into_iter().find(|s| !s.is_empty());
-        Err(other(format!("{what}: {status}: {}", detail.unwrap_or(""))))
-    }
-
-    /// psql as superuser `postgres` over TCP; each of `cmds` is one `-c` in the same session.
-    fn psql(&self, port: u16, db: &str, cmds: &[&str]) -> io::Result<String> {
-        let args = format!("-X -A -t -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p {port}");
-        let mut c = self.cmd("psql", &args);
-        c.arg("-d").arg(db).env("PGPASSWORD", "postgres");
-        for sql in cmds {
-            c.arg("-c").arg(sql);
-        }
-        let out = self.run(c.env("PGCONNECT_TIMEOUT", "10"), &format!("psql on port {port}"));
-        Ok(out?.trim().to_string())
-    }
-
-    /// `pg_ctl <args> -w -t 30 -D <data_dir>` (`-l <log>` for start); errors carry the log tail.
-    fn pg_ctl(&self, node: &Node, args: &str) -> io::Result<()> {
-        let mut c = self.cmd("pg_ctl", args);
-        c.args(["-w", "-t", "30", "-D"]).arg(&node.data_dir);
-        if args == "start" {
-            c.arg("-l").arg(&node.log_file);
-        }
-        let what = format!("pg_ctl {args} (port {})", node.port);
-        self.run(&mut c, &what).map(drop).map_err(|e| node.fail(e))
-    }
-
-    /// Poll `sql` on `node` until it returns `want` (or, if `want` is "", merely succeeds).
-    fn wait_for(&self, node: &Node, sql: &str, want: &str, limit: Duration) -> io::Result<()> {
-        let start = Instant::now();
-        loop {
-            let last = match self.psql(node.port, "postgres", &[sql]) {
-                Ok(v) if want.is_empty() || v == want => return Ok(()),
-                Ok(v) => format!("got {v:?}"),
-                Err(e) => e.to_string(),
-            };
-            if start.elapsed() > limit {
-                let port = node.port;
-                let msg = format!("port {port}: `{sql}` not {want:?} in {limit:?}; last: {last}");
-                return Err(node.fail(io::Error::new(io::ErrorKind::TimedOut, msg)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// First start of a node, on `node.port` or (if 0) a free port; while the port turns out to
-    /// be taken, retry with a fresh free port (at most 3 times).
-    fn start_new(&self, node: &mut Node) -> io::Result<()> {
-        for attempt in 0.. {
-            while node.port == 0 {
-                let p = free_port();
-                let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-                node.port = if p != 0 && used.insert(p) { p } else { 0 };
-            }
-            let port_conf = format!("port = {}\n", node.port);
-            self.write_owned(&node.data_dir.join(PORT_CONF), &port_conf)?;
-            let before = fs::metadata(&node.log_file).map_or(0, |m| m.len() as usize);
-            let Err(e) = self.pg_ctl(node, "start") else {
-                return Ok(());
-            };
-            let log = fs::read(&node.log_file).unwrap_or_default();
-            let new = String::from_utf8_lossy(log.get(before..).unwrap_or_default());
-            if attempt == 3 || !new.contains("Address already in use") {
-                return Err(e);
-            }
-            node.port = 0;
-        }
-        unreachable!()
-    }
-
-    /// pg_basebackup `node` from the primary, give it its own port, start it, wait for hot standby.
-    fn make_replica(&self, node: &mut Node, primary: u16) -> io::Result<()> {
-        let args = format!("-h 127.0.0.1 -p {primary} -U postgres -R -X stream");
-        let mut c = self.cmd("pg_basebackup", &args);
-        c.args(["--checkpoint=fast", "--no-sync", "-D"]).arg(&node.data_dir);
-        self.run(&mut c, &format!("pg_basebackup from port {primary}"))?;
-        let _ = fs::remove_file(&node.log_file); // the primary's log came along in the copy
-        self.start_new(node)?;
-        self.wait_for(node, "select pg_is_in_recovery()", "t", READY_TIMEOUT)
-    }
-}
-
 impl Cluster {
-    /// initdb and start a primary, create the spec's roles and databases, then base-backup and
+    /// initdb and start a primary, create the spec's roles and databases, then make and
     /// start `spec.replicas` streaming replicas in parallel, each verified to be in recovery.
+    /// The binaries are [`PgBins::find`]'s (`PGMUX_TEST_PG`, `PGMUX_PG_BINDIR`).
     pub fn start(spec: &ClusterSpec) -> io::Result<Cluster> {
         if spec.users.iter().any(|u| u.0 == "postgres") {
             let msg = "ClusterSpec::users must not list the built-in superuser `postgres`";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         }
+        let bins = PgBins::find()?;
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         let owner = if root { Some(postgres_ids()?) } else { None };
         let mut tmp = tempfile::Builder::new();
         let tmp = tmp.prefix("pgmux-cluster-").tempdir_in(base_dir(root))?;
-        let (bindir, used) = (pg_bindir(), Mutex::default());
-        let rt = Runner { bindir, root: tmp.path().into(), owner, used };
-        fs::set_permissions(&rt.root, fs::Permissions::from_mode(0o755))?;
-        rt.chown(&rt.root)?;
-        let (sock, pwfile) = (rt.root.join("s"), rt.root.join("pwfile"));
-        fs::create_dir(&sock)?;
-        rt.chown(&sock)?;
-        rt.write_owned(&pwfile, "postgres\n")?;
-
-        let data = rt.root.join("primary");
-        let args = "-U postgres -A trust -E UTF8 --locale=C --no-sync --no-instructions";
-        let mut initdb = rt.cmd("initdb", args); // pwfile is relative to the cwd, rt.root
-        rt.run(initdb.arg("--pwfile=pwfile").arg("-D").arg(&data), "initdb")?;
-        let conf_path = data.join("postgresql.conf");
-        let sock = quote_lit(&sock.to_string_lossy());
-        let conf = fs::read_to_string(&conf_path)? + CONF;
-        let conf = format!("{conf}unix_socket_directories = {sock}\n");
-        fs::write(&conf_path, conf)?;
-        rt.write_owned(&data.join("pg_hba.conf"), HBA)?;
+        let rt = Runner { bins, root: tmp.path().into(), owner, used: Mutex::default() };
+        let data = init_primary(&rt)?;
 
         // from here on, Drop stops whatever has been started
         let (primary, replicas) = (Node::new(data), Vec::new());
         let mut cl = Cluster { primary, replicas, rt, _tmp: tmp };
         cl.rt.start_new(&mut cl.primary)?;
+        if cl.rt.bins.major < 14 {
+            // 13's initdb hashes the --pwfile password with md5 (its default password_encryption),
+            // which `scram-sha-256` in pg_hba.conf refuses: hash it again, through the socket.
+            let (sock, sql) = (cl.rt.root.join("s"), "ALTER ROLE postgres PASSWORD 'postgres'");
+            let res = cl.rt.psql_via(&sock.to_string_lossy(), cl.primary.port, "postgres", &[sql]);
+            res.map_err(|e| cl.primary.fail(e))?;
+        }
         let (primary, sql) = (&cl.primary, "select pg_is_in_recovery()");
         cl.rt.wait_for(primary, sql, "f", READY_TIMEOUT)?;
-
-        let mut setup = Vec::new();
-        for (name, pw, su) in &spec.users {
-            let su = if *su { " SUPERUSER" } else { "" };
-            let (name, pw) = (quote_ident(name), quote_lit(pw));
-            setup.push(format!("CREATE ROLE {name} LOGIN{su} PASSWORD {pw}"));
-        }
-        let db_owner = quote_ident(spec.users.first().map_or("postgres", |u| &u.0));
-        for db in spec.databases.iter().map(|d| quote_ident(d)) {
-            setup.push(format!("CREATE DATABASE {db} OWNER {db_owner}"));
-        }
+        let setup = setup_sql(spec);
         if !setup.is_empty() {
             let cmds: Vec<&str> = setup.iter().map(String::as_str).collect();
             let res = cl.rt.psql(cl.primary.port, "postgres", &cmds);
             res.map_err(|e| cl.primary.fail(e))?;
         }
+        let (replicas, res) = cl.rt.make_replicas(&mut cl.primary, spec.replicas);
+        cl.replicas = replicas;
+        res.map(|()| cl)
+    }
 
-        let (rt, primary) = (&cl.rt, cl.primary.port);
-        let mut first_err = None;
-        std::thread::scope(|s| {
-            let spawn = |i| {
-                s.spawn(move || {
-                    let mut node = Node::new(rt.root.join(format!("replica{i}")));
-                    let res = rt.make_replica(&mut node, primary);
-                    (node, res)
-                })
-            };
-            let handles: Vec<_> = (1..=spec.replicas).map(spawn).collect();
-            for h in handles {
-                let (node, res) = h.join().expect("replica thread panicked");
-                first_err = first_err.take().or(res.err());
-                cl.replicas.push(node);
-            }
-        });
-        first_err.map_or(Ok(cl), Err)
+    /// The servers' major version (13 to 18).
+    pub fn major(&self) -> u32 {
+        self.rt.bins.major
     }
 
     /// The node (primary or replica) listening on `port`.

@@ -1,4 +1,6 @@
 use super::*;
+use std::collections::HashSet;
+use std::process::Command;
 
 fn spec(replicas: usize) -> ClusterSpec {
     let mut spec = ClusterSpec::default();
@@ -37,6 +39,16 @@ fn primary_two_replicas_lifecycle() {
         assert_eq!(q(&cl, r.port, "postgres", "select pg_is_in_recovery()"), "t");
         assert!(r.log_file().exists());
     }
+    // every node runs the major PGMUX_TEST_PG asked for
+    if let Some(want) = bins::wanted_major().unwrap() {
+        assert_eq!(cl.major(), want);
+    }
+    for n in cl.nodes() {
+        let major = q(&cl, n.port, "postgres", "select current_setting('server_version_num')::int / 10000");
+        assert_eq!(major, cl.major().to_string());
+    }
+    let scram = "select count(*) from pg_authid where rolpassword like 'SCRAM-SHA-256$%'";
+    assert_eq!(q(&cl, p, "postgres", scram), "2", "postgres and app have SCRAM verifiers (13 hashes md5 by default)");
     let owner = "select pg_get_userbyid(datdba) from pg_database where datname = 'app'";
     assert_eq!(q(&cl, r1, "postgres", owner), "app", "role and db replicated");
 
