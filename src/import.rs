@@ -514,7 +514,7 @@ fn translate_databases(databases: &Lines, out: &mut Out) -> Result<Vec<Db>, Impo
         let params = connstr(v).map_err(err)?;
         let key = format!("databases.{name}");
         let shown = |k: &str, v: &str| if k == "password" { "password=***".to_string() } else { format!("{k}={v}") };
-        if name == "*" || name == "pgbouncer" || name == "pgmux" {
+        if name == "*" || crate::config::is_admin_database(name) {
             let all: Vec<String> = params.iter().map(|(k, v)| shown(k, v)).collect();
             let why = match name.as_str() {
                 "*" => "the fallback database (any database name) is not offered: list each database",

@@ -26,16 +26,15 @@
 
 pub mod admin;
 pub mod auth;
-pub mod cancel;
 pub mod cancel_key;
 pub mod client;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fleet;
 pub mod import;
-pub mod kill;
 pub mod memory;
 pub mod metrics;
 pub mod net;
@@ -47,6 +46,6 @@ pub mod proxy;
 pub mod router;
 pub mod run;
 pub mod server;
-pub mod session;
+pub mod settings;
 pub mod sql;
 pub mod tls;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,16 +15,38 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::scram::ScramSecret;
-use crate::cancel::CancelRegistry;
+use crate::clients::ClientRegistry;
 use crate::config::{Config, ServerAddr};
 use crate::metrics::Metrics;
 use crate::pool::{LimitKind, Limits, Pool, PoolSettings};
 use crate::prepared::Registry;
+use crate::router::classify::ClassifyConfig;
 use crate::router::topology::Topology;
 use crate::server::ServerTarget;
 
 /// See [`Proxy::config_cache`].
-pub type ConfigCache<'a> = arc_swap::Cache<&'a arc_swap::ArcSwap<Config>, Arc<Config>>;
+pub type ConfigCache<'a> = arc_swap::Cache<&'a arc_swap::ArcSwap<Running>, Arc<Running>>;
+
+/// The running configuration, with what the router builds from it (read through
+/// it as a [`Config`]).
+pub struct Running {
+    pub config: Config,
+    /// `routing.write_functions`, as the classifier wants them.
+    pub classifier: ClassifyConfig,
+}
+
+impl Running {
+    pub fn new(config: Config) -> Running {
+        Running { classifier: ClassifyConfig::from(&config.routing), config }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
 
 /// A configured user, with what pgmux needs to check its password.
 pub struct UserAuth {
@@ -76,7 +98,7 @@ impl DbPools {
 
 pub struct Proxy {
     /// The running configuration, swapped whole by a reload.
-    config: arc_swap::ArcSwap<Config>,
+    config: arc_swap::ArcSwap<Running>,
     /// Where it was read from (None: built in memory, as by `pgmux demo`).
     pub config_path: Option<std::path::PathBuf>,
     users: arc_swap::ArcSwap<HashMap<String, Arc<UserAuth>>>,
@@ -87,21 +109,21 @@ pub struct Proxy {
     pub limits: Limits,
     /// Each database's servers as the replica monitor sees them.
     topologies: DashMap<String, Arc<Topology>>,
-    pub cancel: CancelRegistry,
+    /// Every connected client, by its cancel key.
+    pub clients: ClientRegistry,
     /// Failed logins per client address (`auth_failure_limit`).
     pub auth_failures: crate::client::access::AuthFailures,
     /// Every distinct named statement clients prepared (transaction mode).
     pub statements: Registry,
     pub counters: ProxyCounters,
     /// Clients' startup settings, shared when equal.
-    pub params: crate::session::ParamsInterner,
+    pub params: crate::settings::ParamsInterner,
     pub metrics: Metrics,
     /// TLS for clients, rebuilt from its files on RELOAD.
     pub client_tls: arc_swap::ArcSwap<crate::tls::ClientTls>,
     /// TLS to servers, shared by every pool's target, rebuilt on RELOAD.
     pub upstream: crate::tls::UpstreamHandle,
     pub started: Instant,
-    clients: AtomicUsize,
     /// `true` once a graceful shutdown has begun.
     pub shutdown: watch::Sender<bool>,
     /// Databases paused by the admin console (PAUSE): no new transactions start.
@@ -133,15 +155,6 @@ pub struct ProxyCounters {
     pub pinned_now: std::sync::atomic::AtomicI64,
 }
 
-/// Counts a connected client for as long as it lives.
-pub struct ClientGuard<'a>(&'a AtomicUsize);
-
-impl Drop for ClientGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Proxy {
     pub fn new(config: Config) -> Arc<Proxy> {
         Self::with_path(config, None)
@@ -152,23 +165,23 @@ impl Proxy {
         let topologies = DashMap::new();
         sync_topologies(&topologies, &config);
         // The files were read by validation a moment ago; should they fail now, TLS is off.
-        let client_tls = crate::tls::ClientTls::from_config(&config).unwrap_or_else(|e| {
+        let client_tls = crate::tls::ClientTls::from_settings(&config.tls).unwrap_or_else(|e| {
             tracing::error!(error = %e, "TLS for clients is off");
             crate::tls::ClientTls { mode: config.tls.mode, acceptor: None }
         });
-        let upstream = crate::tls::Upstream::load(&config.server_tls).unwrap_or_else(|(k, e)| {
-            tracing::error!(error = %e, key = k, "server_tls unusable: connecting without TLS");
+        let upstream = crate::tls::Upstream::load(&config.server_tls).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "server_tls unusable: connecting without TLS");
             crate::tls::Upstream::default()
         });
         Arc::new(Proxy {
-            config: arc_swap::ArcSwap::from_pointee(config),
+            config: arc_swap::ArcSwap::from_pointee(Running::new(config)),
             config_path,
             users: arc_swap::ArcSwap::from_pointee(users),
             looked_up: DashMap::new(),
             pools: DashMap::new(),
             limits: Limits::default(),
             topologies,
-            cancel: CancelRegistry::default(),
+            clients: ClientRegistry::default(),
             auth_failures: Default::default(),
             statements: Registry::default(),
             counters: ProxyCounters::default(),
@@ -177,13 +190,12 @@ impl Proxy {
             client_tls: arc_swap::ArcSwap::from_pointee(client_tls),
             upstream: Arc::new(arc_swap::ArcSwap::from_pointee(upstream)),
             started: Instant::now(),
-            clients: AtomicUsize::new(0),
             shutdown: watch::Sender::new(false),
             paused: watch::Sender::new(Paused::default()),
         })
     }
 
-    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+    pub fn config(&self) -> arc_swap::Guard<Arc<Running>> {
         self.config.load()
     }
 
@@ -245,8 +257,8 @@ impl Proxy {
             tracing::warn!("listen and metrics_listen changes take effect after a restart");
         }
         // Certificates are read again even when their paths did not change.
-        let client_tls = crate::tls::ClientTls::from_config(&new)?;
-        let upstream = crate::tls::Upstream::load(&new.server_tls).map_err(|(k, e)| format!("server_tls.{k}: {e}"))?;
+        let client_tls = crate::tls::ClientTls::from_settings(&new.tls).map_err(|e| e.to_string())?;
+        let upstream = crate::tls::Upstream::load(&new.server_tls).map_err(|e| e.to_string())?;
         let users = build_users(&new, &self.users.load());
         // Pool sets whose database or user changed are dropped from the registry:
         // their clients drain, new logins build new pools.
@@ -267,18 +279,9 @@ impl Proxy {
         self.client_tls.store(Arc::new(client_tls));
         self.upstream.store(Arc::new(upstream));
         self.users.store(Arc::new(users));
-        self.config.store(Arc::new(new));
+        self.config.store(Arc::new(Running::new(new)));
         self.limits.apply(&self.config());
         Ok(())
-    }
-
-    pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
-    }
-
-    pub fn client_guard(&self) -> ClientGuard<'_> {
-        self.clients.fetch_add(1, Ordering::Relaxed);
-        ClientGuard(&self.clients)
     }
 
     /// The pools for a configured database and user, created on first use.
@@ -388,7 +391,7 @@ impl Proxy {
         let mut trim = crate::memory::Trim::default();
         loop {
             tick.tick().await;
-            trim.after_tick(self.clients());
+            trim.after_tick(self.clients.connected());
             // Folds recorded histogram samples into their buckets (bounded memory
             // even when nobody scrapes).
             self.metrics.upkeep();
@@ -431,9 +434,7 @@ impl Proxy {
     /// flag, says goodbye at its next boundary.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
-        for c in self.cancel.entries() {
-            c.kill.fire();
-        }
+        self.clients.kill(|_| true);
     }
 
     /// Starts a graceful shutdown and waits until every client has left or
@@ -441,13 +442,13 @@ impl Proxy {
     pub async fn drain(&self) -> usize {
         self.begin_shutdown();
         let deadline = Instant::now() + self.config().shutdown_timeout.0;
-        while self.clients() > 0 && Instant::now() < deadline {
+        while self.clients.connected() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for p in self.all_pools() {
             p.close_idle();
         }
-        self.clients()
+        self.clients.connected()
     }
 }
 

@@ -18,15 +18,15 @@ use crate::error::{PgError, SqlState};
 use crate::protocol::{backend, codes};
 use crate::proxy::Proxy;
 
-/// Database names that reach the admin console.
-pub fn is_admin_database(name: &str) -> bool {
-    name == "pgbouncer" || name == "pgmux"
-}
-
 /// A result set: columns (name, numeric?) and rows.
 pub struct ResultSet {
     pub columns: Vec<(&'static str, bool)>,
     pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// A result set's value.
+pub(crate) fn n(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
 }
 
 /// What a command produced.
@@ -181,11 +181,7 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
             proxy.paused.send_modify(|p| {
                 p.databases.insert(db.to_string());
             });
-            for c in proxy.cancel.entries() {
-                if c.info.get().is_some_and(|i| i.database == *db) {
-                    c.kill.fire();
-                }
-            }
+            proxy.clients.kill(|c| c.info.get().is_some_and(|i| i.database == *db));
             for (name, pools) in proxy.pool_sets() {
                 if name == *db {
                     for p in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
@@ -195,7 +191,7 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
             }
             Outcome::Done("KILL".into())
         }
-        ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| proxy.cancel.get(id)) {
+        ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| proxy.clients.get(id)) {
             Some(client) => {
                 client.kill.fire();
                 Outcome::Done("KILL_CLIENT".into())

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::ResultSet;
-use crate::cancel::state;
+use super::{n, ResultSet};
 use crate::pool::limit::LimitKind;
 use crate::proxy::Proxy;
 use crate::router::topology::{format_lsn, Topology};
@@ -13,10 +12,6 @@ use crate::router::topology::{format_lsn, Topology};
 fn unix_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     format!("{}", d.as_secs())
-}
-
-pub(super) fn n(v: impl ToString) -> Option<String> {
-    Some(v.to_string())
 }
 
 pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
@@ -52,7 +47,7 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
 }
 
 /// The admin console's name in the rows PgBouncer lists for it.
-const ADMIN_DB: &str = "pgbouncer";
+const ADMIN_DB: &str = crate::config::ADMIN_DATABASES[0];
 
 fn pool_mode(proxy: &Proxy) -> &'static str {
     match proxy.config().pool.mode {
@@ -205,18 +200,13 @@ fn client_columns() -> Vec<(&'static str, bool)> {
 fn clients(proxy: &Proxy) -> ResultSet {
     let listen = proxy.config().listen_addr();
     let rows = proxy
-        .cancel
+        .clients
         .entries()
         .into_iter()
         .filter_map(|e| {
             let info = e.info.get()?;
-            let st = match e.state.load(Ordering::Relaxed) {
-                state::ACTIVE => "active",
-                state::WAITING => "waiting",
-                state::IDLE => "idle",
-                _ => "login",
-            };
-            let link = e.target().map(|t| format!("{:x}", t.pid as u32));
+            let st = e.state().as_str();
+            let link = e.server().map(|t| format!("{:x}", t.pid as u32));
             Some(vec![
                 n("C"),
                 n(&info.user),
@@ -248,8 +238,8 @@ fn servers(proxy: &Proxy) -> ResultSet {
     let wall = SystemTime::now();
     let at = |t: Instant| unix_time(wall - now.duration_since(t));
     // Lent connections, as seen by the clients that hold them.
-    for e in proxy.cancel.entries() {
-        if let (Some(t), Some(info)) = (e.target(), e.info.get()) {
+    for e in proxy.clients.entries() {
+        if let (Some(t), Some(info)) = (e.server(), e.info.get()) {
             rows.push(vec![
                 n("S"),
                 n(&info.user),
@@ -402,7 +392,7 @@ fn lists(proxy: &Proxy) -> ResultSet {
         used += s.total - s.idle;
         free += s.idle;
     }
-    let clients = proxy.clients();
+    let clients = proxy.clients.connected();
     let items = [
         ("databases", proxy.config().databases.len()),
         ("users", proxy.config().users.len()),

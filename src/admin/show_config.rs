@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use super::show::n;
-use super::ResultSet;
+use super::{n, ResultSet};
 use crate::config::{AuthType, ClientTlsMode, Config, Dur, LogFormat, PoolMode, ServerTlsMode, SessionFeatures};
 
 /// Written as in the config file: `0` (off), `250ms`, `5s`.

@@ -19,7 +19,7 @@ impl Relay<'_> {
     /// client's bytes are kept for it.
     pub(super) fn scan_client(&mut self, retry: &mut Retry, reroute: &mut bool) -> Result<bool, RelayEnd> {
         loop {
-            let (limit, more) = match self.guard {
+            let (limit, more) = match self.reads_only {
                 Some(cfg) => {
                     let (n, stop, more) = self.vetted(cfg);
                     *reroute |= stop;
@@ -54,7 +54,7 @@ impl Relay<'_> {
         Ok(terminated)
     }
 
-    /// Guard on a replica: how many bytes at the front of the client buffer are
+    /// Reads-only on a replica: how many bytes at the front of the client buffer are
     /// whole requests that only read; whether a request that does more follows; and
     /// whether to vet again once these are forwarded (a request parsed or closed
     /// statements that later ones may use: the client's statements must know them).
@@ -83,7 +83,7 @@ impl Relay<'_> {
         postgres_protocol::message::frontend::sync(&mut self.server.wbuf);
         self.txn.client_sent(codes::SYNC);
         if self.statements.is_some() {
-            self.server.expect.push_back(super::rewrite::Expect::Ready);
+            self.server.expect.push_back(crate::prepared::Expect::Ready);
         }
     }
 

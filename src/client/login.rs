@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::auth::md5;
 use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
-use crate::cancel::CancelEntry;
+use crate::clients::{ClientEntry, ClientInfo, ClientState};
 use crate::config::AuthType;
 use crate::error::{ClientError, PgError, SqlState};
 use crate::net::Stream;
@@ -19,7 +19,7 @@ use crate::protocol::codes;
 use crate::protocol::frame::cstr;
 use crate::protocol::startup::{self, Startup};
 use crate::proxy::{DbPools, Proxy};
-use crate::session::SessionParams;
+use crate::settings::SessionParams;
 
 /// Largest password/SASL message accepted during authentication.
 const MAX_AUTH_MESSAGE: usize = 8192;
@@ -72,7 +72,7 @@ fn protocol_error(msg: impl Into<String>) -> Refusal {
 }
 
 /// Runs the whole login. On success the client has been greeted.
-pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startup: Startup) -> Result<Login, Refusal> {
+pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startup: Startup) -> Result<Login, Refusal> {
     let user = startup
         .get("user")
         .filter(|u| !u.is_empty())
@@ -87,7 +87,7 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startu
     let addr = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     // Before any authentication exchange, as PostgreSQL checks pg_hba.conf.
     super::access::check(&proxy.config(), &proxy.auth_failures, addr.ip(), &user, &database).map_err(|(e, why)| Refusal::Denied(e, why))?;
-    if proxy.clients() > proxy.config().max_client_connections {
+    if proxy.clients.connected() > proxy.config().max_client_connections {
         return Err(ClientError::TooManyClients.into());
     }
     let mut out = BytesMut::with_capacity(512);
@@ -110,14 +110,14 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startu
         }
         Err(e) => return Err(e),
     }
-    let info = |application_name: &str| crate::cancel::ClientInfo {
+    let info = |application_name: &str| ClientInfo {
         user: user.clone(),
         database: database.clone(),
         addr,
         connected: std::time::SystemTime::now(),
         application_name: application_name.to_string(),
     };
-    if crate::admin::is_admin_database(&database) {
+    if crate::config::is_admin_database(&database) {
         if !proxy.user(&user).is_some_and(|u| u.admin) {
             return Err(Refusal::Error(PgError::fatal(
                 SqlState::INVALID_AUTHORIZATION,
@@ -155,7 +155,7 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &CancelEntry, startu
     stream.write_all(&out).await?;
     let session_features = proxy.config().databases.get(&database).map(|d| d.session_features).unwrap_or_default();
     let _ = key.info.set(info(params.get("application_name").unwrap_or("")));
-    key.set_state(crate::cancel::state::IDLE);
+    key.set_state(ClientState::Idle);
     Ok(Login::Pooled(LoggedIn { user, database, pools, startup: params.clone(), params, session_features }))
 }
 

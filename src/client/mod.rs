@@ -51,7 +51,7 @@ fn count_rejection(proxy: &Proxy, e: &crate::error::PgError) {
 }
 
 /// First packets and login; on failure, the stream to tell the client on (if any).
-async fn start(tcp: TcpStream, proxy: &Proxy, key: &crate::cancel::CancelEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
+async fn start(tcp: TcpStream, proxy: &Proxy, key: &crate::clients::ClientEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
     let (mut stream, startup) = negotiate::first_packets(tcp, proxy).await?;
     match login::login(&mut stream, proxy, key, startup).await {
         Ok(l) => Ok((stream, l)),
@@ -73,8 +73,7 @@ async fn refuse(mut stream: Stream, e: crate::error::PgError) {
 /// and the session's idle wait, nothing of the login (boxed, and gone by then) or of
 /// a transaction (boxed while it runs).
 pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
-    let _count = proxy.client_guard();
-    let key = proxy.cancel.register();
+    let key = proxy.clients.register();
     let Some(mut session) = Box::pin(welcome(tcp, &proxy, &key.entry)).await else { return };
     // Every log line carries the client id; no span is entered per poll (hot path).
     let id = key.entry.pid;
@@ -88,7 +87,7 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
 
 /// First packets and login within `startup_timeout`; a refusal is told and
 /// counted, an admin console served. `Some`: a pooled client's session, greeted.
-async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::cancel::CancelEntry>) -> Option<Session<'a>> {
+async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::clients::ClientEntry>) -> Option<Session<'a>> {
     let id = entry.pid;
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let timeout = proxy.config().startup_timeout.0;
@@ -129,7 +128,7 @@ async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::c
         config: proxy.config_cache(),
         stream,
         login: logged_in,
-        cancel: entry.clone(),
+        client: entry.clone(),
         cbuf: BytesMut::new(),
         cframer: Framer::default(),
         statements: ClientStatements::new(proxy.statements.client_uid()),
@@ -149,7 +148,7 @@ mod size_tests {
         rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let key = proxy.cancel.register();
+            let key = proxy.clients.register();
             let mut s2 = crate::net::Stream::Plain(tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
             let lf = super::login::login(&mut s2, &proxy, &key.entry, Default::default());
             eprintln!("login future: {} bytes", std::mem::size_of_val(&lf));

@@ -6,13 +6,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::login::Refusal;
-use crate::cancel;
-use crate::config::ClientTlsMode;
 use crate::error::{PgError, SqlState};
 use crate::net::Stream;
 use crate::protocol::startup::{self, FirstPacket, Startup};
 use crate::proxy::Proxy;
-use crate::tls::Acceptor;
+use crate::tls::{Acceptor, ClientTlsMode};
 
 /// First byte of a TLS handshake record: a client starting TLS without asking.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -67,11 +65,7 @@ pub async fn first_packets(mut tcp: TcpStream, proxy: &Proxy) -> Result<(Stream,
                 }
             }
             FirstPacket::Cancel { pid, secret } => {
-                if let Some(target) = proxy.cancel.lookup(pid, &secret) {
-                    if let Err(e) = cancel::send_cancel(target).await {
-                        tracing::warn!(error = %e, "forwarding cancel request failed");
-                    }
-                }
+                proxy.clients.cancel(pid, &secret).await;
                 return Err((None, Refusal::Silent));
             }
             // Not part of a fleet (yet): nothing to say to a peer.

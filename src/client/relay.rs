@@ -20,7 +20,7 @@ use super::txn::TxnTracker;
 use crate::prepared::{ClientStatements, Registry};
 use std::sync::atomic::Ordering;
 
-use crate::kill::{Kill, KillWatch};
+use crate::clients::{Kill, KillWatch};
 use crate::pool::Pool;
 use crate::protocol::codes;
 use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
@@ -108,7 +108,7 @@ pub struct Relay<'a> {
     pub stopping: &'a watch::Sender<bool>,
     /// On a replica: only requests the classifier calls reads are sent; the relay
     /// ends with [`RelayEnd::Reroute`] before any other.
-    pub guard: Option<&'a crate::router::classify::ClassifyConfig>,
+    pub reads_only: Option<&'a crate::router::classify::ClassifyConfig>,
 }
 
 /// Figures gathered during one relay run, recorded once at its end.
@@ -317,12 +317,8 @@ impl Relay<'_> {
                 Ok(Event::Timeout(Timeout::Query)) => {
                     // Like statement_timeout: cancel it; the server's 57014 reaches the client.
                     query_cancelled = Some(std::time::Instant::now());
-                    let s = &*self.server;
-                    let target = crate::cancel::CancelTarget { addr: s.peer, pid: s.pid, secret: s.secret };
-                    tokio::spawn(async move {
-                        let _ = crate::cancel::send_cancel(target).await;
-                    });
-                    tracing::info!(server = %s.peer, "query_timeout: query cancelled");
+                    self.server.cancel_target().send_later();
+                    tracing::info!(server = %self.server.peer, "query_timeout: query cancelled");
                 }
                 Ok(Event::Timeout(Timeout::Silent)) => {
                     tracing::warn!(server = %self.server.peer, "query_timeout: no answer from the server after the cancel; connection closed");

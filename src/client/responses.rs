@@ -9,8 +9,7 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use super::rewrite::Expect;
-use crate::prepared::ServerStatements;
+use crate::prepared::{Expect, ServerStatements};
 use crate::protocol::codes::*;
 
 const PARSE_COMPLETE: u8 = b'1';

@@ -16,23 +16,10 @@ use std::collections::VecDeque;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::prepared::{server_name, ClientStatements, Registry, ServerStatements};
+use crate::prepared::{server_name, ClientStatements, Expect, Registry, ServerStatements};
 use crate::protocol::codes::*;
 use crate::protocol::frame::cstr;
 use crate::sql::{merge_effects, SessionEffects};
-
-/// What to do with one future server answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// A ParseComplete. `id`: the registry statement (None: the unnamed one);
-    /// `hidden`: pgmux's own Parse, not shown to the client.
-    Parse { id: Option<u64>, hidden: bool },
-    /// A CloseComplete. `hidden`: pgmux's own Close (of `evicted`, when the LRU
-    /// made room).
-    Close { hidden: bool, evicted: Option<u64> },
-    /// A ReadyForQuery (after Sync, Query or FunctionCall).
-    Ready,
-}
 
 /// A name no statement has: closing it is a harmless no-op on the server.
 const NO_STATEMENT: &str = "pgmux_none";

@@ -19,7 +19,7 @@
 //!   (a check that began after the write), and from then on only to replicas that
 //!   have replayed that far. No query of its own is added anywhere.
 //!
-//! On a replica the relay runs with a guard: only reads are sent. When a request
+//! On a replica the relay runs reads-only: only reads are sent. When a request
 //! that is not a read comes inside a transaction that began with a plain `BEGIN`
 //! and has only read, the replica's transaction is rolled back and the transaction
 //! continues on the primary (`BEGIN` there, then the request). In read committed
@@ -87,7 +87,7 @@ impl RouteState {
 pub struct Routing {
     pub decision: Decision,
     /// On a replica: send only reads (see the module doc).
-    pub guard: bool,
+    pub reads_only: bool,
     /// The transaction may move to the primary when a write comes.
     pub movable: bool,
     /// The request, as classified, reads only.
@@ -95,7 +95,7 @@ pub struct Routing {
 }
 
 /// What became of the client's next request.
-pub enum Prepared {
+pub enum Destination {
     /// Take a server as decided.
     Route(Routing),
     /// pgmux answered it; wait for the next one.
@@ -105,17 +105,17 @@ pub enum Prepared {
 impl Session<'_> {
     /// Reads the client's next request whole and decides where it goes (answering
     /// it here when it is about routing or a held-back `BEGIN`).
-    pub(super) async fn prepare_route(&mut self, topo: &Topology) -> Result<Prepared, SessionEnd> {
+    pub(super) async fn prepare_route(&mut self, topo: &Topology) -> Result<Destination, SessionEnd> {
         let config = self.proxy.config();
         let max = config.max_message_size.0 as usize;
         let req = loop {
-            match next_request(&self.cbuf, max, config.routing.classify(), &self.statements) {
+            match next_request(&self.cbuf, max, &config.classifier, &self.statements) {
                 Scan::Complete(r) => break r,
                 // The relay reports it (from the primary: nothing reaches a replica unread).
                 Scan::Malformed => {
-                    return Ok(Prepared::Route(Routing {
+                    return Ok(Destination::Route(Routing {
                         decision: Decision { node: topo.primary(), routed: Routed::PrimaryWrite },
-                        guard: false,
+                        reads_only: false,
                         movable: false,
                         read: false,
                     }))
@@ -132,7 +132,7 @@ impl Session<'_> {
         drop(config);
         if self.cbuf[0] == codes::QUERY && self.answer_here(&req).await? {
             crate::server::consume(&mut self.cbuf, req.len);
-            return Ok(Prepared::Answered);
+            return Ok(Destination::Answered);
         }
         let decision = if self.route.to_primary {
             Decision { node: topo.primary(), routed: Routed::PrimaryWrite }
@@ -140,9 +140,9 @@ impl Session<'_> {
             let min_lsn = if self.proxy.config().routing.read_your_writes { self.route.min_lsn(topo) } else { 0 };
             decide(topo, req.read, req.hint, self.route.route, min_lsn, 0)
         };
-        let guard = decision.routed == Routed::ReplicaRead;
-        let movable = guard && (self.route.pending_begin.is_some() || req.begin == Some(Begin::Plain));
-        Ok(Prepared::Route(Routing { decision, guard, movable, read: req.read }))
+        let reads_only = decision.routed == Routed::ReplicaRead;
+        let movable = reads_only && (self.route.pending_begin.is_some() || req.begin == Some(Begin::Plain));
+        Ok(Destination::Route(Routing { decision, reads_only, movable, read: req.read }))
     }
 
     /// Answers a simple Query about routing, or a held-back `BEGIN` (and a lone
@@ -214,7 +214,7 @@ impl Session<'_> {
                 }
                 Err(e) if routing.decision.routed.to_replica() && e.server_unavailable() => {
                     let server = &topo.nodes[routing.decision.node].addr;
-                    tracing::info!(client = self.cancel.pid, %server, error = %e, "replica unavailable; the read goes elsewhere");
+                    tracing::info!(client = self.client.pid, %server, error = %e, "replica unavailable; the read goes elsewhere");
                     skip |= 1u64.checked_shl(routing.decision.node as u32).unwrap_or(0);
                     let d = decide(topo, true, None, Route::Replica, 0, skip);
                     routing.decision = if d.routed.to_replica() {
@@ -223,7 +223,7 @@ impl Session<'_> {
                         Decision { node: topo.primary(), routed: Routed::PrimaryFallback }
                     };
                     if !routing.decision.routed.to_replica() {
-                        routing.guard = false;
+                        routing.reads_only = false;
                         routing.movable = false;
                     }
                 }
@@ -260,7 +260,7 @@ impl Session<'_> {
                 return false;
             }
         }
-        tracing::debug!(client = self.cancel.pid, "transaction moves from a replica to the primary");
+        tracing::debug!(client = self.client.pid, "transaction moves from a replica to the primary");
         self.route.pending_begin = Some("BEGIN".into());
         self.route.to_primary = true;
         true

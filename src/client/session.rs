@@ -13,9 +13,9 @@ use bytes::BytesMut;
 
 use super::login::LoggedIn;
 use super::relay::{Hold, Relay, RelayEnd, Timeouts, TxnRewrite, CLIENT_READ_BUF};
-use super::route::{Prepared, RouteState, Routing};
+use super::route::{Destination, RouteState, Routing};
 use super::txn::TxnTracker;
-use crate::cancel::{self, CancelEntry, CancelTarget};
+use crate::clients::{ClientEntry, ClientState, KillWatch};
 use crate::config::{PoolMode, SessionFeatures};
 use crate::error::{ClientError, PgError};
 use crate::pool::Lease;
@@ -24,7 +24,7 @@ use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::{Framer, Step};
 use crate::proxy::Proxy;
-use crate::session::{read_query, sync_query, SessionParams};
+use crate::settings::{read_query, sync_query, SessionParams};
 use crate::sql::SessionEffects;
 
 pub struct Session<'a> {
@@ -33,13 +33,14 @@ pub struct Session<'a> {
     pub config: crate::proxy::ConfigCache<'a>,
     pub stream: crate::net::Stream,
     pub login: LoggedIn,
-    pub cancel: Arc<CancelEntry>,
+    /// Its entry in the client registry (cancel key, state, kill signal).
+    pub client: Arc<ClientEntry>,
     pub cbuf: BytesMut,
     pub cframer: Framer,
     pub statements: ClientStatements,
     pub route: RouteState,
-    /// What this task has seen of its [`crate::kill::Kill`] signal.
-    pub kill: crate::kill::KillWatch,
+    /// What this task has seen of its [`crate::clients::Kill`] signal.
+    pub kill: KillWatch,
 }
 
 /// What ended an idle wait.
@@ -117,7 +118,7 @@ impl Session<'_> {
             if let Some(end) = Box::pin(self.transaction()).await {
                 return end;
             }
-            self.cancel.set_state(crate::cancel::state::IDLE);
+            self.client.set_state(ClientState::Idle);
             if self.cbuf.is_empty() {
                 super::buffers::give_back(std::mem::take(&mut self.cbuf));
             }
@@ -131,12 +132,12 @@ impl Session<'_> {
         let topo = if self.routes() { Some(self.login.pools.topology.clone()) } else { None };
         if let Some(topo) = &topo {
             match self.prepare_route(topo).await {
-                Ok(Prepared::Route(r)) => routing = Some(r),
-                Ok(Prepared::Answered) => return None,
+                Ok(Destination::Route(r)) => routing = Some(r),
+                Ok(Destination::Answered) => return None,
                 Err(end) => return Some(end),
             }
         }
-        self.cancel.set_state(crate::cancel::state::WAITING);
+        self.client.set_state(ClientState::Waiting);
         self.proxy.wait_unpaused(&self.login.database).await;
         let checkout = match (routing.as_mut(), &topo) {
             (Some(r), Some(topo)) => self.checkout_routed(topo, r).await,
@@ -146,7 +147,7 @@ impl Session<'_> {
                 self.checkout_from(pools.node(pools.topology.primary()).clone()).await
             }
         };
-        self.cancel.set_state(crate::cancel::state::ACTIVE);
+        self.client.set_state(ClientState::Active);
         let lease = match checkout {
             Ok(l) => l,
             Err(e) => return Box::pin(self.refuse_request(&e)).await.err(),
@@ -157,12 +158,12 @@ impl Session<'_> {
     /// Waits, idle, for the client's next bytes or an event. This is what an idle
     /// client's task holds, so it is kept small: the idle timer is allocated only
     /// when a timeout is configured, and nothing is registered but the socket's
-    /// waker (see [`crate::kill`]).
+    /// waker (see [`crate::clients::kill`]).
     async fn idle_wait(&mut self, limit: Option<std::time::Duration>) -> Wake {
         use std::future::Future;
         use std::task::Poll;
         let mut timer = limit.map(|t| Box::pin(tokio::time::sleep(t)));
-        let (stream, kill, watch) = (&self.stream, &self.cancel.kill, &mut self.kill);
+        let (stream, kill, watch) = (&self.stream, &self.client.kill, &mut self.kill);
         let wake = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = stream.poll_read_ready(cx) {
                 return Poll::Ready(Some(Wake::Readable(r.is_ok())));
@@ -230,15 +231,14 @@ impl Session<'_> {
                 return Box::pin(self.refuse_request(&e)).await.err();
             }
         }
-        // Kept for the guard's lifetime (only when routing).
+        // Kept while the relay runs reads-only (only when routing).
         let config = routing.map(|_| self.config.load().clone());
         // A read on the primary (no replica would do) is watched the same way: a write
         // that follows in its transaction counts for read-your-writes.
         let read_on_primary = routing.is_some_and(|r| r.read && !r.decision.routed.to_replica());
         let mut wrote = routing.is_some_and(|r| !r.read && !r.decision.routed.to_replica());
-        let mut guard = routing.is_some_and(|r| r.guard) || read_on_primary;
-        let conn = lease.conn();
-        self.cancel.attach(CancelTarget { addr: conn.peer, pid: conn.pid, secret: conn.secret });
+        let mut reads_only = routing.is_some_and(|r| r.reads_only) || read_on_primary;
+        self.client.attach(lease.conn().cancel_target());
         let (mode, max_message, timeouts) = {
             let c = self.config.load();
             let timeouts = Timeouts {
@@ -277,15 +277,15 @@ impl Session<'_> {
                 pool: &pool,
                 timeouts,
                 label: None,
-                kill: (&self.cancel.kill, &mut self.kill),
+                kill: (&self.client.kill, &mut self.kill),
                 stopping: &self.proxy.shutdown,
-                guard: config.as_ref().filter(|_| guard).map(|c| c.routing.classify()),
+                reads_only: config.as_ref().filter(|_| reads_only).map(|c| &c.classifier),
             };
             let end = relay.run(hold).await;
             drop(relay);
             if end == RelayEnd::Reroute && read_on_primary {
                 wrote = true;
-                guard = false;
+                reads_only = false;
                 continue;
             }
             if end == RelayEnd::Reroute {
@@ -293,17 +293,17 @@ impl Session<'_> {
                 // Moving is safe even after a Parse/Describe/Flush without its Sync:
                 // nothing ran, and the statements are prepared again on the primary.
                 if movable && txn.status == codes::TXN_IN_BLOCK && !pinned {
-                    self.cancel.detach();
+                    self.client.detach();
                     if !Box::pin(self.move_to_primary(lease)).await {
                         self.send_error(&ClientError::ServerLost("could not end the transaction on the replica".into()).to_pg()).await;
                         return Some(SessionEnd::Error("moving a transaction to the primary failed".into()));
                     }
                     return None;
                 }
-                tracing::debug!(client = self.cancel.pid, movable, status = %(txn.status as char), unsynced = txn.unsynced, pinned, "a request that is not a read stays on the replica");
+                tracing::debug!(client = self.client.pid, movable, status = %(txn.status as char), unsynced = txn.unsynced, pinned, "a request that is not a read stays on the replica");
                 // A failed, read-only or repeatable-read transaction stays where it is:
                 // the server answers the request (a standby refuses writes with 25006).
-                guard = false;
+                reads_only = false;
                 continue;
             }
             if end == RelayEnd::Boundary {
@@ -316,12 +316,12 @@ impl Session<'_> {
                 pinned = true;
                 self.proxy.counters.pinned_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.proxy.counters.pinned_now.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(client = self.cancel.pid, reason, "client pinned to its server connection for the rest of its session");
+                tracing::info!(client = self.client.pid, reason, "client pinned to its server connection for the rest of its session");
             }
             if end == RelayEnd::Boundary && (!effects.settings.is_empty() || effects.reset_all) {
                 if let Err(e) = Box::pin(self.refresh_settings(&mut lease, &effects)).await {
-                    tracing::warn!(client = self.cancel.pid, error = %e, "could not read back session settings");
-                    self.cancel.detach();
+                    tracing::warn!(client = self.client.pid, error = %e, "could not read back session settings");
+                    self.client.detach();
                     lease.discard();
                     return None;
                 }
@@ -334,12 +334,12 @@ impl Session<'_> {
                         lease.conn_mut().statements.clear();
                         self.proxy.counters.stale_plans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(
-                            client = self.cancel.pid,
+                            client = self.client.pid,
                             "prepared statements dropped after \"cached plan must not change result type\""
                         );
                     }
                     _ => {
-                        self.cancel.detach();
+                        self.client.detach();
                         lease.discard();
                         return None;
                     }
@@ -350,7 +350,7 @@ impl Session<'_> {
                 effects = SessionEffects::default();
                 continue;
             }
-            self.cancel.detach();
+            self.client.detach();
             if pinned && end != RelayEnd::Boundary {
                 self.proxy.counters.pinned_now.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 // Temporary tables, listeners, advisory locks: nothing to hand on.
@@ -406,7 +406,7 @@ impl Session<'_> {
                 Some(SessionEnd::Error(msg))
             }
             RelayEnd::ServerGone(msg) | RelayEnd::ServerProtocol(msg) => {
-                tracing::warn!(client = self.cancel.pid, server = %lease.pool().name, error = %msg, "server connection lost mid-transaction");
+                tracing::warn!(client = self.client.pid, server = %lease.pool().name, error = %msg, "server connection lost mid-transaction");
                 lease.discard();
                 self.send_error(&ClientError::ServerLost(msg.clone()).to_pg()).await;
                 Some(SessionEnd::Error(msg))
@@ -502,11 +502,7 @@ impl Session<'_> {
         } else if txn.quiescent() {
             Some("ROLLBACK".to_string())
         } else {
-            let c = lease.conn();
-            let target = CancelTarget { addr: c.peer, pid: c.pid, secret: c.secret };
-            tokio::spawn(async move {
-                let _ = cancel::send_cancel(target).await;
-            });
+            lease.conn().cancel_target().send_later();
             lease.discard();
             return;
         };
@@ -532,7 +528,7 @@ impl Session<'_> {
     /// Answers the client's pending request with an error, as a server would: the
     /// error at once, then everything up to its Sync skipped, then ReadyForQuery.
     async fn refuse_request(&mut self, e: &ClientError) -> Result<(), SessionEnd> {
-        tracing::info!(client = self.cancel.pid, error = %e, "request refused");
+        tracing::info!(client = self.client.pid, error = %e, "request refused");
         let pg = e.to_pg();
         self.send_error(&pg).await;
         if e.is_fatal() {

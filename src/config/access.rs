@@ -147,7 +147,7 @@ impl Config {
                 }
             }
             for d in rule.databases.iter().flatten() {
-                if !self.databases.contains_key(d) && !crate::admin::is_admin_database(d) {
+                if !self.databases.contains_key(d) && !super::is_admin_database(d) {
                     return err(
                         key("databases"),
                         format!("database \"{d}\" is not in databases (nor the admin console's pgbouncer/pgmux)"),

@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode};
 pub use access::{default_auth_query, Cidr, HbaAction, HbaRule};
 pub use fleet::FleetConfig;
 pub use routing::{Route, RoutingConfig};
-pub use tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode};
 pub use units::{ByteSize, Dur};
 
 use crate::auth::scram::ScramSecret;
@@ -347,6 +347,15 @@ impl fmt::Display for ServerAddr {
     }
 }
 
+/// The database names that reach the admin console, as in PgBouncer (the first is
+/// the name PgBouncer lists it under). No configured database may take them.
+pub const ADMIN_DATABASES: [&str; 2] = ["pgbouncer", "pgmux"];
+
+/// Whether a client asking for this database wants the admin console.
+pub fn is_admin_database(name: &str) -> bool {
+    ADMIN_DATABASES.contains(&name)
+}
+
 /// A configuration error with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -472,7 +481,7 @@ impl Config {
         }
         for (name, db) in &self.databases {
             let key = format!("databases.{name}");
-            if name == "pgbouncer" || name == "pgmux" {
+            if is_admin_database(name) {
                 return err(&key, format!("\"{name}\" is reserved for the admin console"));
             }
             if ServerAddr::parse(&db.primary).is_none() {

@@ -34,16 +34,6 @@ pub struct RoutingConfig {
     /// Consecutive failed checks that take a server out of rotation.
     #[serde(default = "defaults::ban_after_failures")]
     pub ban_after_failures: u32,
-    /// `write_functions`, prepared for the classifier (built on first use).
-    #[serde(skip)]
-    classify: std::sync::OnceLock<crate::router::classify::ClassifyConfig>,
-}
-
-impl RoutingConfig {
-    /// What the classifier needs from this block.
-    pub fn classify(&self) -> &crate::router::classify::ClassifyConfig {
-        self.classify.get_or_init(|| crate::router::classify::ClassifyConfig::new(&self.write_functions))
-    }
 }
 
 impl Default for RoutingConfig {
@@ -57,7 +47,6 @@ impl Default for RoutingConfig {
             monitor_interval: defaults::monitor_interval(),
             monitor_user: None,
             ban_after_failures: defaults::ban_after_failures(),
-            classify: Default::default(),
         }
     }
 }

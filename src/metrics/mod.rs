@@ -207,7 +207,7 @@ pub fn collect(m: &Metrics, proxy: &Proxy) {
         let idle = pools.clients.load(Ordering::Relaxed).saturating_sub(busy);
         m.gauge("pgmux_clients", &[("database", &db), ("user", &pools.user), ("state", "idle")]).set(idle as f64);
     }
-    m.gauge("pgmux_client_connections", &[]).set(proxy.clients() as f64);
+    m.gauge("pgmux_client_connections", &[]).set(proxy.clients.connected() as f64);
     m.gauge("pgmux_prepared_statements", &[]).set(proxy.statements.len() as f64);
     let c = &proxy.counters;
     m.gauge("pgmux_pinned_sessions", &[]).set(c.pinned_now.load(Ordering::Relaxed) as f64);

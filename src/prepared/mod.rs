@@ -23,9 +23,10 @@ pub struct StmtDef {
     pub server_name: String,
     /// `query\0`, parameter count and types, as in the client's Parse.
     pub body: Bytes,
-    /// What it means for routing (classified once, on first use by the router, and
-    /// again if a reload changes `routing.write_functions`).
-    pub route: crate::router::request::CachedVerdict,
+    /// The router's verdict on it, kept here so that it is classified once (on first
+    /// use, and again if a reload changes `routing.write_functions`): an opaque word
+    /// that only the router reads and writes (`router::request::CachedVerdict`).
+    pub route: AtomicU64,
 }
 
 /// All distinct statements seen, shared by every client.
@@ -84,6 +85,20 @@ impl ClientStatements {
     pub fn new(uid: u64) -> Self {
         ClientStatements { uid, ..Default::default() }
     }
+}
+
+/// What to do with one future server answer to a message pgmux sent on a server
+/// connection (kept in order with the connection: see `client::responses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A ParseComplete. `id`: the registry statement (None: the unnamed one);
+    /// `hidden`: pgmux's own Parse, not shown to the client.
+    Parse { id: Option<u64>, hidden: bool },
+    /// A CloseComplete. `hidden`: pgmux's own Close (of `evicted`, when the LRU
+    /// made room).
+    Close { hidden: bool, evicted: Option<u64> },
+    /// A ReadyForQuery (after Sync, Query or FunctionCall).
+    Ready,
 }
 
 /// Default number of statements kept prepared per server connection.

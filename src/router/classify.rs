@@ -180,6 +180,13 @@ impl ClassifyConfig {
     }
 }
 
+impl From<&crate::config::RoutingConfig> for ClassifyConfig {
+    /// What the classifier needs from the `routing:` block.
+    fn from(r: &crate::config::RoutingConfig) -> Self {
+        ClassifyConfig::new(&r.write_functions)
+    }
+}
+
 /// Classifies one query string (a simple Query's text, or a Parse's statement),
 /// whatever the session's `standard_conforming_strings`: where a `'...'` string has
 /// a backslash right before a quote (`'C:\'`, `LIKE $1 ESCAPE '\'`), the text is

@@ -77,7 +77,7 @@ impl Conn {
 impl Monitor {
     async fn round(&mut self, proxy: &Proxy, now: Instant) {
         // Owned: the guard of a config load is not to be held across awaits.
-        let config: Arc<crate::config::Config> = Arc::clone(&proxy.config());
+        let config: Arc<crate::proxy::Running> = Arc::clone(&proxy.config());
         let r = &config.routing;
         let lim = Limits {
             interval: r.monitor_interval.0,

@@ -103,10 +103,11 @@ impl Verdict {
 
 /// A statement's [`Verdict`], kept with it (one atomic word, no lock: statements are
 /// shared by every client) for the classifier configuration it was computed under.
-#[derive(Debug, Default)]
-pub struct CachedVerdict(std::sync::atomic::AtomicU64);
+/// The word is the statement's [`crate::prepared::StmtDef::route`].
+#[derive(Debug, Clone, Copy)]
+pub struct CachedVerdict<'a>(pub &'a std::sync::atomic::AtomicU64);
 
-impl CachedVerdict {
+impl CachedVerdict<'_> {
     /// The verdict under `cfg`, computed by `compute` when none is kept for it.
     pub fn get(&self, cfg: &ClassifyConfig, compute: impl FnOnce() -> Verdict) -> Verdict {
         use std::sync::atomic::Ordering::Relaxed;
@@ -248,7 +249,10 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 } else {
                     match parsed.get(stmt) {
                         Some(v) => v,
-                        None => statements.named.get(stmt).map(|def| def.route.get(cfg, || Verdict::of(query_of(&def.body), cfg))),
+                        None => statements
+                            .named
+                            .get(stmt)
+                            .map(|def| CachedVerdict(&def.route).get(cfg, || Verdict::of(query_of(&def.body), cfg))),
                     }
                 };
                 match v {
@@ -509,7 +513,8 @@ mod tests {
 
     #[test]
     fn cached_verdicts_follow_the_write_function_list() {
-        let c = CachedVerdict::default();
+        let word = Default::default();
+        let c = CachedVerdict(&word);
         let before = ClassifyConfig::new(["f"]);
         let after = ClassifyConfig::new(["f", "g"]);
         let read = || Verdict { reads: true, hint: Some(Hint::Replica), begin: Some(Begin::Fixed) };

@@ -18,7 +18,7 @@ use crate::auth::scram::{ScramKeyClient, ScramKeys};
 use crate::config::ServerAddr;
 use crate::error::{PgError, Severity, SqlState};
 use crate::net::Stream;
-use crate::session::SessionParams;
+use crate::settings::SessionParams;
 
 /// Where and as whom to log in.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 //! pgmux's own short queries ([`ServerConn::run_internal`]): health checks, session
 //! sync, rollbacks, resets. Client traffic goes through `client::relay`.
 
+mod cancel;
 pub mod login;
 
 use std::collections::VecDeque;
@@ -18,12 +19,12 @@ use crate::net::Stream;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::{backend, frontend};
 
-use crate::client::rewrite::Expect;
 use crate::error::PgError;
-use crate::prepared::ServerStatements;
+use crate::prepared::{Expect, ServerStatements};
 use crate::protocol::codes;
-use crate::session::SessionParams;
+use crate::settings::SessionParams;
 
+pub use cancel::CancelTarget;
 pub use login::{LoginError, ServerTarget};
 
 /// Size the server read buffer starts at.
@@ -141,6 +142,11 @@ impl ServerConn {
     /// Reads one whole message (internal use only: login and internal queries).
     pub(crate) async fn read_message(&mut self) -> io::Result<backend::Message> {
         read_message(&mut self.stream, &mut self.rbuf).await
+    }
+
+    /// Where to send a CancelRequest for what this connection runs.
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget { addr: self.peer, pid: self.pid, secret: self.secret }
     }
 
     /// Closes politely: Terminate if the socket takes it now, then drop.

@@ -5,6 +5,7 @@
 //! rustls with the *ring* provider. The byte-moving side is `net::tls`.
 
 pub mod certs;
+mod settings;
 mod upstream;
 
 use std::io;
@@ -12,9 +13,24 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use crate::config::{ClientTlsConfig, ClientTlsMode, Config};
 use crate::net::{tls::TlsStream, Stream};
+pub use settings::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode};
 pub use upstream::{Upstream, UpstreamHandle};
+
+/// A TLS setting that cannot be used: the key at fault (`tls.cert`, `server_tls.ca`
+/// ...) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TlsError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl TlsError {
+    pub(crate) fn new(key: &'static str, message: impl Into<String>) -> TlsError {
+        TlsError { key, message: message.into() }
+    }
+}
 
 /// The ALPN protocol PostgreSQL 17 requires with direct TLS negotiation.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -31,20 +47,20 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// Builds from `tls:`; errors name the key (`cert`, `key`) at fault.
-    pub fn load(c: &ClientTlsConfig) -> Result<Acceptor, (&'static str, String)> {
+    /// Builds from `tls:`; errors name the key (`tls.cert`, `tls.key`) at fault.
+    pub fn load(c: &ClientTlsConfig) -> Result<Acceptor, TlsError> {
         let (Some(cert), Some(key)) = (&c.cert, &c.key) else {
-            return Err(("cert", "TLS for clients needs both cert and key".into()));
+            return Err(TlsError::new("tls.cert", "TLS for clients needs both cert and key"));
         };
-        let chain = certs::load_certs(cert).map_err(|m| ("cert", m))?;
-        let private = certs::load_key(key).map_err(|m| ("key", m))?;
+        let chain = certs::load_certs(cert).map_err(|m| TlsError::new("tls.cert", m))?;
+        let private = certs::load_key(key).map_err(|m| TlsError::new("tls.key", m))?;
         let channel_binding = certs::end_point_hash(&chain[0]).map(Arc::from);
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| ("cert", e.to_string()))?
+            .map_err(|e| TlsError::new("tls.cert", e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(chain, private)
-            .map_err(|e| ("key", format!("does not fit the certificate: {e}")))?;
+            .map_err(|e| TlsError::new("tls.key", format!("does not fit the certificate: {e}")))?;
         config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
         Ok(Acceptor { config: Arc::new(config), channel_binding })
     }
@@ -75,11 +91,11 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    pub fn from_config(c: &Config) -> Result<ClientTls, String> {
-        let t = &c.tls;
+    /// From the `tls:` block.
+    pub fn from_settings(t: &ClientTlsConfig) -> Result<ClientTls, TlsError> {
         let acceptor = match (t.mode, &t.cert) {
             (ClientTlsMode::Disable, _) | (_, None) => None,
-            _ => Some(Acceptor::load(t).map_err(|(k, m)| format!("tls.{k}: {m}"))?),
+            _ => Some(Acceptor::load(t)?),
         };
         Ok(ClientTls { mode: t.mode, acceptor })
     }

@@ -13,8 +13,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{certs, provider};
-use crate::config::{ServerTlsConfig, ServerTlsMode};
+use super::{certs, provider, ServerTlsConfig, ServerTlsMode, TlsError};
 use crate::net::{tls::TlsStream, Stream};
 
 /// How to reach servers; `config` is `None` when the mode is `disable`.
@@ -42,30 +41,36 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 impl Upstream {
     /// Builds from `server_tls:`; errors name the key at fault.
-    pub fn load(c: &ServerTlsConfig) -> Result<Upstream, (&'static str, String)> {
+    pub fn load(c: &ServerTlsConfig) -> Result<Upstream, TlsError> {
         if c.mode == ServerTlsMode::Disable {
             return Ok(Upstream::default());
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| ("mode", e.to_string()))?;
+            .map_err(|e| TlsError::new("server_tls.mode", e.to_string()))?;
         let builder = match (c.mode, &c.ca) {
-            (ServerTlsMode::VerifyFull, Some(ca)) => builder.with_root_certificates(certs::load_roots(ca).map_err(|m| ("ca", m))?),
+            (ServerTlsMode::VerifyFull, Some(ca)) => {
+                builder.with_root_certificates(certs::load_roots(ca).map_err(|m| TlsError::new("server_tls.ca", m))?)
+            }
             (ServerTlsMode::VerifyCa, Some(ca)) => {
-                let roots = Arc::new(certs::load_roots(ca).map_err(|m| ("ca", m))?);
-                let inner = WebPkiServerVerifier::builder_with_provider(roots, provider()).build().map_err(|e| ("ca", e.to_string()))?;
+                let roots = Arc::new(certs::load_roots(ca).map_err(|m| TlsError::new("server_tls.ca", m))?);
+                let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+                    .build()
+                    .map_err(|e| TlsError::new("server_tls.ca", e.to_string()))?;
                 builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyName(inner)))
             }
             (ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull, None) => {
-                return Err(("ca", "verify-ca and verify-full need the CA that signs the servers' certificates".into()))
+                return Err(TlsError::new("server_tls.ca", "verify-ca and verify-full need the CA that signs the servers' certificates"))
             }
             _ => builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCert(provider()))),
         };
         let config = match (&c.cert, &c.key) {
             (Some(cert), Some(key)) => {
-                let chain = certs::load_certs(cert).map_err(|m| ("cert", m))?;
-                let private = certs::load_key(key).map_err(|m| ("key", m))?;
-                builder.with_client_auth_cert(chain, private).map_err(|e| ("key", format!("does not fit the certificate: {e}")))?
+                let chain = certs::load_certs(cert).map_err(|m| TlsError::new("server_tls.cert", m))?;
+                let private = certs::load_key(key).map_err(|m| TlsError::new("server_tls.key", m))?;
+                builder
+                    .with_client_auth_cert(chain, private)
+                    .map_err(|e| TlsError::new("server_tls.key", format!("does not fit the certificate: {e}")))?
             }
             _ => builder.with_no_client_auth(),
         };

@@ -1,6 +1,7 @@
 //! The signal that ends one client's session from outside its task: the admin
 //! console's KILL / KILL_CLIENT, and the wake-up a graceful shutdown sends every
-//! client (which tells the two apart by the shutdown flag).
+//! client (which tells the two apart by the shutdown flag). It lives in the client's
+//! entry in the [client registry](super).
 //!
 //! It is polled on every turn of the client's hot loop, so watching it costs one
 //! atomic load: the task's waker is stored once (again only if the task's waker
