@@ -8,7 +8,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::config::Config;
-use crate::proxy::{self, Proxy};
+use crate::proxy::{Listener, Proxy};
+use crate::state::State;
 
 pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), String> {
     eprintln!("starting a throwaway PostgreSQL primary and {replicas} replica(s)...");
@@ -28,13 +29,11 @@ pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), St
         replica_list.join(", ")
     );
     let config = Config::parse(&yaml, Path::new("<demo>")).map_err(|e| e.to_string())?;
-    let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
+    let listener = Listener::bind(&config).await.map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
     let metrics = tokio::net::TcpListener::bind(("127.0.0.1", metrics_port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{metrics_port}: {e} (try --metrics-port)"))?;
-    let proxy = Proxy::new(config);
-    let server = tokio::spawn(proxy.clone().serve(listener));
-    tokio::spawn(crate::metrics::http::serve(metrics, proxy.clone()));
+    let proxy = Proxy::start(State::new(config), listener, Some(metrics));
 
     println!("pgmux is listening. Point your application at it:\n");
     println!("  DATABASE_URL=postgres://app:app@127.0.0.1:{port}/app\n");
@@ -53,11 +52,8 @@ pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), St
         _ = term.recv() => {}
     }
     eprintln!("\nstopping...");
-    proxy.begin_shutdown();
-    server.abort();
-    for p in proxy.all_pools() {
-        p.close_idle();
-    }
+    proxy.state.begin_shutdown();
+    proxy.stop();
     tokio::task::spawn_blocking(move || drop(cluster)).await.map_err(|e| e.to_string())?;
     eprintln!("done: servers stopped, data removed");
     Ok(())

@@ -4,12 +4,13 @@
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
-use crate::proxy::{self, Proxy};
+use crate::proxy::{Listener, Proxy};
+use crate::state::State;
 
 /// Serves until a signal says stop.
 pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), String> {
     raise_open_files_limit(config.max_client_connections);
-    let listener = proxy::bind(&config).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = Listener::bind(&config).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(listen = %config.listen, mode = ?config.pool.mode, "pgmux started");
     let metrics_listener = match &config.metrics_listen {
         Some(addr) => {
@@ -17,31 +18,27 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), String>
         }
         None => None,
     };
-    let proxy = Proxy::with_path(config, Some(path));
-    let server = tokio::spawn(proxy.clone().serve(listener));
-    if let Some(l) = metrics_listener {
-        tokio::spawn(crate::metrics::http::serve(l, proxy.clone()));
-    }
+    let proxy = Proxy::start(State::with_path(config, Some(path)), listener, metrics_listener);
+    let state = proxy.state.clone();
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut shutdown = proxy.shutdown.subscribe();
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let _ = proxy.reload();
+                let _ = state.reload();
                 continue;
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: no new clients; waiting for running transactions");
             }
             // SHUTDOWN from the admin console.
-            _ = shutdown.wait_for(|s| *s) => {
+            _ = state.shutdown.wait() => {
                 tracing::info!("SHUTDOWN: no new clients; waiting for running transactions");
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: closing now");
-                server.abort();
+                proxy.stop();
                 return Ok(());
             }
         }
@@ -49,7 +46,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), String>
         tracing::info!(clients_left = left, "shut down");
         break;
     }
-    server.abort();
+    proxy.stop();
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::{PgError, SqlState};
 use crate::protocol::{backend, codes};
-use crate::proxy::Proxy;
+use crate::state::State;
 
 /// A result set: columns (name, numeric?) and rows.
 pub struct ResultSet {
@@ -37,7 +37,7 @@ enum Outcome {
 }
 
 /// Greets an admin and serves commands until the client leaves.
-pub async fn serve(mut stream: Stream, proxy: Arc<Proxy>, key_pid: i32, key_secret: i32) {
+pub async fn serve(mut stream: Stream, state: Arc<State>, key_pid: i32, key_secret: i32) {
     let mut out = BytesMut::new();
     backend::auth_ok(&mut out);
     for (k, v) in [
@@ -75,7 +75,7 @@ pub async fn serve(mut stream: Stream, proxy: Arc<Proxy>, key_pid: i32, key_secr
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
                 for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
                     tracing::info!(client = key_pid, command, "admin command");
-                    match execute(&proxy, command).await {
+                    match execute(&state, command).await {
                         Outcome::Rows(rs, tag) => {
                             backend::row_description(&mut out, &rs.columns);
                             for row in &rs.rows {
@@ -110,17 +110,8 @@ pub async fn serve(mut stream: Stream, proxy: Arc<Proxy>, key_pid: i32, key_secr
 }
 
 /// Server connections lent out, for one database or all.
-fn busy_servers(proxy: &Proxy, db: Option<&str>) -> usize {
-    proxy
-        .pool_sets()
-        .iter()
-        .filter(|(d, _)| db.is_none_or(|x| x == d))
-        .flat_map(|(_, p)| std::iter::once(p.primary.clone()).chain(p.replicas.iter().cloned()))
-        .map(|pool| {
-            let s = pool.status();
-            s.total - s.idle
-        })
-        .sum()
+fn busy_servers(state: &State, db: Option<&str>) -> usize {
+    state.pools.sets_of(db).iter().flat_map(|p| p.all().map(|pool| pool.status()).collect::<Vec<_>>()).map(|s| s.total - s.idle).sum()
 }
 
 fn unsupported(command: &str) -> Outcome {
@@ -130,68 +121,42 @@ fn unsupported(command: &str) -> Outcome {
     )
 }
 
-async fn execute(proxy: &Proxy, command: &str) -> Outcome {
+async fn execute(state: &State, command: &str) -> Outcome {
     let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
-        ["show", what] => match show::show(proxy, what) {
+        ["show", what] => match show::show(state, what) {
             Some(rs) => Outcome::Rows(rs, "SHOW".into()),
             None => Outcome::Error(
                 PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: unknown SHOW item \"{what}\"")).with_hint("Try SHOW HELP."),
             ),
         },
         ["reconnect"] | ["reconnect", _] => {
-            let db = words.get(1).copied();
-            for (name, pools) in proxy.pool_sets() {
-                if db.is_none_or(|d| d == name) {
-                    for p in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
-                        p.close_idle();
-                    }
-                }
-            }
+            state.pools.close_idle(words.get(1).copied());
             Outcome::Done("RECONNECT".into())
         }
         ["pause"] | ["pause", _] => {
-            let db = words.get(1).map(|d| d.to_string());
-            proxy.paused.send_modify(|p| match &db {
-                Some(d) => {
-                    p.databases.insert(d.clone());
-                }
-                None => p.all = true,
-            });
+            let db = words.get(1).copied();
+            state.pause.pause(db);
             // Like PgBouncer, PAUSE returns once running transactions are done.
-            let deadline = std::time::Instant::now() + proxy.config().shutdown_timeout.0;
-            while busy_servers(proxy, db.as_deref()) > 0 && std::time::Instant::now() < deadline {
+            let deadline = std::time::Instant::now() + state.config.current().shutdown_timeout.0;
+            while busy_servers(state, db) > 0 && std::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Outcome::Done("PAUSE".into())
         }
         ["resume"] | ["resume", _] => {
-            let db = words.get(1).map(|d| d.to_string());
-            proxy.paused.send_modify(|p| match &db {
-                Some(d) => {
-                    p.databases.remove(d);
-                }
-                None => *p = Default::default(),
-            });
+            state.pause.resume(words.get(1).copied());
             Outcome::Done("RESUME".into())
         }
         ["kill", db] => {
             // Like PgBouncer: the database is paused, its clients and servers dropped now.
-            proxy.paused.send_modify(|p| {
-                p.databases.insert(db.to_string());
-            });
-            proxy.clients.kill(|c| c.info.get().is_some_and(|i| i.database == *db));
-            for (name, pools) in proxy.pool_sets() {
-                if name == *db {
-                    for p in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
-                        p.close_idle();
-                    }
-                }
-            }
+            state.pause.pause(Some(db));
+            state.clients.kill(|c| c.info.get().is_some_and(|i| i.database == *db));
+            state.pools.close_idle(Some(db));
             Outcome::Done("KILL".into())
         }
-        ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| proxy.clients.get(id)) {
+        ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| state.clients.get(id)) {
             Some(client) => {
                 client.kill.fire();
                 Outcome::Done("KILL_CLIENT".into())
@@ -201,12 +166,12 @@ async fn execute(proxy: &Proxy, command: &str) -> Outcome {
                 format!("pgmux: no client with id {id} (see SHOW CLIENTS, column remote_pid)"),
             )),
         },
-        ["reload"] => match proxy.reload() {
+        ["reload"] => match state.reload() {
             Ok(()) => Outcome::Done("RELOAD".into()),
             Err(e) => Outcome::Error(PgError::error(SqlState::CONFIG_FILE_ERROR, format!("pgmux: configuration not reloaded: {e}"))),
         },
         ["shutdown"] | ["shutdown", "wait_for_clients"] => {
-            proxy.begin_shutdown();
+            state.begin_shutdown();
             Outcome::Done("SHUTDOWN".into())
         }
         [] => Outcome::Done("".into()),

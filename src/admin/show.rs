@@ -6,26 +6,26 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{n, ResultSet};
 use crate::pool::limit::LimitKind;
-use crate::proxy::Proxy;
 use crate::router::topology::{format_lsn, Topology};
+use crate::state::State;
 
 fn unix_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     format!("{}", d.as_secs())
 }
 
-pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
+pub fn show(state: &State, what: &str) -> Option<ResultSet> {
     Some(match what {
-        "pools" => pools(proxy),
-        "stats" => stats(proxy),
-        "clients" => clients(proxy),
-        "servers" => servers(proxy),
-        "databases" => databases(proxy),
-        "users" => users(proxy),
-        "config" => super::show_config::config(&proxy.config()),
-        "lists" => lists(proxy),
+        "pools" => pools(state),
+        "stats" => stats(state),
+        "clients" => clients(state),
+        "servers" => servers(state),
+        "databases" => databases(state),
+        "users" => users(state),
+        "config" => super::show_config::config(&state.config.current()),
+        "lists" => lists(state),
         "version" => ResultSet { columns: vec![("version", false)], rows: vec![vec![n(format!("pgmux {}", env!("CARGO_PKG_VERSION")))]] },
-        "replicas" => replicas(proxy),
+        "replicas" => replicas(state),
         "help" => ResultSet {
             columns: vec![("command", false)],
             rows: [
@@ -49,15 +49,15 @@ pub fn show(proxy: &Proxy, what: &str) -> Option<ResultSet> {
 /// The admin console's name in the rows PgBouncer lists for it.
 const ADMIN_DB: &str = crate::config::ADMIN_DATABASES[0];
 
-fn pool_mode(proxy: &Proxy) -> &'static str {
-    match proxy.config().pool.mode {
+fn pool_mode(state: &State) -> &'static str {
+    match state.config.current().pool.mode {
         crate::config::PoolMode::Transaction => "transaction",
         crate::config::PoolMode::Session => "session",
     }
 }
 
 /// One row per (database, user), the primary's and replicas' pools together.
-fn pools(proxy: &Proxy) -> ResultSet {
+fn pools(state: &State) -> ResultSet {
     let cols = [
         ("database", false),
         ("user", false),
@@ -77,9 +77,9 @@ fn pools(proxy: &Proxy) -> ResultSet {
         ("pool_mode", false),
     ];
     let mut rows = Vec::new();
-    for (db, p) in proxy.pool_sets() {
+    for p in state.pools.sets() {
         let (mut active, mut idle, mut waiting, mut max_wait) = (0, 0, 0, std::time::Duration::ZERO);
-        for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
+        for pool in p.all() {
             let s = pool.status();
             active += s.total - s.idle;
             idle += s.idle;
@@ -87,7 +87,7 @@ fn pools(proxy: &Proxy) -> ResultSet {
             max_wait = max_wait.max(s.max_wait);
         }
         rows.push(vec![
-            n(db),
+            n(&p.database),
             n(&p.user),
             n(active),
             n(waiting),
@@ -102,7 +102,7 @@ fn pools(proxy: &Proxy) -> ResultSet {
             n(0),
             n(max_wait.as_secs()),
             n(max_wait.subsec_micros()),
-            n(pool_mode(proxy)),
+            n(pool_mode(state)),
         ]);
     }
     // The admin console's own pool, as PgBouncer lists it from the start.
@@ -114,7 +114,7 @@ fn pools(proxy: &Proxy) -> ResultSet {
 }
 
 /// Totals since start and per-second averages over the uptime.
-fn stats(proxy: &Proxy) -> ResultSet {
+fn stats(state: &State) -> ResultSet {
     let cols = [
         ("database", false),
         ("total_xact_count", true),
@@ -132,14 +132,14 @@ fn stats(proxy: &Proxy) -> ResultSet {
         ("avg_query_time", true),
         ("avg_wait_time", true),
     ];
-    let secs = proxy.started.elapsed().as_secs().max(1);
+    let secs = state.started.elapsed().as_secs().max(1);
     // A row for every configured database and the admin console from the start, as
     // PgBouncer shows them: exporters index rows by database.
     let mut per_db: std::collections::BTreeMap<String, [u64; 7]> =
-        proxy.config().databases.keys().chain(std::iter::once(&ADMIN_DB.to_string())).map(|db| (db.clone(), [0; 7])).collect();
-    for (db, p) in proxy.pool_sets() {
-        let t = per_db.entry(db).or_default();
-        for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
+        state.config.current().databases.keys().chain(std::iter::once(&ADMIN_DB.to_string())).map(|db| (db.clone(), [0; 7])).collect();
+    for p in state.pools.sets() {
+        let t = per_db.entry(p.database.clone()).or_default();
+        for pool in p.all() {
             let c = &pool.counters;
             for (i, v) in
                 [&c.transactions, &c.queries, &c.bytes_in, &c.bytes_out, &c.xact_micros, &c.query_micros, &c.wait_micros].iter().enumerate()
@@ -197,9 +197,9 @@ fn client_columns() -> Vec<(&'static str, bool)> {
     ]
 }
 
-fn clients(proxy: &Proxy) -> ResultSet {
-    let listen = proxy.config().listen_addr();
-    let rows = proxy
+fn clients(state: &State) -> ResultSet {
+    let listen = state.config.current().listen_addr();
+    let rows = state
         .clients
         .entries()
         .into_iter()
@@ -232,13 +232,13 @@ fn clients(proxy: &Proxy) -> ResultSet {
     ResultSet { columns: client_columns(), rows }
 }
 
-fn servers(proxy: &Proxy) -> ResultSet {
+fn servers(state: &State) -> ResultSet {
     let mut rows = Vec::new();
     let now = Instant::now();
     let wall = SystemTime::now();
     let at = |t: Instant| unix_time(wall - now.duration_since(t));
     // Lent connections, as seen by the clients that hold them.
-    for e in proxy.clients.entries() {
+    for e in state.clients.entries() {
         if let (Some(t), Some(info)) = (e.server(), e.info.get()) {
             rows.push(vec![
                 n("S"),
@@ -262,13 +262,13 @@ fn servers(proxy: &Proxy) -> ResultSet {
             ]);
         }
     }
-    for (db, p) in proxy.pool_sets() {
-        for pool in std::iter::once(&p.primary).chain(p.replicas.iter()) {
+    for p in state.pools.sets() {
+        for pool in p.all() {
             for (pid, created, used) in pool.idle_servers() {
                 rows.push(vec![
                     n("S"),
                     n(&p.user),
-                    n(&db),
+                    n(&p.database),
                     n("idle"),
                     n(&pool.target.addr.host),
                     n(pool.target.addr.port),
@@ -293,9 +293,9 @@ fn servers(proxy: &Proxy) -> ResultSet {
 
 /// Server connections (open or being opened) of every `kind` limit, by name, summed
 /// over the servers: PgBouncer's `current_connections`.
-fn current_connections(proxy: &Proxy, kind: LimitKind) -> BTreeMap<String, usize> {
+fn current_connections(state: &State, kind: LimitKind) -> BTreeMap<String, usize> {
     let mut current = BTreeMap::new();
-    for l in proxy.limits.all().into_iter().filter(|l| l.kind == kind) {
+    for l in state.pools.limits.all().into_iter().filter(|l| l.kind == kind) {
         *current.entry(l.name.clone()).or_default() += l.used();
     }
     current
@@ -305,7 +305,7 @@ fn current_connections(proxy: &Proxy, kind: LimitKind) -> BTreeMap<String, usize
 /// database's own values (a user's `pool_size` may override the first for its pools);
 /// `max_connections`: `max_db_connections` on each server (0: no limit);
 /// `current_connections`: its server connections now, on all its servers.
-fn databases(proxy: &Proxy) -> ResultSet {
+fn databases(state: &State) -> ResultSet {
     let cols = [
         ("name", false),
         ("host", false),
@@ -322,9 +322,9 @@ fn databases(proxy: &Proxy) -> ResultSet {
         ("paused", true),
         ("disabled", true),
     ];
-    let config = proxy.config();
-    let current = current_connections(proxy, LimitKind::Database);
-    let paused = proxy.paused.borrow().clone();
+    let config = state.config.current();
+    let current = current_connections(state, LimitKind::Database);
+
     let rows = config
         .databases
         .iter()
@@ -341,10 +341,10 @@ fn databases(proxy: &Proxy) -> ResultSet {
                 n(sizes.min_pool_size),
                 n(sizes.reserve_pool_size),
                 n(config.pool.server_lifetime.0.as_secs()),
-                n(pool_mode(proxy)),
+                n(pool_mode(state)),
                 n(config.max_db_connections(name)),
                 n(current.get(name).copied().unwrap_or(0)),
-                n(u8::from(paused.holds(name))),
+                n(u8::from(state.pause.holds(name))),
                 n(0),
             ]
         })
@@ -363,10 +363,10 @@ fn admin_database_row(port: u16) -> Vec<Option<String>> {
 /// PgBouncer 1.23's columns: `pool_size` is the user's own (NULL when not set),
 /// `max_user_connections` applies on each server (0: no limit), `current_connections`
 /// counts the user's server connections now, on all servers.
-fn users(proxy: &Proxy) -> ResultSet {
+fn users(state: &State) -> ResultSet {
     let cols = [("name", false), ("pool_size", true), ("pool_mode", false), ("max_user_connections", true), ("current_connections", true)];
-    let config = proxy.config();
-    let current = current_connections(proxy, LimitKind::User);
+    let config = state.config.current();
+    let current = current_connections(state, LimitKind::User);
     let rows = config
         .users
         .iter()
@@ -374,7 +374,7 @@ fn users(proxy: &Proxy) -> ResultSet {
             vec![
                 n(&u.name),
                 u.pool_size.map(|s| s.to_string()),
-                n(pool_mode(proxy)),
+                n(pool_mode(state)),
                 n(config.max_user_connections(&u.name)),
                 n(current.get(&u.name).copied().unwrap_or(0)),
             ]
@@ -383,19 +383,18 @@ fn users(proxy: &Proxy) -> ResultSet {
     ResultSet { columns: cols.to_vec(), rows }
 }
 
-fn lists(proxy: &Proxy) -> ResultSet {
-    let sets = proxy.pool_sets();
-    let pools: Vec<_> = sets.iter().flat_map(|(_, p)| std::iter::once(p.primary.clone()).chain(p.replicas.iter().cloned())).collect();
+fn lists(state: &State) -> ResultSet {
+    let pools = state.pools.all();
     let (mut used, mut free) = (0, 0);
     for p in &pools {
         let s = p.status();
         used += s.total - s.idle;
         free += s.idle;
     }
-    let clients = proxy.clients.connected();
+    let clients = state.clients.connected();
     let items = [
-        ("databases", proxy.config().databases.len()),
-        ("users", proxy.config().users.len()),
+        ("databases", state.config.current().databases.len()),
+        ("users", state.config.current().users.len()),
         ("pools", pools.len()),
         ("free_clients", 0),
         ("used_clients", clients),
@@ -412,7 +411,7 @@ fn lists(proxy: &Proxy) -> ResultSet {
 
 /// pgmux's own: every configured server of every database, with what the replica
 /// monitor last found (databases without replicas are not monitored: `unchecked`).
-fn replicas(proxy: &Proxy) -> ResultSet {
+fn replicas(state: &State) -> ResultSet {
     let cols = [
         ("database", false),
         ("server", false),
@@ -425,7 +424,7 @@ fn replicas(proxy: &Proxy) -> ResultSet {
         ("lsn", false),
         ("check_ms", false),
     ];
-    let mut topologies = proxy.topologies();
+    let mut topologies = state.topologies.all();
     topologies.sort_by(|a, b| a.database.cmp(&b.database));
     let mut rows = Vec::new();
     for t in &topologies {
@@ -456,8 +455,8 @@ mod tests {
     #[test]
     fn show_replicas_lists_every_configured_server() {
         let yaml = "users:\n  - name: app\n    password: app\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\n    replicas: [127.0.0.1:5433]\n  solo:\n    primary: 127.0.0.1:6000\n";
-        let proxy = Proxy::new(crate::config::Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap());
-        let t = proxy.topology("app").unwrap();
+        let state = State::new(crate::config::Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap());
+        let t = state.topologies.get("app").unwrap();
         let r = &t.nodes[1];
         for (flag, v) in [(&r.checked, true), (&r.up, true), (&r.readable, true)] {
             flag.store(v, Ordering::Relaxed);
@@ -466,7 +465,7 @@ mod tests {
         r.lag_bytes.store(100, Ordering::Relaxed);
         r.lag_micros.store(1_234_567, Ordering::Relaxed);
         r.check_micros.store(412, Ordering::Relaxed);
-        let rs = replicas(&proxy);
+        let rs = replicas(&state);
         let names: Vec<&str> = rs.columns.iter().map(|c| c.0).collect();
         assert_eq!(
             names,
@@ -486,10 +485,8 @@ mod tests {
     #[test]
     fn show_databases_and_users_have_pgbouncers_limit_columns() {
         let yaml = "pool:\n  size: 5\n  min_pool_size: 1\n  max_db_connections: 4\nusers:\n  - name: app\n    password: app\n    max_user_connections: 3\n    pool_size: 2\n  - name: other\n    password: other\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\n  big:\n    primary: 127.0.0.1:5432\n    pool_size: 8\n    reserve_pool_size: 2\n    max_db_connections: 0\n";
-        let proxy = Proxy::new(crate::config::Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap());
-        proxy.paused.send_modify(|p| {
-            p.databases.insert("big".into());
-        });
+        let state = State::new(crate::config::Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap());
+        state.pause.pause(Some("big"));
         let text = |rs: &ResultSet| {
             let cols: Vec<&str> = rs.columns.iter().map(|c| c.0).collect();
             let rows: Vec<String> = rs
@@ -499,7 +496,7 @@ mod tests {
                 .collect();
             (cols.join(" "), rows)
         };
-        let (cols, rows) = text(&databases(&proxy));
+        let (cols, rows) = text(&databases(&state));
         assert_eq!(cols, "name host port database force_user pool_size min_pool_size reserve_pool server_lifetime pool_mode max_connections current_connections paused disabled");
         assert_eq!(
             rows,
@@ -509,12 +506,12 @@ mod tests {
                 "pgbouncer NULL 6432 pgbouncer pgbouncer 2 0 0 0 statement 0 0 0 0",
             ]
         );
-        let (_, rows) = text(&stats(&proxy));
+        let (_, rows) = text(&stats(&state));
         let dbs: Vec<&str> = rows.iter().map(|r| r.split(' ').next().unwrap()).collect();
         assert_eq!(dbs, ["app", "big", "pgbouncer"], "a row for every database before any client came");
-        let (_, rows) = text(&pools(&proxy));
+        let (_, rows) = text(&pools(&state));
         assert_eq!(rows, ["pgbouncer pgbouncer 0 0 0 0 0 0 0 0 0 0 0 0 0 statement"]);
-        let (cols, rows) = text(&users(&proxy));
+        let (cols, rows) = text(&users(&state));
         assert_eq!(cols, "name pool_size pool_mode max_user_connections current_connections");
         assert_eq!(rows, ["app 2 transaction 3 0", "other NULL transaction 0 0"]);
     }

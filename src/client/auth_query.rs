@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{PgError, Severity, SqlState};
-use crate::proxy::{Proxy, UserAuth};
+use crate::state::{State, UserAuth};
 
 /// How long the lookup query may run.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,18 +23,18 @@ fn fatal(mut e: PgError) -> PgError {
 
 /// Looks `user` up; `Ok(None)` when there is no usable secret (the login then fails
 /// as for an unknown user) or no `auth_user` is configured.
-pub async fn look_up(proxy: &Proxy, database: &str, user: &str) -> Result<Option<Arc<UserAuth>>, PgError> {
+pub async fn look_up(state: &State, database: &str, user: &str) -> Result<Option<Arc<UserAuth>>, PgError> {
     let (auth_user, query) = {
-        let c = proxy.config();
+        let c = state.config.current();
         match &c.auth_user {
             Some(a) if a != user => (a.clone(), c.auth_query.clone()),
             _ => return Ok(None),
         }
     };
-    let Some(pools) = proxy.pools(database, &auth_user) else {
+    let Some(pools) = state.pools_for(database, &auth_user) else {
         return Ok(None);
     };
-    let pool = pools.node(pools.topology.primary());
+    let pool = pools.current_primary();
     let mut lease = pool.checkout().await.map_err(|e| fatal(e.to_pg()))?;
     let result = lease.conn_mut().run_with_param(&query, user, QUERY_TIMEOUT).await;
     let result = match result {
@@ -62,5 +62,5 @@ pub async fn look_up(proxy: &Proxy, database: &str, user: &str) -> Result<Option
         Some(s) if s.is_empty() => None,
         s => s,
     };
-    Ok(proxy.looked_up(user, secret.as_deref()))
+    Ok(state.looked_up(user, secret.as_deref()))
 }

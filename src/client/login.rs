@@ -18,8 +18,8 @@ use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::cstr;
 use crate::protocol::startup::{self, Startup};
-use crate::proxy::{DbPools, Proxy};
 use crate::settings::SessionParams;
+use crate::state::{DbPools, State};
 
 /// Largest password/SASL message accepted during authentication.
 const MAX_AUTH_MESSAGE: usize = 8192;
@@ -72,7 +72,7 @@ fn protocol_error(msg: impl Into<String>) -> Refusal {
 }
 
 /// Runs the whole login. On success the client has been greeted.
-pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startup: Startup) -> Result<Login, Refusal> {
+pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startup: Startup) -> Result<Login, Refusal> {
     let user = startup
         .get("user")
         .filter(|u| !u.is_empty())
@@ -86,8 +86,9 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startu
     }
     let addr = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     // Before any authentication exchange, as PostgreSQL checks pg_hba.conf.
-    super::access::check(&proxy.config(), &proxy.auth_failures, addr.ip(), &user, &database).map_err(|(e, why)| Refusal::Denied(e, why))?;
-    if proxy.clients.connected() > proxy.config().max_client_connections {
+    super::access::check(&state.config.current(), &state.auth_failures, addr.ip(), &user, &database)
+        .map_err(|(e, why)| Refusal::Denied(e, why))?;
+    if state.clients.connected() > state.config.current().max_client_connections {
         return Err(ClientError::TooManyClients.into());
     }
     let mut out = BytesMut::with_capacity(512);
@@ -96,14 +97,14 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startu
     if startup.minor_version > 0 || !unsupported.is_empty() {
         backend::negotiate_protocol(&mut out, unsupported);
     }
-    match authenticate(stream, proxy, &user, &database, &mut out).await {
-        Ok(()) => proxy.auth_failures.succeeded(addr.ip()),
+    match authenticate(stream, state, &user, &database, &mut out).await {
+        Ok(()) => state.auth_failures.succeeded(addr.ip()),
         Err(Refusal::Error(e)) if e.code == SqlState::INVALID_PASSWORD => {
             let (limit, window) = {
-                let c = proxy.config();
+                let c = state.config.current();
                 (c.auth_failure_limit, c.auth_failure_window.0)
             };
-            if proxy.auth_failures.failed(addr.ip(), limit, window) {
+            if state.auth_failures.failed(addr.ip(), limit, window) {
                 tracing::warn!(addr = %addr.ip(), failures = limit, ban = ?window, "too many failed logins: address banned");
             }
             return Err(Refusal::Error(e));
@@ -118,7 +119,7 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startu
         application_name: application_name.to_string(),
     };
     if crate::config::is_admin_database(&database) {
-        if !proxy.user(&user).is_some_and(|u| u.admin) {
+        if !state.users.get(&user).is_some_and(|u| u.admin) {
             return Err(Refusal::Error(PgError::fatal(
                 SqlState::INVALID_AUTHORIZATION,
                 format!("pgmux: user \"{user}\" may not use the admin console (set admin: true)"),
@@ -129,7 +130,7 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startu
         return Ok(Login::Admin { user });
     }
 
-    let Some(pools) = proxy.pools(&database, &user) else {
+    let Some(pools) = state.pools_for(&database, &user) else {
         return Err(ClientError::UnknownDatabase(database).into());
     };
     let mut settings = startup.params.clone();
@@ -137,9 +138,9 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startu
         let parsed = startup::split_options(opts).map_err(|m| Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, m)))?;
         settings.extend(parsed);
     }
-    let params = proxy.params.intern(SessionParams::from_startup(settings));
+    let params = state.params.intern(SessionParams::from_startup(settings));
     // From the server writes go to now (the configured primary may be gone after a failover).
-    let server_params = pools.node(pools.topology.primary()).server_params().await.map_err(|e| {
+    let server_params = pools.current_primary().server_params().await.map_err(|e| {
         let mut pg = e.to_pg();
         pg.severity = crate::error::Severity::Fatal;
         Refusal::Error(pg)
@@ -153,7 +154,7 @@ pub async fn login(stream: &mut Stream, proxy: &Proxy, key: &ClientEntry, startu
     backend::backend_key(&mut out, key.pid, key.secret);
     backend::ready(&mut out, codes::TXN_IDLE);
     stream.write_all(&out).await?;
-    let session_features = proxy.config().databases.get(&database).map(|d| d.session_features).unwrap_or_default();
+    let session_features = state.config.current().databases.get(&database).map(|d| d.session_features).unwrap_or_default();
     let _ = key.info.set(info(params.get("application_name").unwrap_or("")));
     key.set_state(ClientState::Idle);
     Ok(Login::Pooled(LoggedIn { user, database, pools, startup: params.clone(), params, session_features }))
@@ -174,13 +175,13 @@ async fn read_password_message(stream: &mut Stream) -> Result<Vec<u8>, Refusal> 
     Ok(body)
 }
 
-async fn authenticate(stream: &mut Stream, proxy: &Proxy, user: &str, database: &str, out: &mut BytesMut) -> Result<(), Refusal> {
+async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: &str, out: &mut BytesMut) -> Result<(), Refusal> {
     let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
-    let known = match proxy.configured_user(user) {
+    let known = match state.users.configured(user) {
         Some(u) => Some(u),
-        None => super::auth_query::look_up(proxy, database, user).await.map_err(Refusal::Error)?,
+        None => super::auth_query::look_up(state, database, user).await.map_err(Refusal::Error)?,
     };
-    match proxy.config().auth_type {
+    match state.config.current().auth_type {
         AuthType::ScramSha256 => {
             // An unknown user goes through the same exchange against a throwaway
             // secret, so the answer does not reveal which user names exist.

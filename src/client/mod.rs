@@ -34,13 +34,13 @@ use crate::net::Stream;
 use crate::prepared::ClientStatements;
 use crate::protocol::backend;
 use crate::protocol::frame::Framer;
-use crate::proxy::Proxy;
+use crate::state::State;
 use login::Refusal;
-use session::{Session, SessionEnd};
+use session::{Session, SessionEnd, Shared};
 
 /// Counts a refused login by reason, from its SQLSTATE.
-fn count_rejection(proxy: &Proxy, e: &crate::error::PgError) {
-    let r = &proxy.metrics.rejected;
+fn count_rejection(state: &State, e: &crate::error::PgError) {
+    let r = &state.metrics.rejected;
     match &*e.code {
         "53300" => r.too_many_clients.increment(1),
         "28P01" | "28000" => r.auth_failed.increment(1),
@@ -51,9 +51,9 @@ fn count_rejection(proxy: &Proxy, e: &crate::error::PgError) {
 }
 
 /// First packets and login; on failure, the stream to tell the client on (if any).
-async fn start(tcp: TcpStream, proxy: &Proxy, key: &crate::clients::ClientEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
-    let (mut stream, startup) = negotiate::first_packets(tcp, proxy).await?;
-    match login::login(&mut stream, proxy, key, startup).await {
+async fn start(tcp: TcpStream, state: &State, key: &crate::clients::ClientEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
+    let (mut stream, startup) = negotiate::first_packets(tcp, state).await?;
+    match login::login(&mut stream, state, key, startup).await {
         Ok(l) => Ok((stream, l)),
         Err(r) => Err((Some(stream), r)),
     }
@@ -72,9 +72,9 @@ async fn refuse(mut stream: Stream, e: crate::error::PgError) {
 /// Its future is what an idle client costs (with its socket): it holds the session
 /// and the session's idle wait, nothing of the login (boxed, and gone by then) or of
 /// a transaction (boxed while it runs).
-pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
-    let key = proxy.clients.register();
-    let Some(mut session) = Box::pin(welcome(tcp, &proxy, &key.entry)).await else { return };
+pub async fn serve(tcp: TcpStream, state: Arc<State>) {
+    let key = state.clients.register();
+    let Some(mut session) = Box::pin(welcome(tcp, &state, &key.entry)).await else { return };
     // Every log line carries the client id; no span is entered per poll (hot path).
     let id = key.entry.pid;
     session.login.pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -87,26 +87,26 @@ pub async fn serve(tcp: TcpStream, proxy: Arc<Proxy>) {
 
 /// First packets and login within `startup_timeout`; a refusal is told and
 /// counted, an admin console served. `Some`: a pooled client's session, greeted.
-async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::clients::ClientEntry>) -> Option<Session<'a>> {
+async fn welcome<'a>(tcp: TcpStream, state: &'a Arc<State>, entry: &Arc<crate::clients::ClientEntry>) -> Option<Session<'a>> {
     let id = entry.pid;
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let timeout = proxy.config().startup_timeout.0;
-    let (stream, logged_in) = match tokio::time::timeout(timeout, start(tcp, proxy, entry)).await {
+    let timeout = state.config.current().startup_timeout.0;
+    let (stream, logged_in) = match tokio::time::timeout(timeout, start(tcp, state, entry)).await {
         Ok(Ok((stream, login::Login::Pooled(l)))) => (stream, l),
         Ok(Ok((stream, login::Login::Admin { user }))) => {
             tracing::info!(client = id, %peer, %user, "admin console");
-            crate::admin::serve(stream, proxy.clone(), entry.pid, entry.secret).await;
+            crate::admin::serve(stream, state.clone(), entry.pid, entry.secret).await;
             return None;
         }
         Ok(Err((Some(stream), Refusal::Error(e)))) => {
             tracing::info!(client = id, %peer, error = %e, "login refused");
-            count_rejection(proxy, &e);
+            count_rejection(state, &e);
             refuse(stream, e).await;
             return None;
         }
         Ok(Err((Some(stream), Refusal::Denied(e, why)))) => {
             tracing::warn!(client = id, %peer, reason = why.as_str(), error = %e, "login refused before authentication");
-            let r = &proxy.metrics.rejected;
+            let r = &state.metrics.rejected;
             match why {
                 access::Denial::Hba => r.hba.increment(1),
                 access::Denial::TooManyFailures => r.auth_failure_limit.increment(1),
@@ -117,21 +117,21 @@ async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::c
         Ok(Err(_)) => return None,
         Err(_) => {
             tracing::info!(client = id, %peer, "startup timed out");
-            proxy.metrics.rejected.startup_timeout.increment(1);
+            state.metrics.rejected.startup_timeout.increment(1);
             return None;
         }
     };
     tracing::info!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
-    let route = proxy.config().user(&logged_in.user).map(|u| u.route).unwrap_or_default();
+    let route = state.config.current().user(&logged_in.user).map(|u| u.route).unwrap_or_default();
     Some(Session {
-        proxy,
-        config: proxy.config_cache(),
+        shared: Shared::of(state),
+        config: state.config.cache(),
         stream,
         login: logged_in,
         client: entry.clone(),
         cbuf: BytesMut::new(),
         cframer: Framer::default(),
-        statements: ClientStatements::new(proxy.statements.client_uid()),
+        statements: ClientStatements::new(state.statements.client_uid()),
         route: route::RouteState::new(route),
         kill: Default::default(),
     })
@@ -141,19 +141,19 @@ async fn welcome<'a>(tcp: TcpStream, proxy: &'a Arc<Proxy>, entry: &Arc<crate::c
 mod size_tests {
     #[test]
     fn future_sizes() {
-        let proxy = crate::proxy::Proxy::new(
+        let state = crate::state::State::new(
             crate::config::Config::parse(include_str!("../../configs/pgmux.yaml"), std::path::Path::new("x")).unwrap(),
         );
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let key = proxy.clients.register();
+            let key = state.clients.register();
             let mut s2 = crate::net::Stream::Plain(tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
-            let lf = super::login::login(&mut s2, &proxy, &key.entry, Default::default());
+            let lf = super::login::login(&mut s2, &state, &key.entry, Default::default());
             eprintln!("login future: {} bytes", std::mem::size_of_val(&lf));
             drop(lf);
-            let f = super::serve(s, proxy.clone());
+            let f = super::serve(s, state.clone());
             eprintln!("serve future: {} bytes", std::mem::size_of_val(&f));
             eprintln!(
                 "session: {} bytes; logged in: {}; statements: {}; route: {}",

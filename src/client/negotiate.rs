@@ -9,7 +9,7 @@ use super::login::Refusal;
 use crate::error::{PgError, SqlState};
 use crate::net::Stream;
 use crate::protocol::startup::{self, FirstPacket, Startup};
-use crate::proxy::Proxy;
+use crate::state::State;
 use crate::tls::{Acceptor, ClientTlsMode};
 
 /// First byte of a TLS handshake record: a client starting TLS without asking.
@@ -24,13 +24,13 @@ fn protocol_error(msg: impl Into<String>) -> Refusal {
 pub type Failed = (Option<Stream>, Refusal);
 
 /// Reads packets until the StartupMessage, starting TLS on the way if asked.
-pub async fn first_packets(mut tcp: TcpStream, proxy: &Proxy) -> Result<(Stream, Startup), Failed> {
+pub async fn first_packets(mut tcp: TcpStream, state: &State) -> Result<(Stream, Startup), Failed> {
     let first = match tcp.read_u8().await {
         Ok(b) => b,
         Err(_) => return Err((None, Refusal::Silent)),
     };
     let mut stream = if first == TLS_HANDSHAKE {
-        let tls = proxy.client_tls.load();
+        let tls = state.config.client_tls();
         let Some(acceptor) = &tls.acceptor else {
             // Nothing to say that a TLS client could read.
             return Err((None, Refusal::Silent));
@@ -58,20 +58,20 @@ pub async fn first_packets(mut tcp: TcpStream, proxy: &Proxy) -> Result<(Stream,
             Err(e) => return Err((Some(stream), protocol_error(e.to_string()))),
         };
         match packet {
-            FirstPacket::Ssl => stream = start_tls(stream, proxy).await?,
+            FirstPacket::Ssl => stream = start_tls(stream, state).await?,
             FirstPacket::GssEnc => {
                 if stream.write_all(b"N").await.is_err() {
                     return Err((None, Refusal::Silent));
                 }
             }
             FirstPacket::Cancel { pid, secret } => {
-                proxy.clients.cancel(pid, &secret).await;
+                state.clients.cancel(pid, &secret).await;
                 return Err((None, Refusal::Silent));
             }
             // Not part of a fleet (yet): nothing to say to a peer.
             FirstPacket::Fleet(_) => return Err((None, Refusal::Silent)),
             FirstPacket::Startup(s) => {
-                if !stream.is_tls() && proxy.client_tls.load().mode == ClientTlsMode::Require {
+                if !stream.is_tls() && state.config.client_tls().mode == ClientTlsMode::Require {
                     let e = PgError::fatal(SqlState::INVALID_AUTHORIZATION, "pgmux: SSL required (tls.mode is require)");
                     return Err((Some(stream), Refusal::Error(e)));
                 }
@@ -83,12 +83,12 @@ pub async fn first_packets(mut tcp: TcpStream, proxy: &Proxy) -> Result<(Stream,
 }
 
 /// Answers an SSLRequest: 'S' and the handshake, or 'N' when TLS is off.
-async fn start_tls(stream: Stream, proxy: &Proxy) -> Result<Stream, Failed> {
+async fn start_tls(stream: Stream, state: &State) -> Result<Stream, Failed> {
     let mut tcp = match stream {
         Stream::Plain(tcp) => tcp,
         tls @ Stream::Tls(_) => return Err((Some(tls), protocol_error("SSLRequest on a connection already using TLS"))),
     };
-    let tls = proxy.client_tls.load();
+    let tls = state.config.client_tls();
     let Some(acceptor) = &tls.acceptor else {
         return match tcp.write_all(b"N").await {
             Ok(()) => Ok(Stream::Plain(tcp)),

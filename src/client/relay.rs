@@ -12,7 +12,6 @@ use std::io;
 
 use crate::net::Stream;
 use bytes::BytesMut;
-use tokio::sync::watch;
 
 use super::responses::{drop_ignored_syncs, on_server_message, Edits};
 use super::retry::Retry;
@@ -24,9 +23,10 @@ use crate::clients::{Kill, KillWatch};
 use crate::pool::Pool;
 use crate::protocol::codes;
 use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
-use crate::proxy::ProxyCounters;
 use crate::server::{consume, ServerConn, READ_BUF};
+use crate::shutdown::Shutdown;
 use crate::sql::SessionEffects;
+use crate::state::Counters;
 
 /// Size the client read buffer grows by.
 pub const CLIENT_READ_BUF: usize = 8 * 1024;
@@ -97,7 +97,7 @@ pub struct Relay<'a> {
     /// and what its queries do to its session.
     pub statements: Option<TxnRewrite<'a>>,
     pub max_message: usize,
-    pub counters: &'a ProxyCounters,
+    pub counters: &'a Counters,
     pub pool: &'a Pool,
     pub timeouts: Timeouts,
     /// Text of the request being timed, for the slow-query log (kept only when it is on).
@@ -105,7 +105,7 @@ pub struct Relay<'a> {
     /// Signalled by the admin console to end this client's session now (and at a
     /// shutdown, which `stopping` tells apart), with what the client's task has seen of it.
     pub kill: (&'a Kill, &'a mut KillWatch),
-    pub stopping: &'a watch::Sender<bool>,
+    pub stopping: &'a Shutdown,
     /// On a replica: only requests the classifier calls reads are sent; the relay
     /// ends with [`RelayEnd::Reroute`] before any other.
     pub reads_only: Option<&'a crate::router::classify::ClassifyConfig>,
@@ -235,7 +235,7 @@ impl Relay<'_> {
                 if self.txn.at_boundary() {
                     match hold {
                         Hold::UntilBoundary => return RelayEnd::Boundary,
-                        Hold::Session if *self.stopping.borrow() => return RelayEnd::Shutdown,
+                        Hold::Session if self.stopping.begun() => return RelayEnd::Shutdown,
                         Hold::Session => {}
                     }
                 }
@@ -312,7 +312,7 @@ impl Relay<'_> {
                 Ok(Event::Timeout(Timeout::IdleInTransaction)) => return RelayEnd::IdleInTransaction,
                 // A shutdown wakes every client this way: a transaction runs on; a
                 // session-mode client between transactions is let go above.
-                Ok(Event::Killed) if *self.stopping.borrow() => {}
+                Ok(Event::Killed) if self.stopping.begun() => {}
                 Ok(Event::Killed) => return RelayEnd::Killed,
                 Ok(Event::Timeout(Timeout::Query)) => {
                     // Like statement_timeout: cancel it; the server's 57014 reaches the client.

@@ -106,7 +106,7 @@ impl Session<'_> {
     /// Reads the client's next request whole and decides where it goes (answering
     /// it here when it is about routing or a held-back `BEGIN`).
     pub(super) async fn prepare_route(&mut self, topo: &Topology) -> Result<Destination, SessionEnd> {
-        let config = self.proxy.config();
+        let config = self.config.load();
         let max = config.max_message_size.0 as usize;
         let req = loop {
             match next_request(&self.cbuf, max, &config.classifier, &self.statements) {
@@ -129,7 +129,6 @@ impl Session<'_> {
                 }
             }
         };
-        drop(config);
         if self.cbuf[0] == codes::QUERY && self.answer_here(&req).await? {
             crate::server::consume(&mut self.cbuf, req.len);
             return Ok(Destination::Answered);
@@ -137,7 +136,7 @@ impl Session<'_> {
         let decision = if self.route.to_primary {
             Decision { node: topo.primary(), routed: Routed::PrimaryWrite }
         } else {
-            let min_lsn = if self.proxy.config().routing.read_your_writes { self.route.min_lsn(topo) } else { 0 };
+            let min_lsn = if self.config.load().routing.read_your_writes { self.route.min_lsn(topo) } else { 0 };
             decide(topo, req.read, req.hint, self.route.route, min_lsn, 0)
         };
         let reads_only = decision.routed == Routed::ReplicaRead;

@@ -19,18 +19,37 @@ use crate::clients::{ClientEntry, ClientState, KillWatch};
 use crate::config::{PoolMode, SessionFeatures};
 use crate::error::{ClientError, PgError};
 use crate::pool::Lease;
-use crate::prepared::ClientStatements;
+use crate::prepared::{ClientStatements, Registry};
 use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::{Framer, Step};
-use crate::proxy::Proxy;
 use crate::settings::{read_query, sync_query, SessionParams};
+use crate::shutdown::Shutdown;
 use crate::sql::SessionEffects;
+use crate::state::{ConfigCache, Counters, Pause, State};
+
+/// What a session reaches of the shared state besides the configuration (as
+/// mini-redis's `Handler` gets only its db, its connection and the shutdown signal).
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    /// Every client's named statements (transaction mode).
+    pub statements: &'a Registry,
+    pub counters: &'a Counters,
+    /// PAUSE: no transaction starts in a paused database.
+    pub pause: &'a Pause,
+    pub shutdown: &'a Shutdown,
+}
+
+impl<'a> Shared<'a> {
+    pub fn of(state: &'a State) -> Shared<'a> {
+        Shared { statements: &state.statements, counters: &state.counters, pause: &state.pause, shutdown: &state.shutdown }
+    }
+}
 
 pub struct Session<'a> {
-    pub proxy: &'a Proxy,
+    pub shared: Shared<'a>,
     /// The configuration, looked at once per transaction.
-    pub config: crate::proxy::ConfigCache<'a>,
+    pub config: ConfigCache<'a>,
     pub stream: crate::net::Stream,
     pub login: LoggedIn,
     /// Its entry in the client registry (cancel key, state, kill signal).
@@ -65,7 +84,7 @@ impl Session<'_> {
         loop {
             // Idle: no server, no buffer unless the client pipelined ahead.
             if self.cbuf.len() < 5 {
-                if *self.proxy.shutdown.borrow() {
+                if self.shared.shutdown.begun() {
                     return Box::pin(self.say_goodbye()).await;
                 }
                 // In a held-back transaction the client is idle in a transaction.
@@ -138,7 +157,7 @@ impl Session<'_> {
             }
         }
         self.client.set_state(ClientState::Waiting);
-        self.proxy.wait_unpaused(&self.login.database).await;
+        self.shared.pause.wait_unpaused(&self.login.database).await;
         let checkout = match (routing.as_mut(), &topo) {
             (Some(r), Some(topo)) => self.checkout_routed(topo, r).await,
             // The primary now (it moves on failover).
@@ -177,15 +196,15 @@ impl Session<'_> {
             watch.poll(kill, cx).map(|()| None)
         })
         .await;
-        wake.unwrap_or_else(|| if *self.proxy.shutdown.borrow() { Wake::Shutdown } else { Wake::Killed })
+        wake.unwrap_or_else(|| if self.shared.shutdown.begun() { Wake::Shutdown } else { Wake::Killed })
     }
 
     /// Whether this client's requests are routed (else all go to the primary).
-    fn routes(&self) -> bool {
+    fn routes(&mut self) -> bool {
         if !self.login.pools.topology.has_replicas() {
             return false;
         }
-        let c = self.proxy.config();
+        let c = self.config.load();
         c.pool.mode == PoolMode::Transaction && c.routing.read_write_split
     }
 
@@ -260,7 +279,7 @@ impl Session<'_> {
             let hold = if mode == PoolMode::Session || pinned { Hold::Session } else { Hold::UntilBoundary };
             let statements = (mode == PoolMode::Transaction).then(|| TxnRewrite {
                 client: &mut self.statements,
-                registry: &self.proxy.statements,
+                registry: self.shared.statements,
                 effects: &mut effects,
                 reject_session_features: reject,
             });
@@ -273,12 +292,12 @@ impl Session<'_> {
                 txn: &mut txn,
                 statements,
                 max_message,
-                counters: &self.proxy.counters,
+                counters: self.shared.counters,
                 pool: &pool,
                 timeouts,
                 label: None,
                 kill: (&self.client.kill, &mut self.kill),
-                stopping: &self.proxy.shutdown,
+                stopping: self.shared.shutdown,
                 reads_only: config.as_ref().filter(|_| reads_only).map(|c| &c.classifier),
             };
             let end = relay.run(hold).await;
@@ -314,8 +333,8 @@ impl Session<'_> {
             }
             if let Some(reason) = effects.pin.filter(|_| !pinned) {
                 pinned = true;
-                self.proxy.counters.pinned_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.proxy.counters.pinned_now.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.shared.counters.pinned_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.shared.counters.pinned_now.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(client = self.client.pid, reason, "client pinned to its server connection for the rest of its session");
             }
             if end == RelayEnd::Boundary && (!effects.settings.is_empty() || effects.reset_all) {
@@ -332,7 +351,7 @@ impl Session<'_> {
                 match Box::pin(lease.conn_mut().run_internal("DEALLOCATE ALL", timeout)).await {
                     Ok(r) if r.error.is_none() => {
                         lease.conn_mut().statements.clear();
-                        self.proxy.counters.stale_plans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.shared.counters.stale_plans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(
                             client = self.client.pid,
                             "prepared statements dropped after \"cached plan must not change result type\""
@@ -352,7 +371,7 @@ impl Session<'_> {
             }
             self.client.detach();
             if pinned && end != RelayEnd::Boundary {
-                self.proxy.counters.pinned_now.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.shared.counters.pinned_now.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 // Temporary tables, listeners, advisory locks: nothing to hand on.
                 lease.discard();
                 return Some(match end {
@@ -475,7 +494,11 @@ impl Session<'_> {
     /// Returns a connection whose client left: clean at a boundary (reset in session
     /// mode), rolled back if idle in a transaction, otherwise cancelled and closed.
     /// Messages the client left without their Sync are ended with one first.
-    async fn recycle(&self, mut lease: Lease, txn: &TxnTracker) {
+    async fn recycle(&mut self, mut lease: Lease, txn: &TxnTracker) {
+        let (mode, reset_query) = {
+            let c = self.config.load();
+            (c.pool.mode, c.pool.server_reset_query.clone())
+        };
         let timeout = lease.pool().settings().connect_timeout;
         let mut synced;
         let txn = if txn.answered() && txn.unsynced {
@@ -495,8 +518,8 @@ impl Session<'_> {
             txn
         };
         let cleanup = if txn.at_boundary() {
-            match self.proxy.config().pool.mode {
-                PoolMode::Session => Some(self.proxy.config().pool.server_reset_query.clone()),
+            match mode {
+                PoolMode::Session => Some(reset_query),
                 PoolMode::Transaction => None,
             }
         } else if txn.quiescent() {
@@ -512,7 +535,7 @@ impl Session<'_> {
                     // A reset forgets settings and statements; so must our records.
                     let conn = lease.conn_mut();
                     conn.session = Default::default();
-                    if self.proxy.config().pool.mode == PoolMode::Session {
+                    if mode == PoolMode::Session {
                         conn.statements.clear();
                     }
                 }
@@ -534,7 +557,7 @@ impl Session<'_> {
         if e.is_fatal() {
             return Err(SessionEnd::Error(e.to_string()));
         }
-        let max = self.proxy.config().max_message_size.0 as usize;
+        let max = self.config.load().max_message_size.0 as usize;
         loop {
             let mut end_found = false;
             let r = self.cframer.scan::<std::convert::Infallible>(

@@ -7,19 +7,20 @@
 //! scrape time ([`collect`]), so keeping them costs nothing in between. Histograms
 //! have real buckets (not summaries), so they can be summed across instances.
 //! Replica and routing figures are rendered from the topologies ([`replicas`]), the
-//! connection-limit gauges from the proxy's limits ([`limits`]).
-//! The HTTP endpoint is in [`http`].
+//! connection-limit gauges from samples of the limits ([`limits`]). Everything comes
+//! in a [`Snapshot`] the caller reads at scrape time: this module imports neither the
+//! shared state nor the pools. The HTTP endpoint is the proxy's (`proxy::http`).
 
-pub mod http;
 pub mod limits;
 pub mod replicas;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::proxy::Proxy;
+use crate::router::topology::Topology;
+pub use limits::LimitSample;
 
 /// Bucket bounds (seconds) for waits and query durations: 100 µs to 60 s.
 const BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -76,6 +77,11 @@ struct PoolGauges {
     servers_idle: Gauge,
     clients_active: Gauge,
     clients_waiting: Gauge,
+}
+
+/// A label value, escaped as the text format wants.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
@@ -167,51 +173,90 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// The text exposition, after refreshing the gauges from `proxy`; the replica
-    /// and routing families are appended from the topologies ([`replicas`]), the
-    /// limit gauges from the proxy's limits ([`limits`]).
-    pub fn render(&self, proxy: &Proxy) -> String {
-        collect(self, proxy);
+    /// The text exposition of a scrape's snapshot: the gauges and counters copied
+    /// from it into the recorder, then the replica and routing families
+    /// ([`replicas`]) and the limit gauges ([`limits`]) appended.
+    pub fn render(&self, s: &Snapshot<'_>) -> String {
+        self.collect(s);
         self.handle.run_upkeep();
         let mut out = self.handle.render();
-        replicas::render(&proxy.topologies(), &mut out);
-        limits::render(&proxy.limits, &proxy.config(), &mut out);
+        replicas::render(&s.topologies, &mut out);
+        limits::render(&s.limits, &mut out);
         out
+    }
+
+    /// Sets the gauges and counters from a snapshot.
+    fn collect(&self, s: &Snapshot<'_>) {
+        for p in &s.pools {
+            let g = &p.metrics.gauges;
+            let active = p.total - p.idle;
+            g.size.set(p.size as f64);
+            g.saturation.set(active as f64 / p.size.max(1) as f64);
+            g.servers_active.set(active as f64);
+            g.servers_idle.set(p.idle as f64);
+            g.clients_active.set(active as f64);
+            g.clients_waiting.set(p.waiting as f64);
+            let (c, h) = (&p.counts, &p.metrics.counters);
+            h.transactions.absolute(c.transactions);
+            h.queries.absolute(c.queries);
+            h.bytes_in.absolute(c.bytes_in);
+            h.bytes_out.absolute(c.bytes_out);
+            h.checkout_timeouts.absolute(c.checkout_timeouts);
+            h.connects.absolute(c.connects);
+            h.connect_failures.absolute(c.connect_failures);
+        }
+        for c in &s.idle_clients {
+            self.gauge("pgmux_clients", &[("database", &c.database), ("user", &c.user), ("state", "idle")]).set(c.idle as f64);
+        }
+        self.gauge("pgmux_client_connections", &[]).set(s.client_connections as f64);
+        self.gauge("pgmux_prepared_statements", &[]).set(s.prepared_statements as f64);
+        self.gauge("pgmux_pinned_sessions", &[]).set(s.pinned_now as f64);
+        self.counter("pgmux_pinned_sessions_total", &[]).absolute(s.pinned_total);
+        self.counter("pgmux_stale_plan_resets_total", &[]).absolute(s.stale_plans);
+        self.counter("pgmux_stale_plan_retries_total", &[]).absolute(s.stale_plan_retries);
     }
 }
 
-/// Sets the gauges from the pools' current state.
-pub fn collect(m: &Metrics, proxy: &Proxy) {
-    for (db, pools) in proxy.pool_sets() {
-        let mut busy = 0usize;
-        for pool in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
-            let s = pool.status();
-            let g = &pool.metrics.gauges;
-            let active = s.total - s.idle;
-            g.size.set(s.size as f64);
-            g.saturation.set(active as f64 / s.size.max(1) as f64);
-            g.servers_active.set(active as f64);
-            g.servers_idle.set(s.idle as f64);
-            g.clients_active.set(active as f64);
-            g.clients_waiting.set(s.waiting as f64);
-            let (c, h) = (&pool.counters, &pool.metrics.counters);
-            h.transactions.absolute(c.transactions.load(Ordering::Relaxed));
-            h.queries.absolute(c.queries.load(Ordering::Relaxed));
-            h.bytes_in.absolute(c.bytes_in.load(Ordering::Relaxed));
-            h.bytes_out.absolute(c.bytes_out.load(Ordering::Relaxed));
-            h.checkout_timeouts.absolute(c.timeouts.load(Ordering::Relaxed));
-            h.connects.absolute(c.connects.load(Ordering::Relaxed));
-            h.connect_failures.absolute(c.connect_failures.load(Ordering::Relaxed));
-            busy += active + s.waiting;
-        }
-        let idle = pools.clients.load(Ordering::Relaxed).saturating_sub(busy);
-        m.gauge("pgmux_clients", &[("database", &db), ("user", &pools.user), ("state", "idle")]).set(idle as f64);
-    }
-    m.gauge("pgmux_client_connections", &[]).set(proxy.clients.connected() as f64);
-    m.gauge("pgmux_prepared_statements", &[]).set(proxy.statements.len() as f64);
-    let c = &proxy.counters;
-    m.gauge("pgmux_pinned_sessions", &[]).set(c.pinned_now.load(Ordering::Relaxed) as f64);
-    m.counter("pgmux_pinned_sessions_total", &[]).absolute(c.pinned_sessions.load(Ordering::Relaxed));
-    m.counter("pgmux_stale_plan_resets_total", &[]).absolute(c.stale_plans.load(Ordering::Relaxed));
-    m.counter("pgmux_stale_plan_retries_total", &[]).absolute(c.stale_plan_retries.load(Ordering::Relaxed));
+/// What a scrape shows, read from the side (pools, registries, topologies) by the
+/// caller: the metrics module knows none of them.
+pub struct Snapshot<'a> {
+    pub pools: Vec<PoolSample<'a>>,
+    pub idle_clients: Vec<IdleClients>,
+    pub client_connections: usize,
+    pub prepared_statements: usize,
+    pub pinned_now: i64,
+    pub pinned_total: u64,
+    pub stale_plans: u64,
+    pub stale_plan_retries: u64,
+    pub limits: Vec<LimitSample>,
+    pub topologies: Vec<Arc<Topology>>,
+}
+
+/// One pool at a scrape: its occupancy and counters, and its registered handles.
+pub struct PoolSample<'a> {
+    pub metrics: &'a PoolMetrics,
+    pub idle: usize,
+    pub total: usize,
+    pub waiting: usize,
+    pub size: usize,
+    pub counts: PoolCounts,
+}
+
+/// A pool's counters since it was created.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PoolCounts {
+    pub transactions: u64,
+    pub queries: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub checkout_timeouts: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+}
+
+/// Clients of one (database, user) that hold no server connection and wait for none.
+pub struct IdleClients {
+    pub database: String,
+    pub user: String,
+    pub idle: usize,
 }

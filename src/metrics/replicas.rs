@@ -12,12 +12,8 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::escape;
 use crate::router::topology::{Routed, Topology};
-
-/// A label value, escaped as the text format wants.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
 
 /// Appends the families to `out` (a complete exposition; families are not split).
 pub fn render(topologies: &[Arc<Topology>], out: &mut String) {

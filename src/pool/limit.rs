@@ -16,6 +16,7 @@
 //! full, idle connections of other member pools are closed to make room, as PgBouncer
 //! does.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
@@ -24,6 +25,7 @@ use dashmap::DashMap;
 
 use super::Pool;
 use crate::config::{Config, ServerAddr};
+use crate::metrics::LimitSample;
 
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +37,14 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// Its name in reports (`kind` label): `database` or `user`.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Database => "database",
+            LimitKind::User => "user",
+        }
+    }
+
     /// The configured maximum for the database or user `name` (0: no limit).
     pub fn max_in(self, config: &Config, name: &str) -> usize {
         match self {
@@ -240,6 +250,50 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// Every limit to show at a scrape, sorted by (kind, name, server): each
+    /// configured (database, server) and (user, server), counted or not, and a limit
+    /// a reload removed while it still counts connections.
+    pub fn samples(&self, config: &Config) -> Vec<LimitSample> {
+        let mut out = BTreeMap::new();
+        let servers: Vec<String> = {
+            let mut s: Vec<String> = config
+                .databases
+                .values()
+                .flat_map(|d| std::iter::once(d.primary_addr()).chain(d.replica_addrs()))
+                .map(|a| a.to_string())
+                .collect();
+            s.sort();
+            s.dedup();
+            s
+        };
+        for (name, db) in &config.databases {
+            let max = config.max_db_connections(name);
+            for a in std::iter::once(db.primary_addr()).chain(db.replica_addrs()) {
+                out.insert((LimitKind::Database.label(), name.clone(), a.to_string()), (0, max));
+            }
+        }
+        for u in &config.users {
+            let max = config.max_user_connections(&u.name);
+            for server in &servers {
+                out.insert((LimitKind::User.label(), u.name.clone(), server.clone()), (0, max));
+            }
+        }
+        for l in self.all() {
+            let key = (l.kind.label(), l.name.clone(), l.server.to_string());
+            match out.get_mut(&key) {
+                Some(v) => v.0 = l.used(),
+                // No longer configured (a reload removed it): shown while it counts.
+                None if l.used() > 0 => {
+                    out.insert(key, (l.used(), l.max()));
+                }
+                None => {}
+            }
+        }
+        out.into_iter().map(|((kind, name, server), (current, max))| LimitSample { kind, name, server, current, max }).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +341,29 @@ mod tests {
         r.apply(&c);
         assert_eq!((a.max(), u.max()), (9, 5));
         assert_eq!(r.all().len(), 2);
+    }
+
+    #[test]
+    fn every_configured_limit_and_the_maxima_that_are_set() {
+        let yaml = "pool:\n  max_db_connections: 4\nusers:\n  - name: app\n    password: app\n    max_user_connections: 3\n  - name: other\n    password: other\ndatabases:\n  app:\n    primary: 10.0.0.1:5432\n    replicas: [10.0.0.2:5432]\n";
+        let c = Config::parse(yaml, std::path::Path::new("t.yaml")).unwrap();
+        let limits = Limits::default();
+        let primary = ServerAddr { host: "10.0.0.1".into(), port: 5432 };
+        // Limits of pools created so far (counts move with pools: protocol-tests/admin.rs),
+        // and one of a database no longer configured, with nothing to count: not shown.
+        limits.get(LimitKind::Database, "app", &primary, &c);
+        limits.get(LimitKind::Database, "older", &primary, &c);
+        let mut out = String::from("pgmux_clients 1");
+        crate::metrics::limits::render(&limits.samples(&c), &mut out);
+        let has = |line: &str| out.lines().any(|l| l == line);
+        assert!(out.starts_with("pgmux_clients 1\n# HELP pgmux_limit_connections"), "{out}");
+        assert!(has("pgmux_limit_connections{kind=\"database\",name=\"app\",server=\"10.0.0.1:5432\"} 0"), "{out}");
+        assert!(has("pgmux_limit_connections{kind=\"database\",name=\"app\",server=\"10.0.0.2:5432\"} 0"), "{out}");
+        assert!(has("pgmux_limit_connections{kind=\"user\",name=\"other\",server=\"10.0.0.2:5432\"} 0"), "{out}");
+        assert!(!out.contains("older"), "{out}");
+        assert!(has("pgmux_limit_max_connections{kind=\"database\",name=\"app\",server=\"10.0.0.2:5432\"} 4"), "{out}");
+        assert!(has("pgmux_limit_max_connections{kind=\"user\",name=\"app\",server=\"10.0.0.1:5432\"} 3"), "{out}");
+        assert!(!out.contains("pgmux_limit_max_connections{kind=\"user\",name=\"other\""), "{out}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("pgmux_limit_connections{")).count(), 2 + 2 * 2);
     }
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::error::ClientError;
-use crate::metrics::PoolMetrics;
+use crate::metrics::{PoolCounts, PoolMetrics, PoolSample};
 use crate::server::{self, ServerConn, ServerTarget};
 
 pub use lease::Lease;
@@ -227,6 +227,22 @@ impl Pool {
             size: self.settings().size,
             max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
         }
+    }
+
+    /// Its figures for a metrics scrape.
+    pub fn sample(&self) -> PoolSample<'_> {
+        let s = self.status();
+        let c = &self.counters;
+        let counts = PoolCounts {
+            transactions: c.transactions.load(Ordering::Relaxed),
+            queries: c.queries.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            checkout_timeouts: c.timeouts.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            connect_failures: c.connect_failures.load(Ordering::Relaxed),
+        };
+        PoolSample { metrics: &self.metrics, idle: s.idle, total: s.total, waiting: s.waiting, size: s.size, counts }
     }
 
     /// Server parameters to report to a client logging in; opens a connection to

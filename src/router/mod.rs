@@ -3,7 +3,6 @@
 //! request asks for ([`request`]), and the choice of a server for it ([`decide`]).
 
 pub mod classify;
-pub mod monitor;
 pub mod request;
 pub mod topology;
 

@@ -4,6 +4,7 @@
 //! state, whether it takes reads, its lag and how long its check took).
 
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,20 +15,21 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
+use crate::metrics::{IdleClients, Snapshot};
+use crate::state::{DbPools, State};
 
 /// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let proxy = proxy.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(route(req, &proxy).await) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(req, &state).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -46,12 +48,41 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
         .expect("static response parts")
 }
 
-async fn route(req: Request<Incoming>, proxy: &Proxy) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", proxy.metrics.render(proxy)),
+        "/metrics" => {
+            let sets = state.pools.sets();
+            respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&snapshot(state, &sets)))
+        }
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => readyz(proxy).await,
+        "/readyz" => readyz(state).await,
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /readyz\n".into()),
+    }
+}
+
+/// What `/metrics` shows, read from the side now (`sets`: every pool set).
+fn snapshot<'a>(state: &State, sets: &'a [Arc<DbPools>]) -> Snapshot<'a> {
+    let mut pools = Vec::new();
+    let mut idle_clients = Vec::new();
+    for set in sets {
+        let start = pools.len();
+        pools.extend(set.all().map(|p| p.sample()));
+        let busy: usize = pools[start..].iter().map(|p| p.total - p.idle + p.waiting).sum();
+        let idle = set.clients.load(Ordering::Relaxed).saturating_sub(busy);
+        idle_clients.push(IdleClients { database: set.database.clone(), user: set.user.clone(), idle });
+    }
+    let c = &state.counters;
+    Snapshot {
+        pools,
+        idle_clients,
+        client_connections: state.clients.connected(),
+        prepared_statements: state.statements.len(),
+        pinned_now: c.pinned_now.load(Ordering::Relaxed),
+        pinned_total: c.pinned_sessions.load(Ordering::Relaxed),
+        stale_plans: c.stale_plans.load(Ordering::Relaxed),
+        stale_plan_retries: c.stale_plan_retries.load(Ordering::Relaxed),
+        limits: state.pools.limits.samples(&state.config.current()),
+        topologies: state.topologies.all(),
     }
 }
 
@@ -109,10 +140,10 @@ impl Entry<'_> {
 /// Ready when every database's current primary is up and pgmux is not shutting
 /// down. Databases with replicas: as the replica monitor last found them (a TCP
 /// check of the primary until its first check); others: a TCP connect (1 s bound).
-async fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
+async fn readyz(state: &State) -> Response<Full<Bytes>> {
     use std::sync::atomic::Ordering::Relaxed;
-    let shutting_down = *proxy.shutdown.borrow();
-    let mut topologies = proxy.topologies();
+    let shutting_down = state.shutdown.begun();
+    let mut topologies = state.topologies.all();
     topologies.sort_by(|a, b| a.database.cmp(&b.database));
     let mut entries = Vec::new();
     let mut all_primaries_up = true;

@@ -22,9 +22,9 @@ use tokio::task::JoinSet;
 
 use crate::auth::scram::ScramKeys;
 use crate::config::ServerAddr;
-use crate::proxy::{Proxy, UserAuth};
 use crate::router::topology::{parse_lsn, Topology};
 use crate::server::{login, InternalResult, ServerConn, ServerTarget};
+use crate::state::{ConfigStore, Running, Topologies, UserAuth, Users};
 use assess::{DbMonitor, Event, Limits, Outcome, Probe};
 
 /// The one query of a check.
@@ -33,13 +33,22 @@ const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END, \
      extract(epoch from now() - pg_last_xact_replay_timestamp())";
 
+/// What the monitor reads of the shared state: the configuration (and the TLS to
+/// servers), the users (to log in as the monitor user) and the topologies it writes.
+#[derive(Clone)]
+pub struct Sources {
+    pub config: Arc<ConfigStore>,
+    pub users: Arc<Users>,
+    pub topologies: Arc<Topologies>,
+}
+
 /// Runs until aborted (at shutdown).
-pub async fn run(proxy: Arc<Proxy>) {
+pub async fn run(sources: Sources) {
     let mut monitor = Monitor::default();
     loop {
         let started = Instant::now();
-        monitor.round(&proxy, started).await;
-        let interval = proxy.config().routing.monitor_interval.0;
+        monitor.round(&sources, started).await;
+        let interval = sources.config.current().routing.monitor_interval.0;
         tokio::time::sleep_until((started + interval).into()).await;
     }
 }
@@ -75,9 +84,9 @@ impl Conn {
 }
 
 impl Monitor {
-    async fn round(&mut self, proxy: &Proxy, now: Instant) {
+    async fn round(&mut self, sources: &Sources, now: Instant) {
         // Owned: the guard of a config load is not to be held across awaits.
-        let config: Arc<crate::proxy::Running> = Arc::clone(&proxy.config());
+        let config: Arc<Running> = Arc::clone(&sources.config.current());
         let r = &config.routing;
         let lim = Limits {
             interval: r.monitor_interval.0,
@@ -85,7 +94,7 @@ impl Monitor {
             max_lag: r.max_replica_lag.0,
             max_bytes: r.max_replica_lag_bytes.0,
         };
-        let topologies: Vec<Arc<Topology>> = proxy.topologies().into_iter().filter(|t| t.has_replicas()).collect();
+        let topologies: Vec<Arc<Topology>> = sources.topologies.all().into_iter().filter(|t| t.has_replicas()).collect();
         self.dbs.retain(|name, db| topologies.iter().any(|t| t.database == *name && Arc::ptr_eq(t, &db.topo)));
         for t in &topologies {
             self.dbs.entry(t.database.clone()).or_insert_with(|| Db { topo: t.clone(), mon: DbMonitor::new(t.nodes.len()) });
@@ -95,7 +104,7 @@ impl Monitor {
         if self.dbs.is_empty() {
             return;
         }
-        let Some(user) = self.credentials(proxy) else { return };
+        let Some(user) = self.credentials(&config, &sources.users) else { return };
 
         let limit = lim.interval.max(Duration::from_secs(1));
         let mut outcomes: HashMap<String, Vec<Outcome>> = HashMap::new();
@@ -113,7 +122,7 @@ impl Monitor {
                     user: user.name.clone(),
                     password: user.plaintext.clone(),
                     keys: user.keys.clone(),
-                    tls: proxy.upstream.clone(),
+                    tls: sources.config.upstream().clone(),
                 };
                 let key = (name.clone(), node.addr.clone());
                 let conn = self.conns.remove(&key).filter(|c| c.serves(&target));
@@ -151,8 +160,8 @@ impl Monitor {
 
     /// The monitor user, when pgmux can log in as it (with only a SCRAM verifier
     /// configured, once a client has logged in as that user).
-    fn credentials(&mut self, proxy: &Proxy) -> Option<Arc<UserAuth>> {
-        let user = proxy.config().monitor_user().and_then(|u| proxy.user(&u.name))?;
+    fn credentials(&mut self, config: &Running, users: &Users) -> Option<Arc<UserAuth>> {
+        let user = config.monitor_user().and_then(|u| users.get(&u.name))?;
         if user.plaintext.is_none() && user.keys.get().is_none() {
             if self.warned_credentials.as_deref() != Some(user.name.as_str()) {
                 tracing::warn!(

@@ -1,0 +1,74 @@
+//! The running proxy, on top of everything: it owns the shared [`State`] and runs
+//! the jobs that use it: the [`listener`]'s accept loop (each client a task of its
+//! own), the [`upkeep`], the replica monitor ([`crate::monitor`]) and the metrics
+//! endpoint ([`http`]); and it drains them at shutdown.
+
+pub mod http;
+pub mod listener;
+pub mod upkeep;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::state::State;
+pub use listener::Listener;
+
+/// A spawned job, stopped when dropped.
+struct Job(JoinHandle<()>);
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The proxy's jobs, running.
+pub struct Proxy {
+    pub state: Arc<State>,
+    jobs: Vec<Job>,
+}
+
+impl Proxy {
+    /// Starts serving clients on `listener`, with the upkeep and the replica monitor
+    /// (both stop when shutdown begins, with the accept loop), and the metrics
+    /// endpoint on `metrics` (until [`Proxy::stop`]).
+    pub fn start(state: Arc<State>, listener: Listener, metrics: Option<TcpListener>) -> Proxy {
+        let mut jobs = vec![Job(tokio::spawn(serve(state.clone(), listener)))];
+        if let Some(l) = metrics {
+            jobs.push(Job(tokio::spawn(http::serve(l, state.clone()))));
+        }
+        Proxy { state, jobs }
+    }
+
+    /// Starts a graceful shutdown and waits until every client has left or
+    /// `shutdown_timeout` has passed; then closes idle server connections. Returns
+    /// the number of clients still connected.
+    pub async fn drain(&self) -> usize {
+        let state = &self.state;
+        state.begin_shutdown();
+        let deadline = Instant::now() + state.config.current().shutdown_timeout.0;
+        while state.clients.connected() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        state.pools.close_idle(None);
+        state.clients.connected()
+    }
+
+    /// Stops every job and closes idle server connections.
+    pub fn stop(self) {
+        drop(self.jobs);
+        self.state.pools.close_idle(None);
+    }
+}
+
+/// Accepts clients until shutdown begins, with the upkeep and the monitor alongside.
+async fn serve(state: Arc<State>, listener: Listener) {
+    let sources =
+        crate::monitor::Sources { config: state.config.clone(), users: state.users.clone(), topologies: state.topologies.clone() };
+    let _upkeep = Job(tokio::spawn(upkeep::run(state.clone())));
+    let _monitor = Job(tokio::spawn(crate::monitor::run(sources)));
+    listener.serve(state).await;
+}
