@@ -2,11 +2,12 @@
 //!
 //! PgBouncer-compatible: the same SHOW commands with PgBouncer's column names, so
 //! existing exporters and runbooks keep working, plus `SHOW REPLICAS`. Only the
-//! simple query protocol is spoken, as in PgBouncer. [`show`] builds the result sets;
-//! this module reads commands and dispatches them.
+//! simple query protocol is spoken, as in PgBouncer. This module reads statements and
+//! writes results; [`command`] parses and applies them ([`show`] lists, [`control`] acts).
 
+mod command;
+mod control;
 mod show;
-mod show_config;
 
 use std::sync::Arc;
 
@@ -17,6 +18,19 @@ use tokio::io::AsyncReadExt;
 use crate::error::{PgError, SqlState};
 use crate::protocol::{backend, codes};
 use crate::state::State;
+use command::Command;
+
+/// Every command, as SHOW HELP lists them.
+pub const HELP: [&str; 8] = [
+    "SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP",
+    "PAUSE [db]",
+    "RESUME [db]",
+    "KILL db",
+    "KILL_CLIENT id",
+    "RECONNECT [db]",
+    "RELOAD",
+    "SHUTDOWN",
+];
 
 /// A result set: columns (name, numeric?) and rows.
 pub struct ResultSet {
@@ -30,7 +44,7 @@ pub(crate) fn n(v: impl ToString) -> Option<String> {
 }
 
 /// What a command produced.
-enum Outcome {
+pub enum Outcome {
     Rows(ResultSet, String),
     Done(String),
     Error(PgError),
@@ -75,7 +89,11 @@ pub async fn serve(mut stream: Stream, state: Arc<State>, key_pid: i32, key_secr
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
                 for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
                     tracing::info!(client = key_pid, command, "admin command");
-                    match execute(&state, command).await {
+                    let outcome = match Command::parse(command) {
+                        Ok(c) => c.apply(&state).await,
+                        Err(e) => Outcome::Error(e),
+                    };
+                    match outcome {
                         Outcome::Rows(rs, tag) => {
                             backend::row_description(&mut out, &rs.columns);
                             for row in &rs.rows {
@@ -106,75 +124,5 @@ pub async fn serve(mut stream: Stream, state: Arc<State>, key_pid: i32, key_secr
         if stream.write_all(&out).await.is_err() {
             return;
         }
-    }
-}
-
-/// Server connections lent out, for one database or all.
-fn busy_servers(state: &State, db: Option<&str>) -> usize {
-    state.pools.sets_of(db).iter().flat_map(|p| p.all().map(|pool| pool.status()).collect::<Vec<_>>()).map(|s| s.total - s.idle).sum()
-}
-
-fn unsupported(command: &str) -> Outcome {
-    Outcome::Error(
-        PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: \"{command}\" is not supported yet"))
-            .with_hint("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|HELP, PAUSE [db], RESUME [db], KILL db, KILL_CLIENT id, RECONNECT [db], RELOAD, SHUTDOWN."),
-    )
-}
-
-async fn execute(state: &State, command: &str) -> Outcome {
-    let words: Vec<String> = command.split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        ["show", what] => match show::show(state, what) {
-            Some(rs) => Outcome::Rows(rs, "SHOW".into()),
-            None => Outcome::Error(
-                PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("pgmux: unknown SHOW item \"{what}\"")).with_hint("Try SHOW HELP."),
-            ),
-        },
-        ["reconnect"] | ["reconnect", _] => {
-            state.pools.close_idle(words.get(1).copied());
-            Outcome::Done("RECONNECT".into())
-        }
-        ["pause"] | ["pause", _] => {
-            let db = words.get(1).copied();
-            state.pause.pause(db);
-            // Like PgBouncer, PAUSE returns once running transactions are done.
-            let deadline = std::time::Instant::now() + state.config.current().shutdown_timeout.0;
-            while busy_servers(state, db) > 0 && std::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Outcome::Done("PAUSE".into())
-        }
-        ["resume"] | ["resume", _] => {
-            state.pause.resume(words.get(1).copied());
-            Outcome::Done("RESUME".into())
-        }
-        ["kill", db] => {
-            // Like PgBouncer: the database is paused, its clients and servers dropped now.
-            state.pause.pause(Some(db));
-            state.clients.kill(|c| c.info.get().is_some_and(|i| i.database == *db));
-            state.pools.close_idle(Some(db));
-            Outcome::Done("KILL".into())
-        }
-        ["kill_client", id] => match id.parse::<i32>().ok().and_then(|id| state.clients.get(id)) {
-            Some(client) => {
-                client.kill.fire();
-                Outcome::Done("KILL_CLIENT".into())
-            }
-            None => Outcome::Error(PgError::error(
-                SqlState::INVALID_PARAMETER_VALUE,
-                format!("pgmux: no client with id {id} (see SHOW CLIENTS, column remote_pid)"),
-            )),
-        },
-        ["reload"] => match state.reload() {
-            Ok(()) => Outcome::Done("RELOAD".into()),
-            Err(e) => Outcome::Error(PgError::error(SqlState::CONFIG_FILE_ERROR, format!("pgmux: configuration not reloaded: {e}"))),
-        },
-        ["shutdown"] | ["shutdown", "wait_for_clients"] => {
-            state.begin_shutdown();
-            Outcome::Done("SHUTDOWN".into())
-        }
-        [] => Outcome::Done("".into()),
-        _ => unsupported(command),
     }
 }

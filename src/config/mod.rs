@@ -134,6 +134,16 @@ pub enum PoolMode {
     Session,
 }
 
+impl PoolMode {
+    /// As written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use super::{n, ResultSet};
-use crate::config::{AuthType, ClientTlsMode, Config, Dur, LogFormat, PoolMode, ServerTlsMode, SessionFeatures};
+use crate::admin::{n, ResultSet};
+use crate::config::{AuthType, ClientTlsMode, Config, Dur, LogFormat, ServerTlsMode, SessionFeatures};
 
 /// Written as in the config file: `0` (off), `250ms`, `5s`.
 fn dur(d: Dur) -> String {
@@ -26,13 +26,6 @@ fn secs(s: u64) -> String {
 
 fn opt(v: Option<impl ToString>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
-}
-
-fn mode(m: PoolMode) -> &'static str {
-    match m {
-        PoolMode::Transaction => "transaction",
-        PoolMode::Session => "session",
-    }
 }
 
 /// Keys that need a restart; everything else is applied by RELOAD.
@@ -118,7 +111,7 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
         (s("fleet.share_pools"), c.fleet.as_ref().is_some_and(|f| f.share_pools).to_string(), s("false")),
         (s("fleet.heartbeat_interval"), c.fleet.as_ref().map(|f| dur(f.heartbeat_interval)).unwrap_or_default(), secs(1)),
         (s("fleet.peer_timeout"), c.fleet.as_ref().map(|f| dur(f.peer_timeout)).unwrap_or_default(), secs(3)),
-        (s("pool.mode"), s(mode(p.mode)), s("transaction")),
+        (s("pool.mode"), s(p.mode.as_str()), s("transaction")),
         (s("pool.size"), p.size.to_string(), s("10")),
         (s("pool.min_pool_size"), p.min_pool_size.to_string(), s("0")),
         (s("pool.reserve_pool_size"), p.reserve_pool_size.to_string(), s("0")),
@@ -222,7 +215,7 @@ mod tests {
         let text = format!("{:?}", rs.rows);
         assert!(!text.contains("s3cret") && !text.contains("password"), "{text}");
         // Every top-level, pool and routing key of the README's table is listed.
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let table = &readme[readme.find("## Configuration").unwrap()..readme.find("### From PgBouncer").unwrap()];
         for line in table.lines().filter(|l| l.starts_with("| `")) {
             let key = line[3..].split('`').next().unwrap();
