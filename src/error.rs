@@ -1,32 +1,20 @@
 //! Errors that reach clients, in PostgreSQL's terms.
 //!
-//! [`PgError`] is what goes on the wire (severity, SQLSTATE, message); [`ClientError`]
-//! is the typed reason pgmux refuses or fails a client, each variant mapped to the
-//! SQLSTATE and wording PostgreSQL itself uses for the same situation.
+//! [`PgError`] is what goes on the wire (severity, SQLSTATE, message; defined with
+//! the protocol's messages); [`ClientError`] is the typed reason pgmux refuses or
+//! fails a client, each variant mapped in one match ([`ClientError::to_pg`]) to the
+//! SQLSTATE and wording PostgreSQL itself uses for the same situation, and in another
+//! ([`ClientError::kind`]) to the label it is counted under. Below it,
+//! [`ProtocolError`] (a message that breaks the protocol) and [`ServerFailure`] (a
+//! server connection lost) say what went wrong without a string.
 
-use std::borrow::Cow;
 use std::fmt;
+use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
-/// Severity of an ErrorResponse or NoticeResponse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Fatal,
-    Error,
-    Warning,
-    Notice,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Fatal => "FATAL",
-            Severity::Error => "ERROR",
-            Severity::Warning => "WARNING",
-            Severity::Notice => "NOTICE",
-        }
-    }
-}
+use crate::protocol::startup::{OptionsError, StartupError};
+pub use crate::protocol::{PgError, Severity};
 
 /// SQLSTATE codes pgmux emits (PostgreSQL Appendix A).
 pub struct SqlState;
@@ -51,49 +39,126 @@ impl SqlState {
     pub const IDLE_SESSION_TIMEOUT: &'static str = "57P05";
 }
 
-/// One error or notice as sent to a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgError {
-    pub severity: Severity,
-    pub code: Cow<'static, str>,
-    pub message: String,
-    pub detail: Option<String>,
-    pub hint: Option<String>,
+/// What kind of refusal an error is: the `reason` label of
+/// `pgmux_client_connections_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    TooManyClients,
+    AuthFailed,
+    UnknownDatabase,
+    StartupTimeout,
+    Protocol,
+    ServerUnavailable,
+    /// Refused by the `hba:` rules.
+    Hba,
+    /// The address is banned after too many failed logins.
+    AuthFailureLimit,
 }
 
-impl PgError {
-    pub fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> Self {
-        PgError { severity, code: Cow::Borrowed(code), message: message.into(), detail: None, hint: None }
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::TooManyClients,
+        ErrorKind::AuthFailed,
+        ErrorKind::UnknownDatabase,
+        ErrorKind::StartupTimeout,
+        ErrorKind::Protocol,
+        ErrorKind::ServerUnavailable,
+        ErrorKind::Hba,
+        ErrorKind::AuthFailureLimit,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::TooManyClients => "too_many_clients",
+            ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::UnknownDatabase => "unknown_database",
+            ErrorKind::StartupTimeout => "startup_timeout",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::ServerUnavailable => "server_unavailable",
+            ErrorKind::Hba => "hba",
+            ErrorKind::AuthFailureLimit => "auth_failure_limit",
+        }
     }
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(Severity::Fatal, code, message)
-    }
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(Severity::Error, code, message)
-    }
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
+
+    /// A server's own refusal is counted as pgmux counts its own refusal with the
+    /// same SQLSTATE.
+    fn of_server(e: &PgError) -> ErrorKind {
+        match &*e.code {
+            SqlState::TOO_MANY_CONNECTIONS => ErrorKind::TooManyClients,
+            SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION => ErrorKind::AuthFailed,
+            SqlState::INVALID_CATALOG_NAME => ErrorKind::UnknownDatabase,
+            SqlState::UNABLE_TO_CONNECT | SqlState::CONNECTION_FAILURE => ErrorKind::ServerUnavailable,
+            _ => ErrorKind::Protocol,
+        }
     }
 }
 
-impl fmt::Display for PgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.severity.as_str(), self.code, self.message)
-    }
+/// A message that breaks the protocol (a client's, or a server's).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid message length {len} for message type \"{}\"", tag.escape_ascii())]
+    BadLength { tag: u8, len: i64 },
+    /// A length without a message type (authentication, the admin console).
+    #[error("invalid message length {0}")]
+    Length(i64),
+    #[error("invalid frontend message type {0}")]
+    BadType(u8),
+    #[error("expected password response, got message type {0}")]
+    NotPassword(u8),
+    /// A message whose fields do not parse.
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error("{0}")]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Options(#[from] OptionsError),
+    #[error("too many negotiation packets")]
+    TooManyNegotiationPackets,
+    #[error("SSLRequest on a connection already using TLS")]
+    SslRequestOverTls,
+    #[error("received direct SSL connection request without ALPN protocol negotiation extension")]
+    DirectTlsWithoutAlpn,
+    /// Between a stale-plan error and its ReadyForQuery only small messages come.
+    #[error("unexpectedly large message during a retry")]
+    LargeDuringRetry,
 }
 
-/// Why a client is refused or a request fails.
+/// Why a server connection was lost (or given up) while a client used it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerFailure {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("server closed the connection")]
+    Closed,
+    #[error("{0}")]
+    Protocol(ProtocolError),
+    #[error("no answer from the server within query_timeout after its query was cancelled")]
+    Silent,
+    /// pgmux's own statement left the connection in another transaction status.
+    #[error("unexpected transaction status \"{}\" after pgmux's own statement", (*.0 as char).escape_default())]
+    Status(u8),
+    #[error("could not end the transaction on the replica")]
+    NotMoved,
+}
+
+/// Why a client is refused, a request fails, or a session is ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUserName,
     #[error("database \"{0}\" does not exist")]
     UnknownDatabase(String),
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
+    #[error("pgmux: user \"{0}\" may not use the admin console (set admin: true)")]
+    NotAdmin(String),
+    #[error("pgmux: SSL required (tls.mode is require)")]
+    TlsRequired,
+    #[error("pgmux hba rejects connection for host \"{host}\", user \"{user}\", database \"{database}\", no encryption")]
+    Hba { host: IpAddr, user: String, database: String },
+    #[error("too many failed login attempts from \"{0}\"; try again later")]
+    Banned(IpAddr),
     #[error("sorry, too many clients already")]
     TooManyClients,
     #[error("no server connection available within {timeout:?} for {pool}")]
@@ -101,16 +166,30 @@ pub enum ClientError {
     #[error("cannot connect to server {server}: {reason}")]
     ServerUnavailable { server: String, reason: String },
     #[error("{0}")]
-    Protocol(String),
-    #[error("the database system is shutting down")]
-    ShuttingDown,
+    Protocol(#[from] ProtocolError),
     #[error("server connection closed unexpectedly: {0}")]
-    ServerLost(String),
+    ServerLost(#[from] ServerFailure),
     #[error("{0}")]
-    Unsupported(String),
+    Unsupported(&'static str),
     /// The server's own refusal (wrong server password, missing database ...).
     #[error("{}", .0.message)]
     ServerRefused(PgError),
+    /// `auth_query` could not run (it is run as `auth_user` on the primary).
+    #[error("pgmux: auth_query failed: {0}")]
+    AuthQueryLost(io::Error),
+    /// The server refused `auth_query`.
+    #[error("pgmux: auth_query failed: {}", .0.message)]
+    AuthQueryRefused(PgError),
+    #[error("terminating connection due to idle-session timeout (pgmux client_idle_timeout)")]
+    IdleSessionTimeout,
+    #[error("terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)")]
+    IdleInTransactionTimeout,
+    /// KILL_CLIENT, KILL db.
+    #[error("terminating connection due to administrator command (KILL)")]
+    Killed,
+    /// Shutdown (SIGTERM, SHUTDOWN): the client is told at a transaction boundary.
+    #[error("terminating connection due to administrator command")]
+    AdminShutdown,
 }
 
 impl ClientError {
@@ -121,16 +200,36 @@ impl ClientError {
         match self {
             UnknownDatabase(_) => PgError::fatal(SqlState::INVALID_CATALOG_NAME, msg),
             AuthFailed(_) => PgError::fatal(SqlState::INVALID_PASSWORD, msg),
+            NoUserName | NotAdmin(_) | TlsRequired | Hba { .. } | Banned(_) => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
             TooManyClients => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, msg),
             CheckoutTimeout { .. } => PgError::error(SqlState::TOO_MANY_CONNECTIONS, format!("pgmux: {msg}")).with_hint(
                 "All server connections of the pool stayed busy; raise pool.size or pool.checkout_timeout, or shorten transactions.",
             ),
             ServerUnavailable { .. } => PgError::error(SqlState::UNABLE_TO_CONNECT, format!("pgmux: {msg}")),
             Protocol(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
-            ShuttingDown => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
             ServerLost(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, format!("pgmux: {msg}")),
             Unsupported(_) => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, msg),
             ServerRefused(e) => PgError { severity: Severity::Error, ..e.clone() },
+            AuthQueryLost(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
+            AuthQueryRefused(e) => PgError { severity: Severity::Fatal, message: msg, ..e.clone() },
+            IdleSessionTimeout => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
+            IdleInTransactionTimeout => PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),
+            Killed | AdminShutdown => PgError::fatal(SqlState::ADMIN_SHUTDOWN, msg),
+        }
+    }
+
+    /// What kind of refusal it is, for the metric that counts refused logins.
+    pub fn kind(&self) -> ErrorKind {
+        use ClientError::*;
+        match self {
+            TooManyClients | CheckoutTimeout { .. } => ErrorKind::TooManyClients,
+            AuthFailed(_) | NoUserName | NotAdmin(_) | TlsRequired => ErrorKind::AuthFailed,
+            Hba { .. } => ErrorKind::Hba,
+            Banned(_) => ErrorKind::AuthFailureLimit,
+            UnknownDatabase(_) => ErrorKind::UnknownDatabase,
+            ServerUnavailable { .. } | ServerLost(_) | AuthQueryLost(_) => ErrorKind::ServerUnavailable,
+            ServerRefused(e) | AuthQueryRefused(e) => ErrorKind::of_server(e),
+            Protocol(_) | Unsupported(_) | IdleSessionTimeout | IdleInTransactionTimeout | Killed | AdminShutdown => ErrorKind::Protocol,
         }
     }
 
@@ -147,5 +246,37 @@ impl ClientError {
     /// True when the client connection must be closed after the error.
     pub fn is_fatal(&self) -> bool {
         self.to_pg().severity == Severity::Fatal
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_postgres_sqlstate_and_its_own_label() {
+        let cases: [(ClientError, &str, &str); 6] = [
+            (ClientError::Hba { host: [10, 0, 0, 1].into(), user: "u".into(), database: "d".into() }, "28000", "hba"),
+            (ClientError::Banned([10, 0, 0, 1].into()), "28000", "auth_failure_limit"),
+            (ClientError::TlsRequired, "28000", "auth_failed"),
+            (ClientError::IdleSessionTimeout, "57P05", "protocol"),
+            (ClientError::ServerLost(ServerFailure::Closed), "08006", "server_unavailable"),
+            (ClientError::ServerRefused(PgError::fatal(SqlState::INVALID_CATALOG_NAME, "x")), "3D000", "unknown_database"),
+        ];
+        for (e, code, label) in cases {
+            assert_eq!((&*e.to_pg().code, e.kind().label()), (code, label), "{e}");
+        }
+        let e = ClientError::Protocol(ProtocolError::BadLength { tag: b'Q', len: 3 });
+        assert_eq!(e.to_pg().message, "invalid message length 3 for message type \"Q\"");
+        assert_eq!(
+            ClientError::ServerLost(ServerFailure::Status(b'T')).to_string(),
+            "server connection closed unexpectedly: unexpected transaction status \"T\" after pgmux's own statement"
+        );
     }
 }

@@ -10,20 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{PgError, Severity, SqlState};
+use crate::error::ClientError;
 use crate::state::{State, UserAuth};
 
 /// How long the lookup query may run.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn fatal(mut e: PgError) -> PgError {
-    e.severity = Severity::Fatal;
-    e
-}
-
 /// Looks `user` up; `Ok(None)` when there is no usable secret (the login then fails
 /// as for an unknown user) or no `auth_user` is configured.
-pub async fn look_up(state: &State, database: &str, user: &str) -> Result<Option<Arc<UserAuth>>, PgError> {
+pub async fn look_up(state: &State, database: &str, user: &str) -> Result<Option<Arc<UserAuth>>, ClientError> {
     let (auth_user, query) = {
         let c = state.config.current();
         match &c.auth_user {
@@ -35,7 +30,7 @@ pub async fn look_up(state: &State, database: &str, user: &str) -> Result<Option
         return Ok(None);
     };
     let pool = pools.current_primary();
-    let mut lease = pool.checkout().await.map_err(|e| fatal(e.to_pg()))?;
+    let mut lease = pool.checkout().await?;
     let result = lease.conn_mut().run_with_param(&query, user, QUERY_TIMEOUT).await;
     let result = match result {
         Ok(r) => {
@@ -44,13 +39,12 @@ pub async fn look_up(state: &State, database: &str, user: &str) -> Result<Option
         }
         Err(e) => {
             lease.discard();
-            return Err(PgError::fatal(SqlState::CONNECTION_FAILURE, format!("pgmux: auth_query failed: {e}")));
+            return Err(ClientError::AuthQueryLost(e));
         }
     };
-    if let Some(mut e) = result.error {
+    if let Some(e) = result.error {
         tracing::error!(error = %e, "auth_query failed");
-        e.message = format!("pgmux: auth_query failed: {}", e.message);
-        return Err(fatal(e));
+        return Err(ClientError::AuthQueryRefused(e));
     }
     // (name, secret); a one-column query gives the secret alone.
     let secret = result.rows.first().and_then(|row| row.last().cloned().flatten());

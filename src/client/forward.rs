@@ -4,10 +4,11 @@
 
 use std::convert::Infallible;
 
-use super::relay::{describe_bad, loggable, Relay, RelayEnd, TxnRewrite};
+use super::relay::{bad_length, loggable, Relay, RelayEnd, TxnRewrite};
 use super::retry::Retry;
 use super::rewrite::Rewriter;
 use super::txn::TxnTracker;
+use crate::error::ProtocolError;
 use crate::protocol::codes;
 use crate::protocol::frame::{cstr, Frame, Framer, Step, HEADER_LEN};
 use crate::server::{consume, ServerConn};
@@ -180,14 +181,14 @@ fn forward_client_bytes(
     });
     let n = match r {
         Ok(Ok(n)) => n,
-        Ok(Err(bad)) => return Err(RelayEnd::ClientProtocol(describe_bad(bad))),
+        Ok(Err(bad)) => return Err(RelayEnd::ClientFailed(bad_length(bad))),
         Err(never) => match never {},
     };
     if let Some(m) = malformed {
-        return Err(RelayEnd::ClientProtocol(m.to_string()));
+        return Err(RelayEnd::ClientFailed(ProtocolError::Malformed(m)));
     }
     if let Some(t) = bad_type {
-        return Err(RelayEnd::ClientProtocol(format!("invalid frontend message type {t}")));
+        return Err(RelayEnd::ClientFailed(ProtocolError::BadType(t)));
     }
     if !terminated {
         wbuf.extend_from_slice(&buf[copied..n]);

@@ -12,7 +12,7 @@ use crate::auth::md5;
 use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::clients::{ClientEntry, ClientInfo, ClientState};
 use crate::config::AuthType;
-use crate::error::{ClientError, PgError, SqlState};
+use crate::error::{ClientError, ProtocolError};
 use crate::net::Stream;
 use crate::protocol::backend;
 use crate::protocol::codes;
@@ -47,17 +47,21 @@ pub enum Login {
 
 /// How a login attempt ended, short of success.
 pub enum Refusal {
-    /// Tell the client, then close.
-    Error(PgError),
-    /// Refused by the `hba:` rules or the failed-login limit, before authentication.
-    Denied(PgError, super::access::Denial),
+    /// Tell the client (always FATAL at login), then close.
+    Error(ClientError),
     /// Close without a word (a cancel request, a vanished client).
     Silent,
 }
 
 impl From<ClientError> for Refusal {
     fn from(e: ClientError) -> Self {
-        Refusal::Error(e.to_pg())
+        Refusal::Error(e)
+    }
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(e: ProtocolError) -> Self {
+        Refusal::Error(ClientError::Protocol(e))
     }
 }
 
@@ -67,27 +71,16 @@ impl From<std::io::Error> for Refusal {
     }
 }
 
-fn protocol_error(msg: impl Into<String>) -> Refusal {
-    Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg))
-}
-
 /// Runs the whole login. On success the client has been greeted.
 pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startup: Startup) -> Result<Login, Refusal> {
-    let user = startup
-        .get("user")
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            Refusal::Error(PgError::fatal(SqlState::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet"))
-        })?
-        .to_string();
+    let user = startup.get("user").filter(|u| !u.is_empty()).ok_or(ClientError::NoUserName)?.to_string();
     let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
     if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
-        return Err(ClientError::Unsupported("pgmux does not pool replication connections".into()).into());
+        return Err(ClientError::Unsupported("pgmux does not pool replication connections").into());
     }
     let addr = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     // Before any authentication exchange, as PostgreSQL checks pg_hba.conf.
-    super::access::check(&state.config.current(), &state.auth_failures, addr.ip(), &user, &database)
-        .map_err(|(e, why)| Refusal::Denied(e, why))?;
+    super::access::check(&state.config.current(), &state.auth_failures, addr.ip(), &user, &database)?;
     if state.clients.connected() > state.config.current().max_client_connections {
         return Err(ClientError::TooManyClients.into());
     }
@@ -99,7 +92,7 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     }
     match authenticate(stream, state, &user, &database, &mut out).await {
         Ok(()) => state.auth_failures.succeeded(addr.ip()),
-        Err(Refusal::Error(e)) if e.code == SqlState::INVALID_PASSWORD => {
+        Err(Refusal::Error(e @ ClientError::AuthFailed(_))) => {
             let (limit, window) = {
                 let c = state.config.current();
                 (c.auth_failure_limit, c.auth_failure_window.0)
@@ -120,10 +113,7 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     };
     if crate::config::is_admin_database(&database) {
         if !state.users.get(&user).is_some_and(|u| u.admin) {
-            return Err(Refusal::Error(PgError::fatal(
-                SqlState::INVALID_AUTHORIZATION,
-                format!("pgmux: user \"{user}\" may not use the admin console (set admin: true)"),
-            )));
+            return Err(ClientError::NotAdmin(user).into());
         }
         let _ = key.info.set(info("admin console"));
         stream.write_all(&out).await?;
@@ -135,16 +125,12 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     };
     let mut settings = startup.params.clone();
     if let Some(opts) = startup.get("options") {
-        let parsed = startup::split_options(opts).map_err(|m| Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, m)))?;
+        let parsed = startup::split_options(opts).map_err(ProtocolError::from)?;
         settings.extend(parsed);
     }
     let params = state.params.intern(SessionParams::from_startup(settings));
     // From the server writes go to now (the configured primary may be gone after a failover).
-    let server_params = pools.current_primary().server_params().await.map_err(|e| {
-        let mut pg = e.to_pg();
-        pg.severity = crate::error::Severity::Fatal;
-        Refusal::Error(pg)
-    })?;
+    let server_params = pools.current_primary().server_params().await?;
 
     backend::auth_ok(&mut out);
     for (k, v) in server_params.iter() {
@@ -165,10 +151,10 @@ async fn read_password_message(stream: &mut Stream) -> Result<Vec<u8>, Refusal> 
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != codes::PASSWORD {
-        return Err(protocol_error(format!("expected password response, got message type {}", tag)));
+        return Err(ProtocolError::NotPassword(tag).into());
     }
     if !(4..=MAX_AUTH_MESSAGE as i32).contains(&len) {
-        return Err(protocol_error(format!("invalid message length {len}")));
+        return Err(ProtocolError::Length(len.into()).into());
     }
     let mut body = vec![0u8; len as usize - 4];
     stream.read_exact(&mut body).await?;
@@ -179,7 +165,7 @@ async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: 
     let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
     let known = match state.users.configured(user) {
         Some(u) => Some(u),
-        None => super::auth_query::look_up(state, database, user).await.map_err(Refusal::Error)?,
+        None => super::auth_query::look_up(state, database, user).await?,
     };
     match state.config.current().auth_type {
         AuthType::ScramSha256 => {
@@ -203,19 +189,19 @@ async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: 
             stream.write_all(out).await?;
             out.clear();
             let initial = read_password_message(stream).await?;
-            let (mech, rest) = cstr(&initial).ok_or_else(|| protocol_error("malformed SASLInitialResponse"))?;
+            let (mech, rest) = cstr(&initial).ok_or_else(|| Refusal::from(ProtocolError::Malformed("malformed SASLInitialResponse")))?;
             let plus = cbind.is_some() && mech == MECHANISM_PLUS.as_bytes();
             if !(plus || mech == MECHANISM.as_bytes()) || rest.len() < 4 {
-                return Err(protocol_error("client selected an invalid SASL authentication mechanism"));
+                return Err(ProtocolError::Malformed("client selected an invalid SASL authentication mechanism").into());
             }
             let data_len = i32::from_be_bytes(rest[..4].try_into().unwrap());
             let data = &rest[4..];
             if data_len as isize != data.len() as isize {
-                return Err(protocol_error("malformed SASLInitialResponse"));
+                return Err(ProtocolError::Malformed("malformed SASLInitialResponse").into());
             }
             let mut server = ScramServer::new(secret, cbind.as_deref().filter(|_| plus), cbind.is_some());
             let first = server.client_first(data).map_err(|e| match e {
-                crate::auth::scram::ScramError::ChannelBinding(m) => protocol_error(m),
+                crate::auth::scram::ScramError::ChannelBinding(m) => Refusal::from(ProtocolError::Malformed(m)),
                 _ => failed(),
             })?;
             backend::auth_sasl_continue(out, first.as_bytes());

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use crate::error::{ClientError, ErrorKind, Severity};
 use crate::net::Stream;
 use crate::prepared::ClientStatements;
 use crate::protocol::backend;
@@ -37,18 +38,6 @@ use crate::protocol::frame::Framer;
 use crate::state::State;
 use login::Refusal;
 use session::{Session, SessionEnd, Shared};
-
-/// Counts a refused login by reason, from its SQLSTATE.
-fn count_rejection(state: &State, e: &crate::error::PgError) {
-    let r = &state.metrics.rejected;
-    match &*e.code {
-        "53300" => r.too_many_clients.increment(1),
-        "28P01" | "28000" => r.auth_failed.increment(1),
-        "3D000" => r.unknown_database.increment(1),
-        "08001" | "08006" => r.server_unavailable.increment(1),
-        _ => r.protocol.increment(1),
-    }
-}
 
 /// First packets and login; on failure, the stream to tell the client on (if any).
 async fn start(tcp: TcpStream, state: &State, key: &crate::clients::ClientEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
@@ -59,10 +48,20 @@ async fn start(tcp: TcpStream, state: &State, key: &crate::clients::ClientEntry)
     }
 }
 
-/// Sends a refusal and closes.
-async fn refuse(mut stream: Stream, e: crate::error::PgError) {
+/// Tells a refused client why (FATAL: a refusal at login closes the connection),
+/// counts it by kind, and closes.
+async fn refuse(state: &State, mut stream: Stream, e: ClientError, id: i32, peer: &str) {
+    let mut pg = e.to_pg();
+    pg.severity = Severity::Fatal;
+    let kind = e.kind();
+    if matches!(kind, ErrorKind::Hba | ErrorKind::AuthFailureLimit) {
+        tracing::warn!(client = id, %peer, reason = kind.label(), error = %pg, "login refused before authentication");
+    } else {
+        tracing::info!(client = id, %peer, error = %pg, "login refused");
+    }
+    state.metrics.rejected.count(kind);
     let mut out = BytesMut::new();
-    backend::error(&mut out, &e);
+    backend::error(&mut out, &pg);
     let _ = stream.write_all(&out).await;
     stream.shutdown().await;
 }
@@ -79,8 +78,8 @@ pub async fn serve(tcp: TcpStream, state: Arc<State>) {
     let id = key.entry.pid;
     session.login.pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match session.run().await {
-        SessionEnd::ClientLeft | SessionEnd::Shutdown => tracing::info!(client = id, "client left"),
-        SessionEnd::Error(e) => tracing::info!(client = id, error = %e, "session ended with an error"),
+        SessionEnd::ClientLeft => tracing::info!(client = id, "client left"),
+        SessionEnd::Ended(e) => tracing::info!(client = id, error = %e, "session ended"),
     }
     session.login.pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
@@ -99,25 +98,13 @@ async fn welcome<'a>(tcp: TcpStream, state: &'a Arc<State>, entry: &Arc<crate::c
             return None;
         }
         Ok(Err((Some(stream), Refusal::Error(e)))) => {
-            tracing::info!(client = id, %peer, error = %e, "login refused");
-            count_rejection(state, &e);
-            refuse(stream, e).await;
-            return None;
-        }
-        Ok(Err((Some(stream), Refusal::Denied(e, why)))) => {
-            tracing::warn!(client = id, %peer, reason = why.as_str(), error = %e, "login refused before authentication");
-            let r = &state.metrics.rejected;
-            match why {
-                access::Denial::Hba => r.hba.increment(1),
-                access::Denial::TooManyFailures => r.auth_failure_limit.increment(1),
-            }
-            refuse(stream, e).await;
+            refuse(state, stream, e, id, &peer).await;
             return None;
         }
         Ok(Err(_)) => return None,
         Err(_) => {
             tracing::info!(client = id, %peer, "startup timed out");
-            state.metrics.rejected.startup_timeout.increment(1);
+            state.metrics.rejected.count(ErrorKind::StartupTimeout);
             return None;
         }
     };

@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::login::Refusal;
-use crate::error::{PgError, SqlState};
+use crate::error::{ClientError, ProtocolError};
 use crate::net::Stream;
 use crate::protocol::startup::{self, FirstPacket, Startup};
 use crate::state::State;
@@ -14,10 +14,6 @@ use crate::tls::{Acceptor, ClientTlsMode};
 
 /// First byte of a TLS handshake record: a client starting TLS without asking.
 const TLS_HANDSHAKE: u8 = 0x16;
-
-fn protocol_error(msg: impl Into<String>) -> Refusal {
-    Refusal::Error(PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg))
-}
 
 /// How negotiation ended short of a StartupMessage. The stream (if any) is the one
 /// to send the refusal on.
@@ -37,11 +33,7 @@ pub async fn first_packets(mut tcp: TcpStream, state: &State) -> Result<(Stream,
         };
         let s = acceptor.accept(tcp, &[TLS_HANDSHAKE]).await.map_err(|_| (None, Refusal::Silent))?;
         if !Acceptor::alpn_ok(&s) {
-            let e = PgError::fatal(
-                SqlState::PROTOCOL_VIOLATION,
-                "received direct SSL connection request without ALPN protocol negotiation extension",
-            );
-            return Err((Some(s), Refusal::Error(e)));
+            return Err((Some(s), ProtocolError::DirectTlsWithoutAlpn.into()));
         }
         s
     } else {
@@ -55,7 +47,7 @@ pub async fn first_packets(mut tcp: TcpStream, state: &State) -> Result<(Stream,
         };
         let packet = match startup::parse(&body) {
             Ok(p) => p,
-            Err(e) => return Err((Some(stream), protocol_error(e.to_string()))),
+            Err(e) => return Err((Some(stream), ProtocolError::from(e).into())),
         };
         match packet {
             FirstPacket::Ssl => stream = start_tls(stream, state).await?,
@@ -72,21 +64,20 @@ pub async fn first_packets(mut tcp: TcpStream, state: &State) -> Result<(Stream,
             FirstPacket::Fleet(_) => return Err((None, Refusal::Silent)),
             FirstPacket::Startup(s) => {
                 if !stream.is_tls() && state.config.client_tls().mode == ClientTlsMode::Require {
-                    let e = PgError::fatal(SqlState::INVALID_AUTHORIZATION, "pgmux: SSL required (tls.mode is require)");
-                    return Err((Some(stream), Refusal::Error(e)));
+                    return Err((Some(stream), ClientError::TlsRequired.into()));
                 }
                 return Ok((stream, s));
             }
         }
     }
-    Err((Some(stream), protocol_error("too many negotiation packets")))
+    Err((Some(stream), ProtocolError::TooManyNegotiationPackets.into()))
 }
 
 /// Answers an SSLRequest: 'S' and the handshake, or 'N' when TLS is off.
 async fn start_tls(stream: Stream, state: &State) -> Result<Stream, Failed> {
     let mut tcp = match stream {
         Stream::Plain(tcp) => tcp,
-        tls @ Stream::Tls(_) => return Err((Some(tls), protocol_error("SSLRequest on a connection already using TLS"))),
+        tls @ Stream::Tls(_) => return Err((Some(tls), ProtocolError::SslRequestOverTls.into())),
     };
     let tls = state.config.client_tls();
     let Some(acceptor) = &tls.acceptor else {
@@ -120,7 +111,7 @@ async fn read_packet(stream: &mut Stream, first: Option<u8>) -> Result<Vec<u8>, 
         None => 0,
     };
     stream.read_exact(&mut len[from..]).await?;
-    let len = startup::check_length(i32::from_be_bytes(len)).map_err(|e| protocol_error(e.to_string()))?;
+    let len = startup::check_length(i32::from_be_bytes(len)).map_err(ProtocolError::from)?;
     let mut body = vec![0u8; len - 4];
     stream.read_exact(&mut body).await?;
     Ok(body)

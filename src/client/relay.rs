@@ -20,6 +20,7 @@ use crate::prepared::{ClientStatements, Registry};
 use std::sync::atomic::Ordering;
 
 use crate::clients::{Kill, KillWatch};
+use crate::error::{ProtocolError, ServerFailure};
 use crate::pool::Pool;
 use crate::protocol::codes;
 use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
@@ -32,7 +33,7 @@ use crate::state::Counters;
 pub const CLIENT_READ_BUF: usize = 8 * 1024;
 
 /// Why the relay stopped.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum RelayEnd {
     /// The transaction is over and every byte delivered: the server may go.
     Boundary,
@@ -40,12 +41,11 @@ pub enum RelayEnd {
     Shutdown,
     /// The client closed or sent Terminate.
     ClientGone,
-    /// The server connection broke (its last words were forwarded).
-    ServerGone(String),
+    /// The server connection broke, or sent something impossible (its last words
+    /// were forwarded).
+    ServerFailed(ServerFailure),
     /// The client sent something impossible.
-    ClientProtocol(String),
-    /// The server sent something impossible.
-    ServerProtocol(String),
+    ClientFailed(ProtocolError),
     /// The client sat idle inside a transaction past `idle_transaction_timeout`.
     IdleInTransaction,
     /// The admin console killed the client (KILL_CLIENT, KILL db).
@@ -210,7 +210,7 @@ impl Relay<'_> {
                         c_out -= w;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return RelayEnd::ServerGone(e.to_string()),
+                    Err(e) => return RelayEnd::ServerFailed(e.into()),
                 }
             }
             if s_out > 0 || self.client.out_pending() {
@@ -307,7 +307,7 @@ impl Relay<'_> {
             })
             .await;
             match ev {
-                Err(e) => return RelayEnd::ServerGone(e.to_string()),
+                Err(e) => return RelayEnd::ServerFailed(e.into()),
                 Ok(Event::ClientWritable | Event::ServerWritable) => {}
                 Ok(Event::Timeout(Timeout::IdleInTransaction)) => return RelayEnd::IdleInTransaction,
                 // A shutdown wakes every client this way: a transaction runs on; a
@@ -322,7 +322,7 @@ impl Relay<'_> {
                 }
                 Ok(Event::Timeout(Timeout::Silent)) => {
                     tracing::warn!(server = %self.server.peer, "query_timeout: no answer from the server after the cancel; connection closed");
-                    return RelayEnd::ServerGone("no answer from the server within query_timeout after its query was cancelled".into());
+                    return RelayEnd::ServerFailed(ServerFailure::Silent);
                 }
                 Ok(Event::ServerReadable) => {
                     let rbuf = &mut self.server.rbuf;
@@ -330,11 +330,11 @@ impl Relay<'_> {
                         rbuf.reserve(READ_BUF);
                     }
                     match self.server.stream.read_some(rbuf) {
-                        Ok(0) => return RelayEnd::ServerGone("server closed the connection".into()),
+                        Ok(0) => return RelayEnd::ServerFailed(ServerFailure::Closed),
                         Ok(_) if query_cancelled.is_some() => last_heard = std::time::Instant::now(),
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return RelayEnd::ServerGone(e.to_string()),
+                        Err(e) => return RelayEnd::ServerFailed(e.into()),
                     }
                     let txn = &mut *self.txn;
                     let metrics = &self.pool.metrics;
@@ -404,12 +404,12 @@ impl Relay<'_> {
                     });
                     if partial_hidden {
                         // Only small messages come between the error and its ReadyForQuery.
-                        return RelayEnd::ServerProtocol("unexpectedly large message during a retry".into());
+                        return RelayEnd::ServerFailed(ServerFailure::Protocol(ProtocolError::LargeDuringRetry));
                     }
                     match scanned {
                         Ok(Ok(n)) if edits.is_empty() => s_out = n,
                         Ok(Ok(n)) => s_out = edits.apply(rbuf, n),
-                        Ok(Err(bad)) => return RelayEnd::ServerProtocol(describe_bad(bad)),
+                        Ok(Err(bad)) => return RelayEnd::ServerFailed(ServerFailure::Protocol(bad_length(bad))),
                         Err(never) => match never {},
                     }
                     if retry.due() {
@@ -445,6 +445,6 @@ impl Relay<'_> {
     }
 }
 
-pub(super) fn describe_bad(b: BadLength) -> String {
-    format!("invalid message length {} for message type \"{}\"", b.len, b.tag.escape_ascii())
+pub(super) fn bad_length(b: BadLength) -> ProtocolError {
+    ProtocolError::BadLength { tag: b.tag, len: b.len }
 }

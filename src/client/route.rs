@@ -39,6 +39,7 @@ use crate::protocol::{backend, codes};
 use crate::router::request::{next_request, Begin, Request, Scan};
 use crate::router::topology::{Routed, Topology};
 use crate::router::{decide, route_command, Decision, RouteCommand};
+use crate::server::After;
 
 /// One client's routing state.
 #[derive(Debug, Default)]
@@ -237,14 +238,8 @@ impl Session<'_> {
         let Some(begin) = self.route.pending_begin.take() else { return Ok(()) };
         self.route.to_primary = false;
         let timeout = lease.pool().settings().connect_timeout;
-        match lease.conn_mut().run_internal(&begin, timeout).await {
-            Ok(r) if r.error.is_none() && r.status == codes::TXN_IN_BLOCK => Ok(()),
-            Ok(r) => Err(match r.error {
-                Some(e) => ClientError::ServerRefused(e),
-                None => ClientError::ServerLost("BEGIN did not open a transaction".into()),
-            }),
-            Err(e) => Err(ClientError::ServerLost(e.to_string())),
-        }
+        lease.conn_mut().run_checked(&begin, timeout, After::InTransaction).await?;
+        Ok(())
     }
 
     /// A request that is not a read came in a transaction on a replica that has only
@@ -252,13 +247,11 @@ impl Session<'_> {
     /// connection could not be cleaned (it is then closed).
     pub(super) async fn move_to_primary(&mut self, mut lease: Lease) -> bool {
         let timeout = lease.pool().settings().connect_timeout;
-        match lease.conn_mut().run_internal("ROLLBACK", timeout).await {
-            Ok(r) if r.error.is_none() && r.status == codes::TXN_IDLE => lease.release(),
-            _ => {
-                lease.discard();
-                return false;
-            }
+        if lease.conn_mut().run_checked("ROLLBACK", timeout, After::Idle).await.is_err() {
+            lease.discard();
+            return false;
         }
+        lease.release();
         tracing::debug!(client = self.client.pid, "transaction moves from a replica to the primary");
         self.route.pending_begin = Some("BEGIN".into());
         self.route.to_primary = true;

@@ -17,12 +17,13 @@ use super::route::{Destination, RouteState, Routing};
 use super::txn::TxnTracker;
 use crate::clients::{ClientEntry, ClientState, KillWatch};
 use crate::config::{PoolMode, SessionFeatures};
-use crate::error::{ClientError, PgError};
+use crate::error::{ClientError, PgError, ProtocolError, ServerFailure};
 use crate::pool::Lease;
 use crate::prepared::{ClientStatements, Registry};
 use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::{Framer, Step};
+use crate::server::{After, InternalError};
 use crate::settings::{read_query, sync_query, SessionParams};
 use crate::shutdown::Shutdown;
 use crate::sql::SessionEffects;
@@ -71,12 +72,13 @@ enum Wake {
     Killed,
 }
 
-/// How a session ended, for the log.
+/// How a session ended.
 #[derive(Debug)]
 pub enum SessionEnd {
+    /// The client closed its connection, or said Terminate.
     ClientLeft,
-    Shutdown,
-    Error(String),
+    /// The session was ended on this error (the client was told, where it could be).
+    Ended(ClientError),
 }
 
 impl Session<'_> {
@@ -85,7 +87,7 @@ impl Session<'_> {
             // Idle: no server, no buffer unless the client pipelined ahead.
             if self.cbuf.len() < 5 {
                 if self.shared.shutdown.begun() {
-                    return Box::pin(self.say_goodbye()).await;
+                    return Box::pin(self.end_with(ClientError::AdminShutdown)).await;
                 }
                 // In a held-back transaction the client is idle in a transaction.
                 let in_txn = self.route.pending_begin.is_some() && !self.route.to_primary;
@@ -96,28 +98,10 @@ impl Session<'_> {
                     Wake::Readable(false) => return SessionEnd::ClientLeft,
                     Wake::Shutdown => continue,
                     Wake::IdleTimeout => {
-                        let e = if in_txn {
-                            PgError::fatal(
-                                crate::error::SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
-                                "terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)",
-                            )
-                        } else {
-                            PgError::fatal(
-                                crate::error::SqlState::IDLE_SESSION_TIMEOUT,
-                                "terminating connection due to idle-session timeout (pgmux client_idle_timeout)",
-                            )
-                        };
-                        Box::pin(self.send_error(&e)).await;
-                        return SessionEnd::Error("client_idle_timeout".into());
+                        let e = if in_txn { ClientError::IdleInTransactionTimeout } else { ClientError::IdleSessionTimeout };
+                        return Box::pin(self.end_with(e)).await;
                     }
-                    Wake::Killed => {
-                        let e = PgError::fatal(
-                            crate::error::SqlState::ADMIN_SHUTDOWN,
-                            "terminating connection due to administrator command (KILL)",
-                        );
-                        Box::pin(self.send_error(&e)).await;
-                        return SessionEnd::Shutdown;
-                    }
+                    Wake::Killed => return Box::pin(self.end_with(ClientError::Killed)).await,
                 }
                 if self.cbuf.capacity() == 0 {
                     self.cbuf = super::buffers::take();
@@ -169,7 +153,7 @@ impl Session<'_> {
         self.client.set_state(ClientState::Active);
         let lease = match checkout {
             Ok(l) => l,
-            Err(e) => return Box::pin(self.refuse_request(&e)).await.err(),
+            Err(e) => return Box::pin(self.refuse_request(e)).await.err(),
         };
         self.serve_with(lease, routing).await
     }
@@ -240,14 +224,14 @@ impl Session<'_> {
         if !Arc::ptr_eq(&lease.conn().session, &self.login.params) {
             if let Err(e) = Box::pin(self.sync_settings(&mut lease)).await {
                 lease.discard();
-                return Box::pin(self.refuse_request(&e)).await.err();
+                return Box::pin(self.refuse_request(e)).await.err();
             }
         }
         let began = self.route.pending_begin.is_some();
         if began {
             if let Err(e) = Box::pin(self.send_pending_begin(&mut lease)).await {
                 lease.discard();
-                return Box::pin(self.refuse_request(&e)).await.err();
+                return Box::pin(self.refuse_request(e)).await.err();
             }
         }
         // Kept while the relay runs reads-only (only when routing).
@@ -302,20 +286,19 @@ impl Session<'_> {
             };
             let end = relay.run(hold).await;
             drop(relay);
-            if end == RelayEnd::Reroute && read_on_primary {
+            if matches!(end, RelayEnd::Reroute) && read_on_primary {
                 wrote = true;
                 reads_only = false;
                 continue;
             }
-            if end == RelayEnd::Reroute {
+            if matches!(end, RelayEnd::Reroute) {
                 let movable = routing.is_some_and(|r| r.movable);
                 // Moving is safe even after a Parse/Describe/Flush without its Sync:
                 // nothing ran, and the statements are prepared again on the primary.
                 if movable && txn.status == codes::TXN_IN_BLOCK && !pinned {
                     self.client.detach();
                     if !Box::pin(self.move_to_primary(lease)).await {
-                        self.send_error(&ClientError::ServerLost("could not end the transaction on the replica".into()).to_pg()).await;
-                        return Some(SessionEnd::Error("moving a transaction to the primary failed".into()));
+                        return Some(self.end_with(ClientError::ServerLost(ServerFailure::NotMoved)).await);
                     }
                     return None;
                 }
@@ -325,7 +308,7 @@ impl Session<'_> {
                 reads_only = false;
                 continue;
             }
-            if end == RelayEnd::Boundary {
+            if matches!(end, RelayEnd::Boundary) {
                 // Read-your-writes: a write ended on the primary.
                 if wrote {
                     self.route.wrote(&self.login.pools.topology);
@@ -337,7 +320,7 @@ impl Session<'_> {
                 self.shared.counters.pinned_now.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(client = self.client.pid, reason, "client pinned to its server connection for the rest of its session");
             }
-            if end == RelayEnd::Boundary && (!effects.settings.is_empty() || effects.reset_all) {
+            if matches!(end, RelayEnd::Boundary) && (!effects.settings.is_empty() || effects.reset_all) {
                 if let Err(e) = Box::pin(self.refresh_settings(&mut lease, &effects)).await {
                     tracing::warn!(client = self.client.pid, error = %e, "could not read back session settings");
                     self.client.detach();
@@ -345,11 +328,11 @@ impl Session<'_> {
                     return None;
                 }
             }
-            if end == RelayEnd::Boundary && lease.conn().statements.stale {
+            if matches!(end, RelayEnd::Boundary) && lease.conn().statements.stale {
                 // Re-prepared on next use, with the table's new columns.
                 let timeout = lease.pool().settings().connect_timeout;
-                match Box::pin(lease.conn_mut().run_internal("DEALLOCATE ALL", timeout)).await {
-                    Ok(r) if r.error.is_none() => {
+                match Box::pin(lease.conn_mut().run_checked("DEALLOCATE ALL", timeout, After::Any)).await {
+                    Ok(_) => {
                         lease.conn_mut().statements.clear();
                         self.shared.counters.stale_plans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(
@@ -364,18 +347,18 @@ impl Session<'_> {
                     }
                 }
             }
-            if end == RelayEnd::Boundary && pinned {
+            if matches!(end, RelayEnd::Boundary) && pinned {
                 txn = TxnTracker::default();
                 effects = SessionEffects::default();
                 continue;
             }
             self.client.detach();
-            if pinned && end != RelayEnd::Boundary {
+            if pinned && !matches!(end, RelayEnd::Boundary) {
                 self.shared.counters.pinned_now.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 // Temporary tables, listeners, advisory locks: nothing to hand on.
                 lease.discard();
                 return Some(match end {
-                    RelayEnd::Shutdown => Box::pin(self.say_goodbye()).await,
+                    RelayEnd::Shutdown => Box::pin(self.end_with(ClientError::AdminShutdown)).await,
                     _ => SessionEnd::ClientLeft,
                 });
             }
@@ -389,64 +372,40 @@ impl Session<'_> {
 
     /// The relay ended other than at a boundary (handled in `serve_with`).
     async fn after_relay(&mut self, end: RelayEnd, lease: Lease, txn: &TxnTracker) -> Option<SessionEnd> {
-        match end {
+        let told = match end {
             RelayEnd::Boundary | RelayEnd::Reroute => {
                 lease.release();
-                None
+                return None;
             }
-            RelayEnd::Shutdown => {
-                self.recycle(lease, txn).await;
-                Some(self.say_goodbye().await)
-            }
-            RelayEnd::ClientGone => {
-                self.recycle(lease, txn).await;
-                Some(SessionEnd::ClientLeft)
-            }
-            RelayEnd::Killed => {
-                self.recycle(lease, txn).await;
-                let e =
-                    PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command (KILL)");
-                self.send_error(&e).await;
-                Some(SessionEnd::Shutdown)
-            }
-            RelayEnd::IdleInTransaction => {
-                self.recycle(lease, txn).await;
-                let e = PgError::fatal(
-                    crate::error::SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
-                    "terminating connection due to idle-in-transaction timeout (pgmux idle_transaction_timeout)",
-                );
-                self.send_error(&e).await;
-                Some(SessionEnd::Error("idle_transaction_timeout".into()))
-            }
-            RelayEnd::ClientProtocol(msg) => {
-                self.recycle(lease, txn).await;
-                let e = ClientError::Protocol(msg.clone());
-                self.send_error(&e.to_pg()).await;
-                Some(SessionEnd::Error(msg))
-            }
-            RelayEnd::ServerGone(msg) | RelayEnd::ServerProtocol(msg) => {
-                tracing::warn!(client = self.client.pid, server = %lease.pool().name, error = %msg, "server connection lost mid-transaction");
+            RelayEnd::ServerFailed(f) => {
+                tracing::warn!(client = self.client.pid, server = %lease.pool().name, error = %f, "server connection lost mid-transaction");
                 lease.discard();
-                self.send_error(&ClientError::ServerLost(msg.clone()).to_pg()).await;
-                Some(SessionEnd::Error(msg))
+                return Some(self.end_with(ClientError::ServerLost(f)).await);
             }
-        }
+            RelayEnd::ClientGone => None,
+            RelayEnd::Shutdown => Some(ClientError::AdminShutdown),
+            RelayEnd::Killed => Some(ClientError::Killed),
+            RelayEnd::IdleInTransaction => Some(ClientError::IdleInTransactionTimeout),
+            RelayEnd::ClientFailed(e) => Some(ClientError::Protocol(e)),
+        };
+        self.recycle(lease, txn).await;
+        Some(match told {
+            Some(e) => self.end_with(e).await,
+            None => SessionEnd::ClientLeft,
+        })
     }
 
     /// After a transaction that ran SET/RESET: reads the settings back from the
     /// server, so the client keeps them on every later connection (and a rolled-back
     /// or LOCAL setting is not kept).
-    async fn refresh_settings(&mut self, lease: &mut Lease, fx: &SessionEffects) -> Result<(), String> {
+    async fn refresh_settings(&mut self, lease: &mut Lease, fx: &SessionEffects) -> Result<(), InternalError> {
         let mut names = fx.settings.clone();
         names.sort();
         names.dedup();
         let mut changes = Vec::new();
         if !names.is_empty() {
             let timeout = lease.pool().settings().connect_timeout;
-            let r = lease.conn_mut().run_internal(&read_query(&names), timeout).await.map_err(|e| e.to_string())?;
-            if let Some(e) = r.error {
-                return Err(e.to_string());
-            }
+            let r = lease.conn_mut().run_checked(&read_query(&names), timeout, After::Any).await?;
             for row in r.rows {
                 if let [Some(name), value] = &row[..] {
                     changes.push((name.clone(), value.clone()));
@@ -480,12 +439,7 @@ impl Session<'_> {
         }
         if let Some(sql) = sync_query(&self.login.params, &conn.session) {
             let timeout = lease.pool().settings().connect_timeout;
-            let conn = lease.conn_mut();
-            match conn.run_internal(&sql, timeout).await {
-                Ok(r) if r.error.is_none() => {}
-                Ok(r) => return Err(ClientError::ServerRefused(r.error.expect("checked"))),
-                Err(e) => return Err(ClientError::ServerLost(e.to_string())),
-            }
+            lease.conn_mut().run_checked(&sql, timeout, After::Any).await?;
         }
         lease.conn_mut().session = self.login.params.clone();
         Ok(())
@@ -530,8 +484,8 @@ impl Session<'_> {
             return;
         };
         if let Some(sql) = cleanup.filter(|s| !s.is_empty()) {
-            match lease.conn_mut().run_internal(&sql, timeout).await {
-                Ok(r) if r.error.is_none() && r.status == codes::TXN_IDLE => {
+            match lease.conn_mut().run_checked(&sql, timeout, After::Idle).await {
+                Ok(_) => {
                     // A reset forgets settings and statements; so must our records.
                     let conn = lease.conn_mut();
                     conn.session = Default::default();
@@ -550,13 +504,12 @@ impl Session<'_> {
 
     /// Answers the client's pending request with an error, as a server would: the
     /// error at once, then everything up to its Sync skipped, then ReadyForQuery.
-    async fn refuse_request(&mut self, e: &ClientError) -> Result<(), SessionEnd> {
+    async fn refuse_request(&mut self, e: ClientError) -> Result<(), SessionEnd> {
         tracing::info!(client = self.client.pid, error = %e, "request refused");
-        let pg = e.to_pg();
-        self.send_error(&pg).await;
         if e.is_fatal() {
-            return Err(SessionEnd::Error(e.to_string()));
+            return Err(self.end_with(e).await);
         }
+        self.send_error(&e.to_pg()).await;
         let max = self.config.load().max_message_size.0 as usize;
         loop {
             let mut end_found = false;
@@ -574,7 +527,7 @@ impl Session<'_> {
             );
             let n = match r {
                 Ok(Ok(n)) => n,
-                Ok(Err(_)) => return Err(SessionEnd::Error("invalid message length".into())),
+                Ok(Err(bad)) => return Err(SessionEnd::Ended(ProtocolError::BadLength { tag: bad.tag, len: bad.len }.into())),
                 Err(never) => match never {},
             };
             crate::server::consume(&mut self.cbuf, n);
@@ -597,9 +550,9 @@ impl Session<'_> {
         let _ = self.stream.write_all(&out).await;
     }
 
-    async fn say_goodbye(&mut self) -> SessionEnd {
-        let e = PgError::fatal(crate::error::SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
-        self.send_error(&e).await;
-        SessionEnd::Shutdown
+    /// Tells the client why its session ends (a FATAL error), and ends it.
+    async fn end_with(&mut self, e: ClientError) -> SessionEnd {
+        self.send_error(&e.to_pg()).await;
+        SessionEnd::Ended(e)
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::error::ErrorKind;
 use crate::router::topology::Topology;
 pub use limits::LimitSample;
 
@@ -36,18 +37,14 @@ pub struct Metrics {
     pub config_reloads_failed: Counter,
 }
 
-/// `pgmux_client_connections_rejected_total{reason}`.
-pub struct Rejected {
-    pub too_many_clients: Counter,
-    pub auth_failed: Counter,
-    pub unknown_database: Counter,
-    pub startup_timeout: Counter,
-    pub protocol: Counter,
-    pub server_unavailable: Counter,
-    /// Refused by the `hba:` rules.
-    pub hba: Counter,
-    /// Refused while the address is banned after too many failed logins.
-    pub auth_failure_limit: Counter,
+/// `pgmux_client_connections_rejected_total{reason}`, one counter per [`ErrorKind`].
+pub struct Rejected([Counter; ErrorKind::ALL.len()]);
+
+impl Rejected {
+    /// Counts one refused login.
+    pub fn count(&self, kind: ErrorKind) {
+        self.0[kind as usize].increment(1);
+    }
 }
 
 /// Per-pool handles, registered once: labels `database`, `user`, `server`, `role`.
@@ -103,17 +100,7 @@ impl Metrics {
         let handle = recorder.handle();
         let counter =
             |name: &'static str, l: &[(&'static str, &str)]| recorder.register_counter(&Key::from_parts(name, labels(l)), &METADATA);
-        let rejected = |reason| counter("pgmux_client_connections_rejected_total", &[("reason", reason)]);
-        let rejected = Rejected {
-            too_many_clients: rejected("too_many_clients"),
-            auth_failed: rejected("auth_failed"),
-            unknown_database: rejected("unknown_database"),
-            startup_timeout: rejected("startup_timeout"),
-            protocol: rejected("protocol"),
-            server_unavailable: rejected("server_unavailable"),
-            hba: rejected("hba"),
-            auth_failure_limit: rejected("auth_failure_limit"),
-        };
+        let rejected = Rejected(ErrorKind::ALL.map(|k| counter("pgmux_client_connections_rejected_total", &[("reason", k.label())])));
         let config_reloads_ok = counter("pgmux_config_reloads_total", &[("result", "ok")]);
         let config_reloads_failed = counter("pgmux_config_reloads_total", &[("result", "failed")]);
         Metrics { recorder, handle, rejected, config_reloads_ok, config_reloads_failed }

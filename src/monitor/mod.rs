@@ -131,7 +131,7 @@ impl Monitor {
                     let t0 = Instant::now();
                     let (conn, result) = match tokio::time::timeout(limit, check(conn, &target, &topo, limit)).await {
                         Ok(r) => r,
-                        Err(_) => (None, Err(format!("no answer within {limit:?}"))),
+                        Err(_) => (None, Err(CheckError::NoAnswer(limit))),
                     };
                     (key, i, conn, result, t0.elapsed())
                 });
@@ -146,7 +146,7 @@ impl Monitor {
             if let Some(o) = outcomes.get_mut(&key.0) {
                 o[i] = match result {
                     Ok(p) => Outcome::Passed(p, took),
-                    Err(e) => Outcome::Failed(e, took),
+                    Err(e) => Outcome::Failed(e.to_string(), took),
                 };
             }
         }
@@ -179,7 +179,26 @@ impl Monitor {
 
 /// One check over `conn` (or a new connection); the connection is kept only while
 /// it answers properly.
-async fn check(conn: Option<Conn>, target: &ServerTarget, topo: &Topology, limit: Duration) -> (Option<Conn>, Result<Probe, String>) {
+/// Why a check did not pass.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("login failed: {0}")]
+    Login(#[from] login::LoginError),
+    #[error("check query failed: {0}")]
+    Lost(std::io::Error),
+    #[error("check query failed: {}", .0.message)]
+    Refused(crate::error::PgError),
+    #[error("check query returned no row")]
+    NoRow,
+    #[error("unexpected pg_is_in_recovery() value {0:?}")]
+    Recovery(Option<String>),
+    #[error("unexpected LSN {0:?}")]
+    Lsn(String),
+}
+
+async fn check(conn: Option<Conn>, target: &ServerTarget, topo: &Topology, limit: Duration) -> (Option<Conn>, Result<Probe, CheckError>) {
     let mut conn = match conn {
         Some(c) => c,
         None => match login::connect(target, limit).await {
@@ -190,7 +209,7 @@ async fn check(conn: Option<Conn>, target: &ServerTarget, topo: &Topology, limit
                 password: target.password.clone(),
                 keys: target.keys.clone(),
             },
-            Err(e) => return (None, Err(format!("login failed: {e}"))),
+            Err(e) => return (None, Err(e.into())),
         },
     };
     let started = topo.now();
@@ -199,24 +218,24 @@ async fn check(conn: Option<Conn>, target: &ServerTarget, topo: &Topology, limit
             Ok(p) => (Some(conn), Ok(p)),
             Err(e) => (None, Err(e)),
         },
-        Err(e) => (None, Err(format!("check query failed: {e}"))),
+        Err(e) => (None, Err(CheckError::Lost(e))),
     }
 }
 
 /// Reads the row of [`CHECK_SQL`] (sent at `started`, topology clock).
-fn parse(r: &InternalResult, started: u64) -> Result<Probe, String> {
+fn parse(r: &InternalResult, started: u64) -> Result<Probe, CheckError> {
     if let Some(e) = &r.error {
-        return Err(format!("check query failed: {}", e.message));
+        return Err(CheckError::Refused(e.clone()));
     }
-    let row = r.rows.first().ok_or("check query returned no row")?;
+    let row = r.rows.first().ok_or(CheckError::NoRow)?;
     let col = |i: usize| row.get(i).and_then(|v| v.as_deref());
     let in_recovery = match col(0) {
         Some("t") => true,
         Some("f") => false,
-        other => return Err(format!("unexpected pg_is_in_recovery() value {other:?}")),
+        other => return Err(CheckError::Recovery(other.map(str::to_string))),
     };
     let lsn_at = |i: usize| match col(i) {
-        Some(v) => parse_lsn(v).ok_or_else(|| format!("unexpected LSN {v:?}")),
+        Some(v) => parse_lsn(v).ok_or_else(|| CheckError::Lsn(v.to_string())),
         None => Ok(0),
     };
     let lsn = lsn_at(1)?;
@@ -306,7 +325,7 @@ mod tests {
         assert!(parse(&result(&[Some("f"), Some("garbage"), None, None]), 1).is_err());
         assert!(parse(&InternalResult { error: None, status: b'I', rows: vec![] }, 1).is_err());
         let e = crate::error::PgError::fatal(crate::error::SqlState::CANNOT_CONNECT_NOW, "the database system is starting up");
-        let err = parse(&InternalResult { error: Some(e), status: b'I', rows: vec![] }, 1).unwrap_err();
+        let err = parse(&InternalResult { error: Some(e), status: b'I', rows: vec![] }, 1).unwrap_err().to_string();
         assert!(err.contains("starting up"), "{err}");
     }
 }

@@ -455,7 +455,7 @@ impl Pool {
 
     /// Checks a connection idle for long with an empty query.
     async fn check(&self, conn: &mut ServerConn) -> bool {
-        matches!(conn.run_internal("", self.settings().connect_timeout).await, Ok(r) if r.error.is_none() && r.status == b'I')
+        conn.run_checked("", self.settings().connect_timeout, server::After::Idle).await.is_ok()
     }
 
     /// Opens a new connection in a slot already counted in `total` (the caller's

@@ -8,7 +8,7 @@ use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, T
 use pgwire::messages::startup::{Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
 
-use crate::error::PgError;
+use super::PgError;
 
 fn put(msg: impl Message, buf: &mut BytesMut) {
     // pgwire only fails for messages above its size limits; ours are small.

@@ -6,8 +6,12 @@
 //!   GSSENCRequest, CancelRequest) with PostgreSQL's own limits.
 //! - [`backend`]: encodes the backend messages pgmux itself sends (via `pgwire`).
 //! - [`codes`]: message type bytes, so the rest of the code reads as names.
+//! - [`pg_error`]: the fields of an ErrorResponse or NoticeResponse ([`PgError`]).
 
 pub mod backend;
 pub mod codes;
 pub mod frame;
+pub mod pg_error;
 pub mod startup;
+
+pub use pg_error::{PgError, Severity};

@@ -61,6 +61,8 @@ impl std::fmt::Display for StartupError {
     }
 }
 
+impl std::error::Error for StartupError {}
+
 /// Validates the length prefix of a first packet (including the 4 length bytes).
 pub fn check_length(len: i32) -> Result<usize, StartupError> {
     if !(8..=MAX_STARTUP_PACKET as i32).contains(&len) {
@@ -110,9 +112,32 @@ pub fn parse(body: &[u8]) -> Result<FirstPacket, StartupError> {
     }
 }
 
+/// Why an `options` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionsError {
+    /// `-c` at the end.
+    NoSetting,
+    /// A word that is not `-c`, `-cname=value` or `--name=value`.
+    Unsupported(String),
+    /// A setting without `=value`.
+    NoValue(String),
+}
+
+impl std::fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionsError::NoSetting => write!(f, "option -c needs a setting"),
+            OptionsError::Unsupported(w) => write!(f, "unsupported startup option \"{w}\""),
+            OptionsError::NoValue(s) => write!(f, "-c {s} requires a value"),
+        }
+    }
+}
+
+impl std::error::Error for OptionsError {}
+
 /// Splits a libpq `options` value (`-c a=b --c=d -cx=y`) into settings.
 /// Backslash escapes a space, as in PostgreSQL's `pg_split_opts`.
-pub fn split_options(options: &str) -> Result<Vec<(String, String)>, String> {
+pub fn split_options(options: &str) -> Result<Vec<(String, String)>, OptionsError> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut chars = options.chars();
@@ -134,15 +159,15 @@ pub fn split_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut it = words.into_iter();
     while let Some(w) = it.next() {
         let setting = if w == "-c" {
-            it.next().ok_or_else(|| "option -c needs a setting".to_string())?
+            it.next().ok_or(OptionsError::NoSetting)?
         } else if let Some(s) = w.strip_prefix("--") {
             s.to_string()
         } else if let Some(s) = w.strip_prefix("-c") {
             s.to_string()
         } else {
-            return Err(format!("unsupported startup option \"{w}\""));
+            return Err(OptionsError::Unsupported(w));
         };
-        let (k, v) = setting.split_once('=').ok_or_else(|| format!("-c {setting} requires a value"))?;
+        let Some((k, v)) = setting.split_once('=') else { return Err(OptionsError::NoValue(setting)) };
         out.push((k.replace('-', "_"), v.to_string()));
     }
     Ok(out)

@@ -19,7 +19,7 @@ use crate::net::Stream;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::{backend, frontend};
 
-use crate::error::PgError;
+use crate::error::{ClientError, PgError, ServerFailure};
 use crate::prepared::{Expect, ServerStatements};
 use crate::protocol::codes;
 use crate::settings::SessionParams;
@@ -56,6 +56,41 @@ pub struct ServerConn {
     pub id: u64,
 }
 
+/// The transaction status one of pgmux's own statements must leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// No transaction (`I`).
+    Idle,
+    /// In a transaction block (`T`).
+    InTransaction,
+    /// Whatever it was.
+    Any,
+}
+
+/// Why one of pgmux's own statements failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InternalError {
+    /// The connection broke or the statement timed out: it is unusable.
+    #[error("{0}")]
+    Lost(#[from] io::Error),
+    /// The server answered with an error.
+    #[error("{}", .0.message)]
+    Refused(PgError),
+    /// It left another transaction status than wanted.
+    #[error("unexpected transaction status {0}")]
+    Status(u8),
+}
+
+impl From<InternalError> for ClientError {
+    fn from(e: InternalError) -> ClientError {
+        match e {
+            InternalError::Lost(e) => ClientError::ServerLost(ServerFailure::Io(e)),
+            InternalError::Refused(e) => ClientError::ServerRefused(e),
+            InternalError::Status(s) => ClientError::ServerLost(ServerFailure::Status(s)),
+        }
+    }
+}
+
 /// Outcome of one internal query.
 pub struct InternalResult {
     pub error: Option<PgError>,
@@ -83,6 +118,24 @@ impl ServerConn {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "internal query timed out")),
         }
+    }
+
+    /// Runs one of pgmux's own statements and checks its outcome: no error, and the
+    /// transaction status `after` wants.
+    pub async fn run_checked(&mut self, sql: &str, timeout: Duration, after: After) -> Result<InternalResult, InternalError> {
+        let r = self.run_internal(sql, timeout).await?;
+        if let Some(e) = r.error {
+            return Err(InternalError::Refused(e));
+        }
+        let wanted = match after {
+            After::Idle => codes::TXN_IDLE,
+            After::InTransaction => codes::TXN_IN_BLOCK,
+            After::Any => r.status,
+        };
+        if r.status != wanted {
+            return Err(InternalError::Status(r.status));
+        }
+        Ok(r)
     }
 
     /// Runs one query with one text parameter (`$1`) by the extended protocol, so the
