@@ -28,6 +28,7 @@ impl Shutdown {
     }
 
     /// Whether a shutdown has begun (one read of the flag).
+    #[inline]
     pub fn begun(&self) -> bool {
         *self.begun.borrow()
     }

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 
-use super::relay::{bad_length, loggable, Relay, RelayEnd, TxnRewrite};
+use super::relay::{bad_length, loggable, Relay, RelayEnd, Run, TxnRewrite};
 use super::retry::Retry;
 use super::rewrite::Rewriter;
 use super::txn::TxnTracker;
@@ -14,44 +14,46 @@ use crate::protocol::frame::{cstr, Frame, Framer, Step, HEADER_LEN};
 use crate::server::{consume, ServerConn};
 
 impl Relay<'_> {
-    /// Moves the complete client messages in `cbuf` to the server's write buffer,
-    /// rewritten in transaction mode; returns whether the client said Terminate
-    /// (which is not forwarded). While a stale-plan retry is still possible, the
-    /// client's bytes are kept for it.
-    pub(super) fn scan_client(&mut self, retry: &mut Retry, reroute: &mut bool) -> Result<bool, RelayEnd> {
+    /// Moves the complete client messages in its buffer to the server's `to_server`
+    /// buffer, rewritten in transaction mode; notes whether the client said Terminate
+    /// (which is not forwarded), and on a replica whether a request that is not a
+    /// read is held back. While a stale-plan retry is still possible, the client's
+    /// bytes are kept for it.
+    pub(super) fn scan_client(&mut self, run: &mut Run) -> Result<(), RelayEnd> {
         loop {
             let (limit, more) = match self.reads_only {
                 Some(cfg) => {
                     let (n, stop, more) = self.vetted(cfg);
-                    *reroute |= stop;
+                    run.to_server.held |= stop;
                     (n, more)
                 }
-                None => (self.cbuf.len(), false),
+                None => (self.from_client.len(), false),
             };
-            let before = self.cbuf.len();
-            let terminated = self.forward_client(limit, retry)?;
-            if terminated || !more || self.cbuf.len() == before {
-                return Ok(terminated);
+            let before = self.from_client.len();
+            let terminated = self.forward_client(limit, run)?;
+            if terminated || !more || self.from_client.len() == before {
+                run.to_server.done = terminated;
+                return Ok(());
             }
         }
     }
 
-    fn forward_client(&mut self, limit: usize, retry: &mut Retry) -> Result<bool, RelayEnd> {
+    fn forward_client(&mut self, limit: usize, run: &mut Run) -> Result<bool, RelayEnd> {
         let label = match self.timeouts.slow_query {
-            Some(_) if self.label.is_none() => Some(&mut self.label),
+            Some(_) if run.clock.label.is_none() => Some(&mut run.clock.label),
             _ => None,
         };
         let (n, terminated) = forward_client_bytes(
-            &self.cbuf[..limit],
-            self.cframer,
+            &self.from_client[..limit],
+            self.client_framer,
             self.txn,
             self.server,
             self.statements.as_mut(),
             self.max_message,
             label,
         )?;
-        retry.keep(&mut self.server.replay, &self.cbuf[..n]);
-        consume(self.cbuf, n);
+        run.retry.keep(&mut self.server.replay, &self.from_client[..n]);
+        consume(self.from_client, n);
         Ok(terminated)
     }
 
@@ -61,27 +63,27 @@ impl Relay<'_> {
     /// statements that later ones may use: the client's statements must know them).
     fn vetted(&self, cfg: &crate::router::classify::ClassifyConfig) -> (usize, bool, bool) {
         use crate::router::request::{next_request, Scan};
-        let Some(statements) = self.statements.as_ref().map(|t| &*t.client) else { return (self.cbuf.len(), false, false) };
+        let Some(statements) = self.statements.as_ref().map(|t| &*t.client) else { return (self.from_client.len(), false, false) };
         let mut at = 0;
         loop {
-            match next_request(&self.cbuf[at..], self.max_message, cfg, statements) {
+            match next_request(&self.from_client[at..], self.max_message, cfg, statements) {
                 Scan::Complete(r) if r.read && r.hint != Some(crate::router::classify::Hint::Primary) => {
                     at += r.len;
-                    if r.defines && at < self.cbuf.len() {
+                    if r.defines && at < self.from_client.len() {
                         return (at, false, true);
                     }
                 }
                 Scan::Complete(_) => return (at, true, false),
                 Scan::Incomplete => return (at, false, false),
                 // Let the framer report it.
-                Scan::Malformed => return (self.cbuf.len(), false, false),
+                Scan::Malformed => return (self.from_client.len(), false, false),
             }
         }
     }
 
     /// Queues a Sync of pgmux's own (its ReadyForQuery is hidden by the relay).
     pub(super) fn sync_own(&mut self) {
-        postgres_protocol::message::frontend::sync(&mut self.server.wbuf);
+        postgres_protocol::message::frontend::sync(&mut self.server.to_server);
         self.txn.client_sent(codes::SYNC);
         if self.statements.is_some() {
             self.server.expect.push_back(crate::prepared::Expect::Ready);
@@ -93,7 +95,7 @@ impl Relay<'_> {
     /// afresh so that every statement is prepared again.
     pub(super) fn replay(&mut self, retry: &mut Retry) -> Result<(), RelayEnd> {
         let server = &mut *self.server;
-        postgres_protocol::message::frontend::query("DEALLOCATE ALL", &mut server.wbuf).expect("short query");
+        postgres_protocol::message::frontend::query("DEALLOCATE ALL", &mut server.to_server).expect("short query");
         self.txn.client_sent(codes::QUERY);
         server.statements.clear();
         server.expect.clear();
@@ -103,6 +105,18 @@ impl Relay<'_> {
         self.server.replay = bytes;
         self.server.replay.clear();
         r.map(|_| ())
+    }
+}
+
+/// What the slow-query log shows of a request, from its first Query, Parse or Bind.
+fn label_of(tag: u8, body: &[u8]) -> Option<String> {
+    match tag {
+        codes::QUERY => Some(loggable(body.strip_suffix(&[0]).unwrap_or(body))),
+        codes::PARSE => cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(q, _)| loggable(q)),
+        codes::BIND => cstr(body)
+            .and_then(|(_, rest)| cstr(rest))
+            .map(|(s, _)| format!("<execute of prepared statement \"{}\">", String::from_utf8_lossy(s))),
+        _ => None,
     }
 }
 
@@ -118,7 +132,7 @@ fn forward_client_bytes(
     max: usize,
     mut label: Option<&mut Option<String>>,
 ) -> Result<(usize, bool), RelayEnd> {
-    let ServerConn { wbuf, statements: server_statements, expect, .. } = server;
+    let ServerConn { to_server: wbuf, statements: server_statements, expect, .. } = server;
     let mut rewriter = statements.map(|t| Rewriter {
         client: &mut *t.client,
         server: server_statements,
@@ -143,16 +157,7 @@ fn forward_client_bytes(
                 return Ok(Step::Stop);
             }
             if let Some(l) = label.as_mut().filter(|l| l.is_none()) {
-                match tag {
-                    codes::QUERY => **l = Some(loggable(body.strip_suffix(&[0]).unwrap_or(body))),
-                    codes::PARSE => **l = cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(q, _)| loggable(q)),
-                    codes::BIND => {
-                        **l = cstr(body)
-                            .and_then(|(_, rest)| cstr(rest))
-                            .map(|(s, _)| format!("<execute of prepared statement \"{}\">", String::from_utf8_lossy(s)))
-                    }
-                    _ => {}
-                }
+                **l = label_of(tag, body);
             }
             if !codes::is_frontend(tag) {
                 // PostgreSQL would answer FATAL and hang up; so does pgmux, without

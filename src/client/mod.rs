@@ -3,12 +3,16 @@
 //! - [`negotiate`]: first packets (TLS, GSSENC refusal, CancelRequest).
 //! - [`login`]: authentication, greeting.
 //! - [`auth_query`]: users not in the config, looked up in PostgreSQL.
-//! - [`access`]: `hba:` rules and the failed-login limit, checked before authentication.
-//! - [`session`]: the loop between transactions: checkout, settings sync, release.
-//! - [`relay`]: the hot path forwarding bytes during a transaction; [`forward`]: its
-//!   client-to-server direction.
+//! - [`access`]: `hba:` rules and banned addresses, checked before authentication.
+//! - [`session`]: a logged-in client between transactions (the idle wait).
+//! - `transaction`: one request's way: routing, checkout, settings, the relay, and
+//!   what becomes of the connection (one `match` over how the relay ended).
+//! - [`route`]: where a request goes (held-back `BEGIN`, `SET pgmux.route`, fallback).
+//! - [`relay`]: the hot path forwarding bytes during a transaction, as explicit
+//!   per-direction state; [`forward`]: its client-to-server direction.
 //! - [`buffers`]: read buffers lent to active clients and kept per thread.
-//! - [`rewrite`], [`responses`]: named statements shared across server connections.
+//! - [`rewrite`], [`responses`], [`retry`]: named statements shared across server
+//!   connections, and the one retry after a stale cached plan.
 //! - [`txn`]: the protocol bookkeeping that says when a transaction is over.
 
 pub mod access;
@@ -23,6 +27,7 @@ pub mod retry;
 pub mod rewrite;
 pub mod route;
 pub mod session;
+mod transaction;
 pub mod txn;
 
 use std::sync::Arc;
@@ -116,8 +121,8 @@ async fn welcome<'a>(tcp: TcpStream, state: &'a Arc<State>, entry: &Arc<crate::c
         stream,
         login: logged_in,
         client: entry.clone(),
-        cbuf: BytesMut::new(),
-        cframer: Framer::default(),
+        from_client: BytesMut::new(),
+        framer: Framer::default(),
         statements: ClientStatements::new(state.statements.client_uid()),
         route: route::RouteState::new(route),
         kill: Default::default(),

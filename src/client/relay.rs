@@ -6,24 +6,34 @@
 //! Bytes are forwarded as read, in one write per read; the [`Framer`] only looks at
 //! message headers (and the status byte of ReadyForQuery) to feed the
 //! [`TxnTracker`]. Row data is never decoded or copied.
+//!
+//! A run is a loop of small steps over explicit state, one part per direction
+//! ([`ToServer`]: the client's messages, moved to the server's `to_server` buffer by
+//! [`super::forward`]; [`ToClient`]: the server's answers in its `to_client` buffer,
+//! scanned and written to the client) and the request [`Clock`]: [`Relay::flush`]
+//! writes what each socket takes, [`Relay::at_rest`] decides whether the run is over
+//! when nothing is due, [`Relay::deadline`] and [`Relay::wait`] wait for the next
+//! event, and each event has its handler.
 
 use std::convert::Infallible;
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use crate::net::Stream;
 use bytes::BytesMut;
 
 use super::responses::{drop_ignored_syncs, on_server_message, Edits};
 use super::retry::Retry;
 use super::txn::TxnTracker;
-use crate::prepared::{ClientStatements, Registry};
-use std::sync::atomic::Ordering;
-
 use crate::clients::{Kill, KillWatch};
 use crate::error::{ProtocolError, ServerFailure};
+use crate::net::Stream;
 use crate::pool::Pool;
+use crate::prepared::{ClientStatements, Registry};
 use crate::protocol::codes;
 use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
+use crate::router::classify::ClassifyConfig;
 use crate::server::{consume, ServerConn, READ_BUF};
 use crate::shutdown::Shutdown;
 use crate::sql::SessionEffects;
@@ -87,10 +97,12 @@ pub enum Hold {
     Session,
 }
 
+/// What the relay works with: both ends and what it tells about them.
 pub struct Relay<'a> {
     pub client: &'a Stream,
-    pub cbuf: &'a mut BytesMut,
-    pub cframer: &'a mut Framer,
+    /// What the client sent that is not forwarded yet.
+    pub from_client: &'a mut BytesMut,
+    pub client_framer: &'a mut Framer,
     pub server: &'a mut ServerConn,
     pub txn: &'a mut TxnTracker,
     /// Transaction mode: the client's statements, rewritten onto shared server names,
@@ -100,25 +112,13 @@ pub struct Relay<'a> {
     pub counters: &'a Counters,
     pub pool: &'a Pool,
     pub timeouts: Timeouts,
-    /// Text of the request being timed, for the slow-query log (kept only when it is on).
-    pub label: Option<String>,
     /// Signalled by the admin console to end this client's session now (and at a
     /// shutdown, which `stopping` tells apart), with what the client's task has seen of it.
     pub kill: (&'a Kill, &'a mut KillWatch),
     pub stopping: &'a Shutdown,
     /// On a replica: only requests the classifier calls reads are sent; the relay
     /// ends with [`RelayEnd::Reroute`] before any other.
-    pub reads_only: Option<&'a crate::router::classify::ClassifyConfig>,
-}
-
-/// Figures gathered during one relay run, recorded once at its end.
-#[derive(Default)]
-struct Stats {
-    bytes_in: u64,
-    bytes_out: u64,
-    queries: u64,
-    transactions: u64,
-    query_micros: u64,
+    pub reads_only: Option<&'a ClassifyConfig>,
 }
 
 /// What transaction mode needs to rewrite a client's messages.
@@ -127,6 +127,72 @@ pub struct TxnRewrite<'a> {
     pub registry: &'a Registry,
     pub effects: &'a mut SessionEffects,
     pub reject_session_features: bool,
+}
+
+/// The client-to-server direction: the client's messages, moved (rewritten, vetted)
+/// from its buffer to the server's `to_server` buffer, then written.
+#[derive(Default)]
+pub(super) struct ToServer {
+    /// The client said Terminate: nothing more will come from it.
+    pub(super) done: bool,
+    /// Reads-only: a request that is not a read waits at the front of the client
+    /// buffer; nothing more is read from the client.
+    pub(super) held: bool,
+    /// Bytes read from the client.
+    bytes: u64,
+}
+
+/// The server-to-client direction: the server's answers, read into its `to_client`
+/// buffer, scanned (some hidden), then written to the client.
+#[derive(Default)]
+struct ToClient {
+    framer: Framer,
+    edits: Edits,
+    /// Bytes at the front of the server's `to_client` buffer, scanned and due to the client.
+    due: usize,
+    /// A Sync of pgmux's own awaits its ReadyForQuery (hidden from the client).
+    own_sync: bool,
+    /// Bytes written to the client.
+    bytes: u64,
+}
+
+/// The request being answered: when it began (durations, slow-query log,
+/// `query_timeout`) and the figures recorded at the end of the run.
+pub(super) struct Clock {
+    /// When the request now being answered was sent.
+    request_started: Option<Instant>,
+    /// When the running request was cancelled for `query_timeout`, and when the
+    /// server last sent anything since.
+    query_cancelled: Option<Instant>,
+    last_heard: Instant,
+    /// Allocated only when a timeout is due, then reset rather than rebuilt.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Text of the request being timed, for the slow-query log (kept only when it is on).
+    pub(super) label: Option<String>,
+    queries: u64,
+    transactions: u64,
+    query_micros: u64,
+}
+
+/// One run's state.
+pub(super) struct Run {
+    pub(super) to_server: ToServer,
+    to_client: ToClient,
+    pub(super) clock: Clock,
+    pub(super) retry: Retry,
+}
+
+/// Bytes due in each direction (on TLS, ciphertext rustls still holds counts too).
+#[derive(Clone, Copy)]
+struct Due {
+    to_server: usize,
+    to_client: usize,
+}
+
+impl Due {
+    fn nothing(self) -> bool {
+        self.to_server == 0 && self.to_client == 0
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,8 +208,14 @@ enum Event {
     Killed,
     ServerReadable,
     ClientReadable,
-    ClientWritable,
-    ServerWritable,
+    Writable,
+}
+
+/// What a step decided.
+enum Next {
+    Go,
+    Again,
+    End(RelayEnd),
 }
 
 #[inline]
@@ -157,291 +229,401 @@ fn server_inspect(tag: u8) -> usize {
     }
 }
 
-impl Relay<'_> {
+impl<'a> Relay<'a> {
     /// Runs until `hold` says stop. Borrowed, not consumed: an async fn keeps its
     /// arguments for its whole life, and this state would be kept twice.
     pub async fn run(&mut self, hold: Hold) -> RelayEnd {
-        let pool = self.pool;
+        let started = Instant::now();
+        let clock = Clock {
+            request_started: Some(started),
+            query_cancelled: None,
+            last_heard: started,
+            timer: None,
+            label: None,
+            queries: 0,
+            transactions: 0,
+            query_micros: 0,
+        };
+        let retry = Retry::new(self.statements.is_some() && hold == Hold::UntilBoundary);
         // The client's first bytes were read before the relay began.
-        let mut stats = Stats { bytes_in: self.cbuf.len() as u64, ..Stats::default() };
-        let started = std::time::Instant::now();
-        let end = self.relay(hold, &mut stats, started).await;
-        let c = &pool.counters;
-        c.bytes_in.fetch_add(stats.bytes_in, Ordering::Relaxed);
-        c.bytes_out.fetch_add(stats.bytes_out, Ordering::Relaxed);
-        c.queries.fetch_add(stats.queries, Ordering::Relaxed);
-        c.transactions.fetch_add(stats.transactions, Ordering::Relaxed);
-        c.query_micros.fetch_add(stats.query_micros, Ordering::Relaxed);
-        c.xact_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let to_server = ToServer { bytes: self.from_client.len() as u64, ..ToServer::default() };
+        let mut run = Run { to_server, to_client: ToClient::default(), clock, retry };
+        self.server.replay.clear();
+        let end = self.relay(hold, &mut run).await;
+        self.record(&run, started);
         end
     }
 
-    async fn relay(&mut self, hold: Hold, stats: &mut Stats, started: std::time::Instant) -> RelayEnd {
-        // When the request now being answered was sent (for the duration histogram).
-        let mut request_started = Some(started);
-        // When the running request was cancelled for query_timeout, and when the
-        // server last sent anything.
-        let mut query_cancelled: Option<std::time::Instant> = None;
-        let mut last_heard = started;
-        let mut sframer = Framer::default();
-        let mut edits = Edits::default();
-        let mut retry = Retry::new(self.statements.is_some() && matches!(hold, Hold::UntilBoundary));
-        // Allocated only when a timeout is due, then reset rather than rebuilt.
-        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        self.server.replay.clear();
-        // Server bytes at the front of rbuf that are scanned and due to the client.
-        let mut s_out = 0usize;
+    /// The run's figures, added to the pool's counters once.
+    #[inline]
+    fn record(&self, run: &Run, started: Instant) {
+        let c = &self.pool.counters;
+        c.bytes_in.fetch_add(run.to_server.bytes, Ordering::Relaxed);
+        c.bytes_out.fetch_add(run.to_client.bytes, Ordering::Relaxed);
+        c.queries.fetch_add(run.clock.queries, Ordering::Relaxed);
+        c.transactions.fetch_add(run.clock.transactions, Ordering::Relaxed);
+        c.query_micros.fetch_add(run.clock.query_micros, Ordering::Relaxed);
+        c.xact_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    async fn relay(&mut self, hold: Hold, run: &mut Run) -> RelayEnd {
         // The client's first message(s) are already buffered.
-        let mut reroute = false;
-        // A Sync of pgmux's own awaits its ReadyForQuery (hidden from the client).
-        let mut own_sync = false;
-        let mut client_done = match self.scan_client(&mut retry, &mut reroute) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        if let Err(end) = self.scan_client(run) {
+            return end;
+        }
         loop {
-            // Bytes due to the server (`c_out`) and to the client (`s_out`); on TLS,
-            // ciphertext rustls still holds counts as due as well.
-            let mut c_out = self.server.wbuf.len();
-            if c_out > 0 || self.server.stream.out_pending() {
-                match self.server.stream.try_write(&self.server.wbuf) {
-                    Ok(w) => {
-                        consume(&mut self.server.wbuf, w);
-                        c_out -= w;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return RelayEnd::ServerFailed(e.into()),
-                }
-            }
-            if s_out > 0 || self.client.out_pending() {
-                match self.client.try_write(&self.server.rbuf[..s_out]) {
-                    Ok(w) => {
-                        stats.bytes_out += w as u64;
-                        consume(&mut self.server.rbuf, w);
-                        s_out -= w;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return RelayEnd::ClientGone,
-                }
-            }
-            let c_out = c_out + self.server.stream.out_pending() as usize;
-            let s_out_due = s_out + self.client.out_pending() as usize;
-            if s_out_due == 0 && c_out == 0 {
-                // A client gone after messages without their Sync (asyncpg's prepare
-                // and close) leaves nothing to wait for: the session ends them.
-                if client_done && self.txn.answered() {
-                    return RelayEnd::ClientGone;
-                }
-                if self.txn.at_boundary() {
-                    match hold {
-                        Hold::UntilBoundary => return RelayEnd::Boundary,
-                        Hold::Session if self.stopping.begun() => return RelayEnd::Shutdown,
-                        Hold::Session => {}
-                    }
-                }
-                // Nothing awaited. Messages a Flush left without their Sync are ended
-                // first with a Sync of pgmux's own, once their answers are in, so that
-                // they do not decide where the next request runs: in an implicit
-                // transaction the server is then free to go.
-                if reroute && self.txn.answered() {
-                    if self.txn.syncable() {
-                        self.sync_own();
-                        own_sync = true;
-                        continue;
-                    }
-                    return RelayEnd::Reroute;
-                }
-            }
-            // Timeouts: a client idle inside a transaction, or a request running too long.
-            let idle_in_txn = c_out == 0 && s_out_due == 0 && self.txn.quiescent() && self.txn.status != codes::TXN_IDLE;
-            let deadline = match (idle_in_txn, self.timeouts.idle_transaction, request_started, self.timeouts.query) {
-                (true, Some(t), _, _) => Some((std::time::Instant::now() + t, Timeout::IdleInTransaction)),
-                (false, _, Some(started), Some(t)) if self.txn.pending > 0 => match query_cancelled {
-                    None => Some((started + t, Timeout::Query)),
-                    // A server that neither answers the cancel nor sends anything else
-                    // (stopped, or cut off without a reset) is given up.
-                    Some(at) => Some((at.max(last_heard) + t, Timeout::Silent)),
-                },
-                _ => None,
+            let due = match self.flush(run) {
+                Ok(due) => due,
+                Err(end) => return end,
             };
-            if let Some((at, _)) = deadline {
-                match timer.as_mut() {
-                    Some(t) => t.as_mut().reset(at.into()),
-                    None => timer = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+            if due.nothing() {
+                match self.at_rest(hold, run) {
+                    Next::Go => {}
+                    Next::Again => continue,
+                    Next::End(end) => return end,
                 }
             }
-            // Polled by hand, in this order: socket readiness keeps one waker per
-            // direction and the kill signal one load, so a wait builds nothing.
-            let (server, client, (kill, watch)) = (&self.server.stream, self.client, &mut self.kill);
-            let want_client = c_out == 0 && !client_done && !reroute;
-            let ev = std::future::poll_fn(|cx| {
-                use std::future::Future;
-                use std::task::Poll;
-                let ready = |p: Poll<io::Result<()>>, ev: Event| p.map(|r| r.map(|()| ev));
-                if s_out == 0 {
-                    if let r @ Poll::Ready(_) = ready(server.poll_read_ready(cx), Event::ServerReadable) {
-                        return r;
-                    }
-                }
-                if want_client {
-                    if let r @ Poll::Ready(_) = ready(client.poll_read_ready(cx), Event::ClientReadable) {
-                        return r;
-                    }
-                }
-                if s_out_due > 0 {
-                    if let r @ Poll::Ready(_) = ready(client.poll_write_ready(cx), Event::ClientWritable) {
-                        return r;
-                    }
-                }
-                if c_out > 0 {
-                    if let r @ Poll::Ready(_) = ready(server.poll_write_ready(cx), Event::ServerWritable) {
-                        return r;
-                    }
-                }
-                if let (Some((_, which)), Some(t)) = (deadline, timer.as_mut()) {
-                    if t.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(Event::Timeout(which)));
-                    }
-                }
-                watch.poll(kill, cx).map(|()| Ok(Event::Killed))
-            })
-            .await;
-            match ev {
-                Err(e) => return RelayEnd::ServerFailed(e.into()),
-                Ok(Event::ClientWritable | Event::ServerWritable) => {}
-                Ok(Event::Timeout(Timeout::IdleInTransaction)) => return RelayEnd::IdleInTransaction,
-                // A shutdown wakes every client this way: a transaction runs on; a
-                // session-mode client between transactions is let go above.
-                Ok(Event::Killed) if self.stopping.begun() => {}
-                Ok(Event::Killed) => return RelayEnd::Killed,
-                Ok(Event::Timeout(Timeout::Query)) => {
-                    // Like statement_timeout: cancel it; the server's 57014 reaches the client.
-                    query_cancelled = Some(std::time::Instant::now());
-                    self.server.cancel_target().send_later();
-                    tracing::info!(server = %self.server.peer, "query_timeout: query cancelled");
-                }
-                Ok(Event::Timeout(Timeout::Silent)) => {
-                    tracing::warn!(server = %self.server.peer, "query_timeout: no answer from the server after the cancel; connection closed");
-                    return RelayEnd::ServerFailed(ServerFailure::Silent);
-                }
-                Ok(Event::ServerReadable) => {
-                    let rbuf = &mut self.server.rbuf;
-                    if rbuf.capacity() - rbuf.len() < 1024 {
-                        rbuf.reserve(READ_BUF);
-                    }
-                    match self.server.stream.read_some(rbuf) {
-                        Ok(0) => return RelayEnd::ServerFailed(ServerFailure::Closed),
-                        Ok(_) if query_cancelled.is_some() => last_heard = std::time::Instant::now(),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return RelayEnd::ServerFailed(e.into()),
-                    }
-                    let txn = &mut *self.txn;
-                    let metrics = &self.pool.metrics;
-                    let slow = self.timeouts.slow_query;
-                    let (peer, role) = (self.server.peer, self.pool.role);
-                    let label = &mut self.label;
-                    let rewriting = self.statements.is_some();
-                    let (statements, expect) = (&mut self.server.statements, &mut self.server.expect);
-                    let mut partial_hidden = false;
-                    let scanned = sframer.scan::<Infallible>(rbuf, self.max_message, server_inspect, |f| {
-                        let f_is_streaming = matches!(f, Frame::Streaming { .. });
-                        let (tag, at, body, ignored) = match f {
-                            Frame::Whole { tag, body, at } => (tag, at, body, txn.server_sent(tag, body)),
-                            Frame::Streaming { tag, at, .. } => (tag, at, &[][..], txn.server_sent(tag, &[])),
-                        };
-                        if tag == codes::READY_FOR_QUERY {
-                            stats.queries += 1;
-                            if txn.status == codes::TXN_IDLE {
-                                stats.transactions += 1;
-                            }
-                            if txn.pending == 0 {
-                                query_cancelled = None;
-                                if let Some(t) = request_started.take() {
-                                    let took = t.elapsed();
-                                    metrics.query_duration.record(took.as_secs_f64());
-                                    stats.query_micros += took.as_micros() as u64;
-                                    if slow.is_some_and(|s| took >= s) {
-                                        tracing::warn!(
-                                            duration_ms = took.as_millis() as u64,
-                                            server = %peer,
-                                            role = %role,
-                                            query = %label.as_deref().unwrap_or_default(),
-                                            "slow query"
-                                        );
-                                    }
-                                    *label = None;
-                                }
-                            }
-                        }
-                        let len = HEADER_LEN + body.len();
-                        if own_sync && tag == codes::READY_FOR_QUERY && txn.pending == 0 {
-                            // The answer to pgmux's own Sync: the client did not ask.
-                            own_sync = false;
-                            stats.queries -= 1;
-                            if rewriting {
-                                on_server_message(tag, at, body, expect, statements, &mut edits);
-                            }
-                            edits.hide.push((at, len));
-                            return Ok(Step::Continue);
-                        }
-                        if retry.hiding() {
-                            if f_is_streaming {
-                                partial_hidden = true;
-                            }
-                            edits.hide.push((at, len));
-                            retry.server_message(tag, body, txn);
-                        } else if rewriting {
-                            let hidden = on_server_message(tag, at, body, expect, statements, &mut edits);
-                            if ignored > 0 {
-                                drop_ignored_syncs(expect, ignored);
-                            }
-                            if !hidden && retry.server_message(tag, body, txn) {
-                                edits.hide.push((at, len));
-                            }
-                        }
-                        Ok(Step::Continue)
-                    });
-                    if partial_hidden {
-                        // Only small messages come between the error and its ReadyForQuery.
-                        return RelayEnd::ServerFailed(ServerFailure::Protocol(ProtocolError::LargeDuringRetry));
-                    }
-                    match scanned {
-                        Ok(Ok(n)) if edits.is_empty() => s_out = n,
-                        Ok(Ok(n)) => s_out = edits.apply(rbuf, n),
-                        Ok(Err(bad)) => return RelayEnd::ServerFailed(ServerFailure::Protocol(bad_length(bad))),
-                        Err(never) => match never {},
-                    }
-                    if retry.due() {
-                        tracing::info!(server = %self.server.peer, "stale cached plan: statements prepared again, request retried");
-                        self.counters.stale_plan_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if let Err(e) = self.replay(&mut retry) {
-                            return e;
-                        }
-                    }
-                }
-                Ok(Event::ClientReadable) => {
-                    if self.cbuf.capacity() - self.cbuf.len() < 1024 {
-                        self.cbuf.reserve(CLIENT_READ_BUF);
-                    }
-                    match self.client.read_some(self.cbuf) {
-                        Ok(0) => return RelayEnd::ClientGone,
-                        Ok(n) => {
-                            stats.bytes_in += n as u64;
-                            if request_started.is_none() {
-                                request_started = Some(std::time::Instant::now());
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(_) => return RelayEnd::ClientGone,
-                    }
-                    match self.scan_client(&mut retry, &mut reroute) {
-                        Ok(done) => client_done = done,
-                        Err(e) => return e,
-                    }
-                }
+            let timeout = self.deadline(run, due);
+            let event = self.wait(run, due, timeout).await;
+            let next = match event {
+                Err(e) => Next::End(RelayEnd::ServerFailed(e.into())),
+                Ok(Event::Writable) => Next::Go,
+                Ok(Event::Killed) => self.on_killed(),
+                Ok(Event::Timeout(which)) => self.on_timeout(which, run),
+                Ok(Event::ServerReadable) => self.on_server_readable(run),
+                Ok(Event::ClientReadable) => self.on_client_readable(run),
+            };
+            if let Next::End(end) = next {
+                return end;
             }
         }
+    }
+
+    /// Writes what each socket takes now; returns what is still due.
+    #[inline]
+    fn flush(&mut self, run: &mut Run) -> Result<Due, RelayEnd> {
+        let server = &mut *self.server;
+        if !server.to_server.is_empty() || server.stream.out_pending() {
+            match server.stream.try_write(&server.to_server) {
+                Ok(w) => consume(&mut server.to_server, w),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(RelayEnd::ServerFailed(e.into())),
+            }
+        }
+        let out = &mut run.to_client;
+        if out.due > 0 || self.client.out_pending() {
+            match self.client.try_write(&server.to_client[..out.due]) {
+                Ok(w) => {
+                    out.bytes += w as u64;
+                    consume(&mut server.to_client, w);
+                    out.due -= w;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Err(RelayEnd::ClientGone),
+            }
+        }
+        Ok(Due {
+            to_server: server.to_server.len() + server.stream.out_pending() as usize,
+            to_client: out.due + self.client.out_pending() as usize,
+        })
+    }
+
+    /// Nothing is due either way: whether the run is over, or a Sync of pgmux's own
+    /// must go first.
+    #[inline]
+    fn at_rest(&mut self, hold: Hold, run: &mut Run) -> Next {
+        // A client gone after messages without their Sync (asyncpg's prepare
+        // and close) leaves nothing to wait for: the session ends them.
+        if run.to_server.done && self.txn.answered() {
+            return Next::End(RelayEnd::ClientGone);
+        }
+        if self.txn.at_boundary() {
+            match hold {
+                Hold::UntilBoundary => return Next::End(RelayEnd::Boundary),
+                Hold::Session if self.stopping.begun() => return Next::End(RelayEnd::Shutdown),
+                Hold::Session => {}
+            }
+        }
+        // Nothing awaited. Messages a Flush left without their Sync are ended first
+        // with a Sync of pgmux's own, once their answers are in, so that they do not
+        // decide where the next request runs: in an implicit transaction the server
+        // is then free to go.
+        if run.to_server.held && self.txn.answered() {
+            if self.txn.syncable() {
+                self.sync_own();
+                run.to_client.own_sync = true;
+                return Next::Again;
+            }
+            return Next::End(RelayEnd::Reroute);
+        }
+        Next::Go
+    }
+
+    /// The timeout due now, if any, with its timer set: a client idle inside a
+    /// transaction, or a request running too long.
+    #[inline]
+    fn deadline(&self, run: &mut Run, due: Due) -> Option<Timeout> {
+        let clock = &mut run.clock;
+        let idle_in_txn = due.nothing() && self.txn.quiescent() && self.txn.status != codes::TXN_IDLE;
+        let (at, which) = match (idle_in_txn, self.timeouts.idle_transaction, clock.request_started, self.timeouts.query) {
+            (true, Some(t), _, _) => (Instant::now() + t, Timeout::IdleInTransaction),
+            (false, _, Some(started), Some(t)) if self.txn.pending > 0 => match clock.query_cancelled {
+                None => (started + t, Timeout::Query),
+                // A server that neither answers the cancel nor sends anything else
+                // (stopped, or cut off without a reset) is given up.
+                Some(at) => (at.max(clock.last_heard) + t, Timeout::Silent),
+            },
+            _ => return None,
+        };
+        match clock.timer.as_mut() {
+            Some(t) => t.as_mut().reset(at.into()),
+            None => clock.timer = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+        }
+        Some(which)
+    }
+
+    /// Waits for the next event. Polled by hand, in this order: socket readiness
+    /// keeps one waker per direction and the kill signal one load, so a wait builds
+    /// nothing.
+    #[inline]
+    fn wait<'w>(
+        &'w mut self,
+        run: &'w mut Run,
+        due: Due,
+        timeout: Option<Timeout>,
+    ) -> impl std::future::Future<Output = io::Result<Event>> + use<'w, 'a> {
+        use std::future::Future;
+        use std::task::Poll;
+        let (server, client, (kill, watch)) = (&self.server.stream, self.client, &mut self.kill);
+        let read_server = run.to_client.due == 0;
+        let read_client = due.to_server == 0 && !run.to_server.done && !run.to_server.held;
+        let timer = &mut run.clock.timer;
+        std::future::poll_fn(move |cx| {
+            let ready = |p: Poll<io::Result<()>>, ev: Event| p.map(|r| r.map(|()| ev));
+            if read_server {
+                if let r @ Poll::Ready(_) = ready(server.poll_read_ready(cx), Event::ServerReadable) {
+                    return r;
+                }
+            }
+            if read_client {
+                if let r @ Poll::Ready(_) = ready(client.poll_read_ready(cx), Event::ClientReadable) {
+                    return r;
+                }
+            }
+            if due.to_client > 0 {
+                if let r @ Poll::Ready(_) = ready(client.poll_write_ready(cx), Event::Writable) {
+                    return r;
+                }
+            }
+            if due.to_server > 0 {
+                if let r @ Poll::Ready(_) = ready(server.poll_write_ready(cx), Event::Writable) {
+                    return r;
+                }
+            }
+            if let (Some(which), Some(t)) = (timeout, timer.as_mut()) {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Event::Timeout(which)));
+                }
+            }
+            watch.poll(kill, cx).map(|()| Ok(Event::Killed))
+        })
+    }
+
+    /// The kill signal: a shutdown wakes every client this way (a transaction runs
+    /// on; a session-mode client between transactions is let go at rest).
+    #[inline]
+    fn on_killed(&self) -> Next {
+        if self.stopping.begun() {
+            Next::Go
+        } else {
+            Next::End(RelayEnd::Killed)
+        }
+    }
+
+    #[inline]
+    fn on_timeout(&mut self, which: Timeout, run: &mut Run) -> Next {
+        match which {
+            Timeout::IdleInTransaction => Next::End(RelayEnd::IdleInTransaction),
+            Timeout::Query => {
+                // Like statement_timeout: cancel it; the server's 57014 reaches the client.
+                run.clock.query_cancelled = Some(Instant::now());
+                self.server.cancel_target().send_later();
+                tracing::info!(server = %self.server.peer, "query_timeout: query cancelled");
+                Next::Go
+            }
+            Timeout::Silent => {
+                tracing::warn!(server = %self.server.peer, "query_timeout: no answer from the server after the cancel; connection closed");
+                Next::End(RelayEnd::ServerFailed(ServerFailure::Silent))
+            }
+        }
+    }
+
+    /// Reads the server's bytes and scans them: what is due to the client, what is
+    /// hidden, and whether a stale-plan retry is due.
+    #[inline]
+    fn on_server_readable(&mut self, run: &mut Run) -> Next {
+        let buf = &mut self.server.to_client;
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUF);
+        }
+        match self.server.stream.read_some(buf) {
+            Ok(0) => return Next::End(RelayEnd::ServerFailed(ServerFailure::Closed)),
+            Ok(_) if run.clock.query_cancelled.is_some() => run.clock.last_heard = Instant::now(),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Go,
+            Err(e) => return Next::End(RelayEnd::ServerFailed(e.into())),
+        }
+        if let Err(e) = self.scan_server(run) {
+            return Next::End(RelayEnd::ServerFailed(ServerFailure::Protocol(e)));
+        }
+        if run.retry.due() {
+            tracing::info!(server = %self.server.peer, "stale cached plan: statements prepared again, request retried");
+            self.counters.stale_plan_retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(end) = self.replay(&mut run.retry) {
+                return Next::End(end);
+            }
+        }
+        Next::Go
+    }
+
+    /// Frames the server's unscanned bytes, following the transaction and hiding
+    /// pgmux's own answers; sets what is due to the client.
+    #[inline]
+    fn scan_server(&mut self, run: &mut Run) -> Result<(), ProtocolError> {
+        let server = &mut *self.server;
+        let mut scan = ServerScan {
+            txn: &mut *self.txn,
+            clock: &mut run.clock,
+            retry: &mut run.retry,
+            own_sync: &mut run.to_client.own_sync,
+            edits: &mut run.to_client.edits,
+            rewriting: self.statements.is_some(),
+            expect: &mut server.expect,
+            statements: &mut server.statements,
+            pool: self.pool,
+            slow: self.timeouts.slow_query,
+            peer: server.peer,
+            partial_hidden: false,
+        };
+        let buf = &mut server.to_client;
+        let scanned = run.to_client.framer.scan::<Infallible>(buf, self.max_message, server_inspect, |f| Ok(scan.message(f)));
+        if scan.partial_hidden {
+            return Err(ProtocolError::LargeDuringRetry);
+        }
+        let n = match scanned {
+            Ok(Ok(n)) => n,
+            Ok(Err(bad)) => return Err(bad_length(bad)),
+            Err(never) => match never {},
+        };
+        let edits = &mut run.to_client.edits;
+        run.to_client.due = if edits.is_empty() { n } else { edits.apply(buf, n) };
+        Ok(())
+    }
+
+    /// Reads the client's bytes and moves its complete messages on.
+    #[inline]
+    fn on_client_readable(&mut self, run: &mut Run) -> Next {
+        if self.from_client.capacity() - self.from_client.len() < 1024 {
+            self.from_client.reserve(CLIENT_READ_BUF);
+        }
+        match self.client.read_some(self.from_client) {
+            Ok(0) => return Next::End(RelayEnd::ClientGone),
+            Ok(n) => {
+                run.to_server.bytes += n as u64;
+                if run.clock.request_started.is_none() {
+                    run.clock.request_started = Some(Instant::now());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Go,
+            Err(_) => return Next::End(RelayEnd::ClientGone),
+        }
+        match self.scan_client(run) {
+            Ok(()) => Next::Go,
+            Err(end) => Next::End(end),
+        }
+    }
+}
+
+/// One scan of server bytes: what each message does to the transaction, the clock,
+/// the statements' bookkeeping and a retry.
+struct ServerScan<'s> {
+    txn: &'s mut TxnTracker,
+    clock: &'s mut Clock,
+    retry: &'s mut Retry,
+    own_sync: &'s mut bool,
+    edits: &'s mut Edits,
+    rewriting: bool,
+    expect: &'s mut std::collections::VecDeque<crate::prepared::Expect>,
+    statements: &'s mut crate::prepared::ServerStatements,
+    pool: &'s Pool,
+    slow: Option<std::time::Duration>,
+    peer: std::net::SocketAddr,
+    /// A message being hidden was too large to be seen whole.
+    partial_hidden: bool,
+}
+
+impl ServerScan<'_> {
+    #[inline]
+    fn message(&mut self, f: Frame<'_>) -> Step {
+        let streaming = matches!(f, Frame::Streaming { .. });
+        let (tag, at, body, ignored) = match f {
+            Frame::Whole { tag, body, at } => (tag, at, body, self.txn.server_sent(tag, body)),
+            Frame::Streaming { tag, at, .. } => (tag, at, &[][..], self.txn.server_sent(tag, &[])),
+        };
+        if tag == codes::READY_FOR_QUERY {
+            self.ready_for_query();
+        }
+        let len = HEADER_LEN + body.len();
+        if *self.own_sync && tag == codes::READY_FOR_QUERY && self.txn.pending == 0 {
+            // The answer to pgmux's own Sync: the client did not ask.
+            *self.own_sync = false;
+            self.clock.queries -= 1;
+            if self.rewriting {
+                on_server_message(tag, at, body, self.expect, self.statements, self.edits);
+            }
+            self.edits.hide.push((at, len));
+        } else if self.retry.hiding() {
+            self.partial_hidden |= streaming;
+            self.edits.hide.push((at, len));
+            self.retry.server_message(tag, body, self.txn);
+        } else if self.rewriting {
+            let hidden = on_server_message(tag, at, body, self.expect, self.statements, self.edits);
+            if ignored > 0 {
+                drop_ignored_syncs(self.expect, ignored);
+            }
+            if !hidden && self.retry.server_message(tag, body, self.txn) {
+                self.edits.hide.push((at, len));
+            }
+        }
+        Step::Continue
+    }
+
+    /// A request answered: counted, and when nothing more is pending, timed.
+    #[inline]
+    fn ready_for_query(&mut self) {
+        let clock = &mut *self.clock;
+        clock.queries += 1;
+        if self.txn.status == codes::TXN_IDLE {
+            clock.transactions += 1;
+        }
+        if self.txn.pending != 0 {
+            return;
+        }
+        clock.query_cancelled = None;
+        let Some(t) = clock.request_started.take() else { return };
+        let took = t.elapsed();
+        self.pool.metrics.query_duration.record(took.as_secs_f64());
+        clock.query_micros += took.as_micros() as u64;
+        if self.slow.is_some_and(|s| took >= s) {
+            tracing::warn!(
+                duration_ms = took.as_millis() as u64,
+                server = %self.peer,
+                role = %self.pool.role,
+                query = %clock.label.as_deref().unwrap_or_default(),
+                "slow query"
+            );
+        }
+        clock.label = None;
     }
 }
 

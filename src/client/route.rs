@@ -27,19 +27,23 @@
 //! valid; a `REPEATABLE READ` or `READ ONLY` transaction is never moved, and a
 //! write there fails as PostgreSQL would fail it on a standby (25006).
 
+use std::io;
+
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 
 use super::relay::CLIENT_READ_BUF;
-use super::session::{Session, SessionEnd};
 use crate::config::Route;
 use crate::error::{ClientError, PgError, SqlState};
+use crate::net::Stream;
 use crate::pool::Lease;
+use crate::prepared::ClientStatements;
 use crate::protocol::{backend, codes};
 use crate::router::request::{next_request, Begin, Request, Scan};
 use crate::router::topology::{Routed, Topology};
 use crate::router::{decide, route_command, Decision, RouteCommand};
 use crate::server::After;
+use crate::state::Running;
 
 /// One client's routing state.
 #[derive(Debug, Default)]
@@ -103,140 +107,100 @@ pub enum Destination {
     Answered,
 }
 
-impl Session<'_> {
-    /// Reads the client's next request whole and decides where it goes (answering
-    /// it here when it is about routing or a held-back `BEGIN`).
-    pub(super) async fn prepare_route(&mut self, topo: &Topology) -> Result<Destination, SessionEnd> {
-        let config = self.config.load();
+impl RouteState {
+    /// Reads the client's next request whole (into `buf`) and decides where it goes,
+    /// answering it here when it is about routing or a held-back `BEGIN`. An error:
+    /// the client is gone.
+    pub async fn next(
+        &mut self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        statements: &ClientStatements,
+        config: &Running,
+        topo: &Topology,
+    ) -> io::Result<Destination> {
         let max = config.max_message_size.0 as usize;
         let req = loop {
-            match next_request(&self.cbuf, max, &config.classifier, &self.statements) {
+            match next_request(buf, max, &config.classifier, statements) {
                 Scan::Complete(r) => break r,
                 // The relay reports it (from the primary: nothing reaches a replica unread).
-                Scan::Malformed => {
-                    return Ok(Destination::Route(Routing {
-                        decision: Decision { node: topo.primary(), routed: Routed::PrimaryWrite },
-                        reads_only: false,
-                        movable: false,
-                        read: false,
-                    }))
-                }
+                Scan::Malformed => return Ok(Destination::Route(Routing::to_primary(topo))),
                 Scan::Incomplete => {
-                    self.cbuf.reserve(CLIENT_READ_BUF);
-                    match self.stream.read_buf(&mut self.cbuf).await {
-                        Ok(0) | Err(_) => return Err(SessionEnd::ClientLeft),
-                        Ok(_) => {}
+                    buf.reserve(CLIENT_READ_BUF);
+                    if stream.read_buf(buf).await? == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
                     }
                 }
             }
         };
-        if self.cbuf[0] == codes::QUERY && self.answer_here(&req).await? {
-            crate::server::consume(&mut self.cbuf, req.len);
+        if buf[0] == codes::QUERY && self.answer_here(stream, &buf[5..req.len - 1], &req, topo).await? {
+            crate::server::consume(buf, req.len);
             return Ok(Destination::Answered);
         }
-        let decision = if self.route.to_primary {
+        let decision = if self.to_primary {
             Decision { node: topo.primary(), routed: Routed::PrimaryWrite }
         } else {
-            let min_lsn = if self.config.load().routing.read_your_writes { self.route.min_lsn(topo) } else { 0 };
-            decide(topo, req.read, req.hint, self.route.route, min_lsn, 0)
+            let min_lsn = if config.routing.read_your_writes { self.min_lsn(topo) } else { 0 };
+            decide(topo, req.read, req.hint, self.route, min_lsn, 0)
         };
         let reads_only = decision.routed == Routed::ReplicaRead;
-        let movable = reads_only && (self.route.pending_begin.is_some() || req.begin == Some(Begin::Plain));
+        let movable = reads_only && (self.pending_begin.is_some() || req.begin == Some(Begin::Plain));
         Ok(Destination::Route(Routing { decision, reads_only, movable, read: req.read }))
     }
 
-    /// Answers a simple Query about routing, or a held-back `BEGIN` (and a lone
-    /// `COMMIT`/`ROLLBACK` right after it). Returns whether it did.
-    async fn answer_here(&mut self, req: &Request) -> Result<bool, SessionEnd> {
-        let text = &self.cbuf[5..req.len - 1];
+    /// Answers a simple Query (`text`) about routing, or a held-back `BEGIN` (and a
+    /// lone `COMMIT`/`ROLLBACK` right after it). Returns whether it did.
+    async fn answer_here(&mut self, stream: &mut Stream, text: &[u8], req: &Request, topo: &Topology) -> io::Result<bool> {
         let mut out = BytesMut::new();
-        let in_block = self.route.pending_begin.is_some() && !self.route.to_primary;
-        let status = if in_block { codes::TXN_IN_BLOCK } else { codes::TXN_IDLE };
+        let in_block = self.pending_begin.is_some() && !self.to_primary;
         if let Some(cmd) = route_command(text) {
-            match cmd {
-                RouteCommand::Set(r) => {
-                    self.route.route = r;
-                    backend::command_complete(&mut out, "SET");
-                }
-                RouteCommand::Reset => {
-                    self.route.route = self.route.default;
-                    backend::command_complete(&mut out, "RESET");
-                }
-                RouteCommand::Show => {
-                    backend::row_description(&mut out, &[("pgmux.route", false)]);
-                    backend::data_row(&mut out, &[Some(self.route.route.as_str().to_string())]);
-                    backend::command_complete(&mut out, "SHOW");
-                }
-                RouteCommand::Invalid(v) => {
-                    let e =
-                        PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"pgmux.route\": \"{v}\""))
-                            .with_hint("Available values: auto, primary, replica.");
-                    backend::error(&mut out, &e);
-                }
-            }
-        } else if req.lone_begin
-            && self.route.route == Route::Auto
-            && self.route.pending_begin.is_none()
-            && self.login.pools.topology.any_readable()
-        {
-            let begin = String::from_utf8_lossy(text).into_owned().into_boxed_str();
-            self.route.pending_begin = Some(begin);
+            self.route_command(cmd, &mut out);
+            backend::ready(&mut out, if in_block { codes::TXN_IN_BLOCK } else { codes::TXN_IDLE });
+        } else if req.lone_begin && self.route == Route::Auto && self.pending_begin.is_none() && topo.any_readable() {
+            self.pending_begin = Some(String::from_utf8_lossy(text).into_owned().into_boxed_str());
             backend::command_complete(&mut out, "BEGIN");
             backend::ready(&mut out, codes::TXN_IN_BLOCK);
-            return self.reply(&out).await.map(|_| true);
         } else if let (Some(commit), true) = (req.lone_end, in_block) {
             // Nothing ran: nothing to commit or roll back anywhere.
-            self.route.pending_begin = None;
+            self.pending_begin = None;
             backend::command_complete(&mut out, if commit { "COMMIT" } else { "ROLLBACK" });
             backend::ready(&mut out, codes::TXN_IDLE);
-            return self.reply(&out).await.map(|_| true);
         } else {
             return Ok(false);
         }
-        backend::ready(&mut out, status);
-        self.reply(&out).await.map(|_| true)
+        stream.write_all(&out).await?;
+        Ok(true)
     }
 
-    async fn reply(&mut self, out: &[u8]) -> Result<(), SessionEnd> {
-        self.stream.write_all(out).await.map_err(|_| SessionEnd::ClientLeft)
-    }
-
-    /// Takes a connection as decided; a replica that cannot be reached (or refuses
-    /// logins for now) is skipped for the next one, then the primary.
-    pub(super) async fn checkout_routed(&mut self, topo: &Topology, routing: &mut Routing) -> Result<Lease, ClientError> {
-        let mut skip = 0u64;
-        loop {
-            let pool = self.login.pools.node(routing.decision.node).clone();
-            match self.checkout_from(pool).await {
-                Ok(lease) => {
-                    topo.count(routing.decision.routed);
-                    return Ok(lease);
-                }
-                Err(e) if routing.decision.routed.to_replica() && e.server_unavailable() => {
-                    let server = &topo.nodes[routing.decision.node].addr;
-                    tracing::info!(client = self.client.pid, %server, error = %e, "replica unavailable; the read goes elsewhere");
-                    skip |= 1u64.checked_shl(routing.decision.node as u32).unwrap_or(0);
-                    let d = decide(topo, true, None, Route::Replica, 0, skip);
-                    routing.decision = if d.routed.to_replica() {
-                        Decision { node: d.node, routed: routing.decision.routed }
-                    } else {
-                        Decision { node: topo.primary(), routed: Routed::PrimaryFallback }
-                    };
-                    if !routing.decision.routed.to_replica() {
-                        routing.reads_only = false;
-                        routing.movable = false;
-                    }
-                }
-                Err(e) => return Err(e),
+    /// `SET`, `RESET` or `SHOW` of `pgmux.route`, answered (without its ReadyForQuery).
+    fn route_command(&mut self, cmd: RouteCommand, out: &mut BytesMut) {
+        match cmd {
+            RouteCommand::Set(r) => {
+                self.route = r;
+                backend::command_complete(out, "SET");
+            }
+            RouteCommand::Reset => {
+                self.route = self.default;
+                backend::command_complete(out, "RESET");
+            }
+            RouteCommand::Show => {
+                backend::row_description(out, &[("pgmux.route", false)]);
+                backend::data_row(out, &[Some(self.route.as_str().to_string())]);
+                backend::command_complete(out, "SHOW");
+            }
+            RouteCommand::Invalid(v) => {
+                let e = PgError::error(SqlState::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"pgmux.route\": \"{v}\""))
+                    .with_hint("Available values: auto, primary, replica.");
+                backend::error(out, &e);
             }
         }
     }
 
     /// Sends a pending `BEGIN` (held back, or restarting a moved transaction) on the
     /// connection about to serve the client.
-    pub(super) async fn send_pending_begin(&mut self, lease: &mut Lease) -> Result<(), ClientError> {
-        let Some(begin) = self.route.pending_begin.take() else { return Ok(()) };
-        self.route.to_primary = false;
+    pub async fn send_pending_begin(&mut self, lease: &mut Lease) -> Result<(), ClientError> {
+        let Some(begin) = self.pending_begin.take() else { return Ok(()) };
+        self.to_primary = false;
         let timeout = lease.pool().settings().connect_timeout;
         lease.conn_mut().run_checked(&begin, timeout, After::InTransaction).await?;
         Ok(())
@@ -245,16 +209,44 @@ impl Session<'_> {
     /// A request that is not a read came in a transaction on a replica that has only
     /// read: ends it there and sets up its continuation on the primary. False if the
     /// connection could not be cleaned (it is then closed).
-    pub(super) async fn move_to_primary(&mut self, mut lease: Lease) -> bool {
+    pub async fn move_to_primary(&mut self, mut lease: Lease) -> bool {
         let timeout = lease.pool().settings().connect_timeout;
         if lease.conn_mut().run_checked("ROLLBACK", timeout, After::Idle).await.is_err() {
             lease.discard();
             return false;
         }
         lease.release();
-        tracing::debug!(client = self.client.pid, "transaction moves from a replica to the primary");
-        self.route.pending_begin = Some("BEGIN".into());
-        self.route.to_primary = true;
+        self.pending_begin = Some("BEGIN".into());
+        self.to_primary = true;
         true
+    }
+}
+
+impl Routing {
+    /// To the primary, as a write (nothing reaches a replica unread).
+    fn to_primary(topo: &Topology) -> Routing {
+        Routing {
+            decision: Decision { node: topo.primary(), routed: Routed::PrimaryWrite },
+            reads_only: false,
+            movable: false,
+            read: false,
+        }
+    }
+
+    /// The node of the decision could not be had (unreachable, or refusing logins):
+    /// the read goes to another replica, or else to the primary. `skip`: the nodes
+    /// tried so far.
+    pub fn fall_back(&mut self, topo: &Topology, skip: &mut u64) {
+        *skip |= 1u64.checked_shl(self.decision.node as u32).unwrap_or(0);
+        let d = decide(topo, true, None, Route::Replica, 0, *skip);
+        self.decision = if d.routed.to_replica() {
+            Decision { node: d.node, routed: self.decision.routed }
+        } else {
+            Decision { node: topo.primary(), routed: Routed::PrimaryFallback }
+        };
+        if !self.decision.routed.to_replica() {
+            self.reads_only = false;
+            self.movable = false;
+        }
     }
 }

@@ -30,6 +30,11 @@ impl Lease {
         &self.pool
     }
 
+    /// The pool and the connection at once (the relay uses both).
+    pub fn parts(&mut self) -> (&Pool, &mut ServerConn) {
+        (&self.pool, self.conn.as_mut().expect("lease holds a connection until consumed"))
+    }
+
     /// Returns a clean connection (idle, no transaction, nothing unread) for reuse.
     pub fn release(mut self) {
         let conn = self.conn.take().expect("lease consumed once");

@@ -124,8 +124,8 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> 
     let now = Instant::now();
     Ok(ServerConn {
         stream,
-        rbuf,
-        wbuf: BytesMut::new(),
+        to_client: rbuf,
+        to_server: BytesMut::new(),
         statements: Default::default(),
         expect: Default::default(),
         replay: BytesMut::new(),

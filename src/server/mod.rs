@@ -33,10 +33,11 @@ pub const READ_BUF: usize = 16 * 1024;
 /// An open, logged-in server connection.
 pub struct ServerConn {
     pub stream: Stream,
-    /// Bytes read from the server and not yet forwarded.
-    pub rbuf: BytesMut,
-    /// Client messages (possibly rewritten) not yet written to the server.
-    pub wbuf: BytesMut,
+    /// Bytes read from the server, on their way to the client (pgmux's own queries
+    /// read their answers from here too).
+    pub to_client: BytesMut,
+    /// Client messages (possibly rewritten), on their way to the server.
+    pub to_server: BytesMut,
     /// Named statements prepared here (transaction mode).
     pub statements: ServerStatements,
     /// Answers still due for messages pgmux rewrote or added.
@@ -194,7 +195,7 @@ impl ServerConn {
 
     /// Reads one whole message (internal use only: login and internal queries).
     pub(crate) async fn read_message(&mut self) -> io::Result<backend::Message> {
-        read_message(&mut self.stream, &mut self.rbuf).await
+        read_message(&mut self.stream, &mut self.to_client).await
     }
 
     /// Where to send a CancelRequest for what this connection runs.
@@ -209,11 +210,11 @@ impl ServerConn {
 
     /// Releases memory held for a burst: called when going back to the pool idle.
     pub fn shrink(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_BUF {
-            self.rbuf = BytesMut::new();
+        if self.to_client.is_empty() && self.to_client.capacity() > 4 * READ_BUF {
+            self.to_client = BytesMut::new();
         }
-        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * READ_BUF {
-            self.wbuf = BytesMut::new();
+        if self.to_server.is_empty() && self.to_server.capacity() > 4 * READ_BUF {
+            self.to_server = BytesMut::new();
         }
         self.expect.clear();
         if self.replay.capacity() > 4 * READ_BUF {

@@ -51,6 +51,7 @@ impl Pause {
     }
 
     /// Whether `database` is paused now.
+    #[inline]
     pub fn holds(&self, database: &str) -> bool {
         self.paused.borrow().holds(database)
     }
