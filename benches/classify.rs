@@ -94,9 +94,9 @@ fn bench(c: &mut Criterion) {
     let mut extended = bytes::BytesMut::new();
     let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
     postgres_protocol::message::frontend::parse("", sql, [], &mut extended).unwrap();
-    let bind_len = 4 + 1 + 1 + 2 + 2 + 4 + 2 + 2;
+    let bind_len: i32 = 4 + 1 + 1 + 2 + 2 + 4 + 2 + 2;
     extended.extend_from_slice(b"B");
-    extended.extend_from_slice(&(bind_len as i32).to_be_bytes());
+    extended.extend_from_slice(&bind_len.to_be_bytes());
     extended.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 2, b'4', b'2', 0, 0]);
     postgres_protocol::message::frontend::describe(b'P', "", &mut extended).unwrap();
     postgres_protocol::message::frontend::execute("", 0, &mut extended).unwrap();

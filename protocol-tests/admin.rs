@@ -373,23 +373,7 @@ fn limits_in_show_databases_show_users_and_metrics() {
         let pool = pools.iter().find(|r| r["database"] == "app" && r["user"] == "app").unwrap();
         assert_eq!((pool["sv_active"].as_str(), pool["cl_waiting"].as_str()), ("2", "2"), "held back by the database's limit: {pool:?}");
 
-        let (status, body) = http_get(metrics_port, "/metrics").await;
-        assert_eq!(status, 200);
-        let m = parse_metrics(&body);
-        let value = |name: &str, kind: &str, who: &str, server: &str| {
-            m.iter().find(|(n, l, _)| n == name && l["kind"] == kind && l["name"] == who && l["server"] == server).map(|s| s.2)
-        };
-        assert_eq!(value("pgmux_limit_connections", "database", "app", &primary), Some(2.0), "{body}");
-        assert_eq!(value("pgmux_limit_max_connections", "database", "app", &primary), Some(2.0), "{body}");
-        assert_eq!(value("pgmux_limit_connections", "user", "app", &primary), Some(2.0), "{body}");
-        assert_eq!(value("pgmux_limit_max_connections", "user", "app", &primary), Some(4.0), "{body}");
-        assert_eq!(value("pgmux_limit_connections", "user", "admin", &primary), Some(0.0), "{body}");
-        assert_eq!(value("pgmux_limit_max_connections", "user", "admin", &primary), None, "no limit set: {body}");
-        for r in &common::cluster().replicas {
-            let replica = format!("127.0.0.1:{}", r.port);
-            assert_eq!(value("pgmux_limit_connections", "database", "app", &replica), Some(0.0), "{body}");
-            assert_eq!(value("pgmux_limit_max_connections", "database", "app", &replica), Some(2.0), "per server: {body}");
-        }
+        limit_metrics_count_the_connections(metrics_port, &primary).await;
 
         let (_, cfg) = admin(&console, "SHOW CONFIG").await;
         assert_eq!(config_value(&cfg, "pool.max_db_connections"), "2");
@@ -406,6 +390,28 @@ fn limits_in_show_databases_show_users_and_metrics() {
         let app = dbs.iter().find(|r| r["name"] == "app").unwrap();
         assert_eq!(app["current_connections"], "2", "{app:?}");
     });
+}
+
+/// The limit families of /metrics while the database's 2 connections are in use
+/// (`limits_in_show_databases_show_users_and_metrics`).
+async fn limit_metrics_count_the_connections(metrics_port: u16, primary: &str) {
+    let (status, body) = http_get(metrics_port, "/metrics").await;
+    assert_eq!(status, 200);
+    let m = parse_metrics(&body);
+    let value = |name: &str, kind: &str, who: &str, server: &str| {
+        m.iter().find(|(n, l, _)| n == name && l["kind"] == kind && l["name"] == who && l["server"] == server).map(|s| s.2)
+    };
+    assert_eq!(value("pgmux_limit_connections", "database", "app", primary), Some(2.0), "{body}");
+    assert_eq!(value("pgmux_limit_max_connections", "database", "app", primary), Some(2.0), "{body}");
+    assert_eq!(value("pgmux_limit_connections", "user", "app", primary), Some(2.0), "{body}");
+    assert_eq!(value("pgmux_limit_max_connections", "user", "app", primary), Some(4.0), "{body}");
+    assert_eq!(value("pgmux_limit_connections", "user", "admin", primary), Some(0.0), "{body}");
+    assert_eq!(value("pgmux_limit_max_connections", "user", "admin", primary), None, "no limit set: {body}");
+    for r in &common::cluster().replicas {
+        let replica = format!("127.0.0.1:{}", r.port);
+        assert_eq!(value("pgmux_limit_connections", "database", "app", &replica), Some(0.0), "{body}");
+        assert_eq!(value("pgmux_limit_max_connections", "database", "app", &replica), Some(2.0), "per server: {body}");
+    }
 }
 
 /// Exporters index SHOW STATS rows by database: like PgBouncer, a fresh pgmux lists

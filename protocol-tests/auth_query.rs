@@ -28,15 +28,15 @@ fn users_found_by_auth_query() {
         for i in 0..5 {
             assert_eq!(scalar(&c, &format!("SELECT {i}")).await, i.to_string());
         }
-        let e = p.connect_as("dyn_user", "wrong", "app").await.err().expect("wrong password refused");
+        let e = p.connect_as("dyn_user", "wrong", "app").await.map(|_| ()).expect_err("wrong password refused");
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
         // A user PostgreSQL does not have: the same answer as a wrong password.
-        let e = p.connect_as("nobody_here", "x", "app").await.err().expect("unknown user refused");
+        let e = p.connect_as("nobody_here", "x", "app").await.map(|_| ()).expect_err("unknown user refused");
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
         // A quote in the name is data ($1), not SQL.
         let mut cfg = tokio_postgres::Config::new();
         cfg.host("127.0.0.1").port(p.port).user("x' OR '1'='1").password("x").dbname("app");
-        let e = cfg.connect(tokio_postgres::NoTls).await.err().expect("refused");
+        let e = cfg.connect(tokio_postgres::NoTls).await.map(|_| ()).expect_err("refused");
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
         // Configured users are not looked up and still log in.
         let app = p.connect().await;
@@ -53,7 +53,7 @@ fn password_changed_in_postgres() {
         assert_eq!(scalar(&before, "SELECT 1").await, "1");
         let su = direct(cluster().primary.port).await;
         su.batch_execute("ALTER ROLE dyn_change PASSWORD 'second'").await.unwrap();
-        let e = p.connect_as("dyn_change", "first", "app").await.err().expect("the old password no longer works");
+        let e = p.connect_as("dyn_change", "first", "app").await.map(|_| ()).expect_err("the old password no longer works");
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
         let after = p.connect_as("dyn_change", "second", "app").await.expect("the new password works at once");
         assert_eq!(scalar(&after, "SELECT current_user").await, "dyn_change");
@@ -61,7 +61,7 @@ fn password_changed_in_postgres() {
         drop(after);
         drop(before);
         su.batch_execute("DROP OWNED BY dyn_change; DROP ROLE dyn_change").await.unwrap_or(());
-        let e = p.connect_as("dyn_change", "second", "app").await.err().expect("a dropped role is refused");
+        let e = p.connect_as("dyn_change", "second", "app").await.map(|_| ()).expect_err("a dropped role is refused");
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
     });
 }
@@ -70,7 +70,7 @@ fn password_changed_in_postgres() {
 fn auth_query_errors_are_reported() {
     let p = setup().start_with(|y| y + "auth_query: SELECT usename, passwd FROM no_such_table WHERE usename = $1\n");
     mt().block_on(async {
-        let e = p.connect_as("someone", "x", "app").await.err().expect("refused");
+        let e = p.connect_as("someone", "x", "app").await.map(|_| ()).expect_err("refused");
         assert_eq!(sqlstate(&e).as_deref(), Some("42P01"), "{e}");
         assert!(message(&e).contains("auth_query"), "{}", message(&e));
     });

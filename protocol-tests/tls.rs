@@ -103,7 +103,7 @@ fn verify_full_with_channel_binding() {
         // The wrong CA: the handshake fails on the client's side.
         assert!(connect_tls(p.port, &other.ca, "").await.is_err(), "a certificate from another CA was accepted");
         // A plain client under mode require: refused as a hostssl-only server does.
-        let e = p.connect_as("app", "app", "app").await.err().expect("plain login refused");
+        let e = p.connect_as("app", "app", "app").await.map(|_| ()).expect_err("plain login refused");
         assert_eq!(sqlstate(&e).as_deref(), Some("28000"), "{e}");
     });
     // libpq (psql): verify-full and channel_binding=require.
@@ -130,7 +130,7 @@ fn wrong_password_over_tls() {
     mt().block_on(async {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config(&pki.ca, false));
         let conn_str = format!("host=localhost port={} user=app password=wrong dbname=app sslmode=require channel_binding=require", p.port);
-        let e = tokio_postgres::connect(&conn_str, tls).await.err().expect("wrong password refused");
+        let e = tokio_postgres::connect(&conn_str, tls).await.map(|_| ()).expect_err("wrong password refused");
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
         // mode allow: plain clients still get in.
         let c = p.connect().await;

@@ -30,8 +30,6 @@ impl SqlState {
     pub const ADMIN_SHUTDOWN: &'static str = "57P01";
     pub const CANNOT_CONNECT_NOW: &'static str = "57P03";
     pub const FEATURE_NOT_SUPPORTED: &'static str = "0A000";
-    pub const PROGRAM_LIMIT_EXCEEDED: &'static str = "54000";
-    pub const QUERY_CANCELED: &'static str = "57014";
     pub const INTERNAL_ERROR: &'static str = "XX000";
     pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &'static str = "25P03";

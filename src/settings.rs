@@ -40,10 +40,6 @@ impl SessionParams {
         self.items.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &(String, String)> {
-        self.items.iter()
-    }
-
     /// A copy with some settings replaced (`Some`) or removed (`None`).
     pub fn updated(&self, changes: &[(String, Option<String>)]) -> SessionParams {
         let mut items = self.items.clone();

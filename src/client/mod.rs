@@ -9,7 +9,7 @@
 //!   what becomes of the connection (one `match` over how the relay ended).
 //! - [`route`]: where a request goes (held-back `BEGIN`, `SET pgmux.route`, fallback).
 //! - [`relay`]: the hot path forwarding bytes during a transaction, as explicit
-//!   per-direction state; [`forward`]: its client-to-server direction.
+//!   per-direction state; [`to_server`] and `to_client`: its two directions.
 //! - [`buffers`]: read buffers lent to active clients and kept per thread.
 //! - [`rewrite`], [`responses`], [`retry`]: named statements shared across server
 //!   connections, and the one retry after a stale cached plan.
@@ -18,7 +18,6 @@
 pub mod access;
 pub mod auth_query;
 pub mod buffers;
-pub mod forward;
 pub mod login;
 pub mod negotiate;
 pub mod relay;
@@ -27,6 +26,8 @@ pub mod retry;
 pub mod rewrite;
 pub mod route;
 pub mod session;
+mod to_client;
+pub mod to_server;
 mod transaction;
 pub mod txn;
 
@@ -130,7 +131,15 @@ async fn welcome<'a>(tcp: TcpStream, state: &'a Arc<State>, entry: &Arc<crate::c
 }
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
+    /// What an idle client may cost, besides its socket and its task's header: the
+    /// future of [`super::serve`] (the session and its idle wait). A feature that
+    /// needs more per idle client raises these on purpose.
+    const IDLE_CLIENT_FUTURE: usize = 640;
+    const SESSION: usize = 400;
+    /// The login's future is boxed and gone once the client is in; still bounded.
+    const LOGIN_FUTURE: usize = 1536;
+
     #[test]
     fn future_sizes() {
         let state = crate::state::State::new(
@@ -142,18 +151,19 @@ mod size_tests {
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
             let key = state.clients.register();
             let mut s2 = crate::net::Stream::Plain(tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
-            let lf = super::login::login(&mut s2, &state, &key.entry, Default::default());
-            eprintln!("login future: {} bytes", std::mem::size_of_val(&lf));
-            drop(lf);
-            let f = super::serve(s, state.clone());
-            eprintln!("serve future: {} bytes", std::mem::size_of_val(&f));
-            eprintln!(
-                "session: {} bytes; logged in: {}; statements: {}; route: {}",
-                std::mem::size_of::<super::session::Session<'static>>(),
+            let login = std::mem::size_of_val(&super::login::login(&mut s2, &state, &key.entry, Default::default()));
+            let serve = std::mem::size_of_val(&super::serve(s, state.clone()));
+            let session = std::mem::size_of::<super::session::Session<'static>>();
+            let sizes = format!(
+                "serve future {serve} bytes, session {session}, login future {login}; logged in {}, statements {}, route {}",
                 std::mem::size_of::<super::login::LoggedIn>(),
                 std::mem::size_of::<crate::prepared::ClientStatements>(),
                 std::mem::size_of::<super::route::RouteState>()
             );
+            println!("{sizes}");
+            assert!(serve <= IDLE_CLIENT_FUTURE, "an idle client's future outgrew its budget: {sizes}");
+            assert!(session <= SESSION, "a session outgrew its budget: {sizes}");
+            assert!(login <= LOGIN_FUTURE, "the login's future outgrew its budget: {sizes}");
         });
     }
 }

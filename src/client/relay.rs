@@ -9,13 +9,12 @@
 //!
 //! A run is a loop of small steps over explicit state, one part per direction
 //! ([`ToServer`]: the client's messages, moved to the server's `to_server` buffer by
-//! [`super::forward`]; [`ToClient`]: the server's answers in its `to_client` buffer,
-//! scanned and written to the client) and the request [`Clock`]: [`Relay::flush`]
+//! [`super::to_server`]; [`ToClient`]: the server's answers in its `to_client` buffer,
+//! scanned by [`super::to_client`] and written to the client) and the request [`Clock`]: [`Relay::flush`]
 //! writes what each socket takes, [`Relay::at_rest`] decides whether the run is over
 //! when nothing is due, [`Relay::deadline`] and [`Relay::wait`] wait for the next
 //! event, and each event has its handler.
 
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -23,7 +22,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::responses::{drop_ignored_syncs, on_server_message, Edits};
+use super::responses::Edits;
 use super::retry::Retry;
 use super::txn::TxnTracker;
 use crate::clients::{Kill, KillWatch};
@@ -32,9 +31,9 @@ use crate::net::Stream;
 use crate::pool::Pool;
 use crate::prepared::{ClientStatements, Registry};
 use crate::protocol::codes;
-use crate::protocol::frame::{BadLength, Frame, Framer, Step, HEADER_LEN};
+use crate::protocol::frame::{BadLength, Framer};
 use crate::router::classify::ClassifyConfig;
-use crate::server::{consume, ServerConn, READ_BUF};
+use crate::server::{consume, ServerConn};
 use crate::shutdown::Shutdown;
 use crate::sql::SessionEffects;
 use crate::state::Counters;
@@ -145,13 +144,13 @@ pub(super) struct ToServer {
 /// The server-to-client direction: the server's answers, read into its `to_client`
 /// buffer, scanned (some hidden), then written to the client.
 #[derive(Default)]
-struct ToClient {
-    framer: Framer,
-    edits: Edits,
+pub(super) struct ToClient {
+    pub(super) framer: Framer,
+    pub(super) edits: Edits,
     /// Bytes at the front of the server's `to_client` buffer, scanned and due to the client.
-    due: usize,
+    pub(super) due: usize,
     /// A Sync of pgmux's own awaits its ReadyForQuery (hidden from the client).
-    own_sync: bool,
+    pub(super) own_sync: bool,
     /// Bytes written to the client.
     bytes: u64,
 }
@@ -160,24 +159,24 @@ struct ToClient {
 /// `query_timeout`) and the figures recorded at the end of the run.
 pub(super) struct Clock {
     /// When the request now being answered was sent.
-    request_started: Option<Instant>,
+    pub(super) request_started: Option<Instant>,
     /// When the running request was cancelled for `query_timeout`, and when the
     /// server last sent anything since.
-    query_cancelled: Option<Instant>,
-    last_heard: Instant,
+    pub(super) query_cancelled: Option<Instant>,
+    pub(super) last_heard: Instant,
     /// Allocated only when a timeout is due, then reset rather than rebuilt.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Text of the request being timed, for the slow-query log (kept only when it is on).
     pub(super) label: Option<String>,
-    queries: u64,
-    transactions: u64,
-    query_micros: u64,
+    pub(super) queries: u64,
+    pub(super) transactions: u64,
+    pub(super) query_micros: u64,
 }
 
 /// One run's state.
 pub(super) struct Run {
     pub(super) to_server: ToServer,
-    to_client: ToClient,
+    pub(super) to_client: ToClient,
     pub(super) clock: Clock,
     pub(super) retry: Retry,
 }
@@ -212,21 +211,10 @@ enum Event {
 }
 
 /// What a step decided.
-enum Next {
+pub(super) enum Next {
     Go,
     Again,
     End(RelayEnd),
-}
-
-#[inline]
-fn server_inspect(tag: u8) -> usize {
-    match tag {
-        codes::READY_FOR_QUERY => 1,
-        // Errors (and notices) are read whole (they are small) to notice stale cached
-        // plans and to be able to hide them during a retry.
-        codes::ERROR_RESPONSE | codes::NOTICE_RESPONSE => 8192,
-        _ => 0,
-    }
 }
 
 impl<'a> Relay<'a> {
@@ -458,68 +446,6 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Reads the server's bytes and scans them: what is due to the client, what is
-    /// hidden, and whether a stale-plan retry is due.
-    #[inline]
-    fn on_server_readable(&mut self, run: &mut Run) -> Next {
-        let buf = &mut self.server.to_client;
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUF);
-        }
-        match self.server.stream.read_some(buf) {
-            Ok(0) => return Next::End(RelayEnd::ServerFailed(ServerFailure::Closed)),
-            Ok(_) if run.clock.query_cancelled.is_some() => run.clock.last_heard = Instant::now(),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Go,
-            Err(e) => return Next::End(RelayEnd::ServerFailed(e.into())),
-        }
-        if let Err(e) = self.scan_server(run) {
-            return Next::End(RelayEnd::ServerFailed(ServerFailure::Protocol(e)));
-        }
-        if run.retry.due() {
-            tracing::info!(server = %self.server.peer, "stale cached plan: statements prepared again, request retried");
-            self.counters.stale_plan_retries.fetch_add(1, Ordering::Relaxed);
-            if let Err(end) = self.replay(&mut run.retry) {
-                return Next::End(end);
-            }
-        }
-        Next::Go
-    }
-
-    /// Frames the server's unscanned bytes, following the transaction and hiding
-    /// pgmux's own answers; sets what is due to the client.
-    #[inline]
-    fn scan_server(&mut self, run: &mut Run) -> Result<(), ProtocolError> {
-        let server = &mut *self.server;
-        let mut scan = ServerScan {
-            txn: &mut *self.txn,
-            clock: &mut run.clock,
-            retry: &mut run.retry,
-            own_sync: &mut run.to_client.own_sync,
-            edits: &mut run.to_client.edits,
-            rewriting: self.statements.is_some(),
-            expect: &mut server.expect,
-            statements: &mut server.statements,
-            pool: self.pool,
-            slow: self.timeouts.slow_query,
-            peer: server.peer,
-            partial_hidden: false,
-        };
-        let buf = &mut server.to_client;
-        let scanned = run.to_client.framer.scan::<Infallible>(buf, self.max_message, server_inspect, |f| Ok(scan.message(f)));
-        if scan.partial_hidden {
-            return Err(ProtocolError::LargeDuringRetry);
-        }
-        let n = match scanned {
-            Ok(Ok(n)) => n,
-            Ok(Err(bad)) => return Err(bad_length(bad)),
-            Err(never) => match never {},
-        };
-        let edits = &mut run.to_client.edits;
-        run.to_client.due = if edits.is_empty() { n } else { edits.apply(buf, n) };
-        Ok(())
-    }
-
     /// Reads the client's bytes and moves its complete messages on.
     #[inline]
     fn on_client_readable(&mut self, run: &mut Run) -> Next {
@@ -541,89 +467,6 @@ impl<'a> Relay<'a> {
             Ok(()) => Next::Go,
             Err(end) => Next::End(end),
         }
-    }
-}
-
-/// One scan of server bytes: what each message does to the transaction, the clock,
-/// the statements' bookkeeping and a retry.
-struct ServerScan<'s> {
-    txn: &'s mut TxnTracker,
-    clock: &'s mut Clock,
-    retry: &'s mut Retry,
-    own_sync: &'s mut bool,
-    edits: &'s mut Edits,
-    rewriting: bool,
-    expect: &'s mut std::collections::VecDeque<crate::prepared::Expect>,
-    statements: &'s mut crate::prepared::ServerStatements,
-    pool: &'s Pool,
-    slow: Option<std::time::Duration>,
-    peer: std::net::SocketAddr,
-    /// A message being hidden was too large to be seen whole.
-    partial_hidden: bool,
-}
-
-impl ServerScan<'_> {
-    #[inline]
-    fn message(&mut self, f: Frame<'_>) -> Step {
-        let streaming = matches!(f, Frame::Streaming { .. });
-        let (tag, at, body, ignored) = match f {
-            Frame::Whole { tag, body, at } => (tag, at, body, self.txn.server_sent(tag, body)),
-            Frame::Streaming { tag, at, .. } => (tag, at, &[][..], self.txn.server_sent(tag, &[])),
-        };
-        if tag == codes::READY_FOR_QUERY {
-            self.ready_for_query();
-        }
-        let len = HEADER_LEN + body.len();
-        if *self.own_sync && tag == codes::READY_FOR_QUERY && self.txn.pending == 0 {
-            // The answer to pgmux's own Sync: the client did not ask.
-            *self.own_sync = false;
-            self.clock.queries -= 1;
-            if self.rewriting {
-                on_server_message(tag, at, body, self.expect, self.statements, self.edits);
-            }
-            self.edits.hide.push((at, len));
-        } else if self.retry.hiding() {
-            self.partial_hidden |= streaming;
-            self.edits.hide.push((at, len));
-            self.retry.server_message(tag, body, self.txn);
-        } else if self.rewriting {
-            let hidden = on_server_message(tag, at, body, self.expect, self.statements, self.edits);
-            if ignored > 0 {
-                drop_ignored_syncs(self.expect, ignored);
-            }
-            if !hidden && self.retry.server_message(tag, body, self.txn) {
-                self.edits.hide.push((at, len));
-            }
-        }
-        Step::Continue
-    }
-
-    /// A request answered: counted, and when nothing more is pending, timed.
-    #[inline]
-    fn ready_for_query(&mut self) {
-        let clock = &mut *self.clock;
-        clock.queries += 1;
-        if self.txn.status == codes::TXN_IDLE {
-            clock.transactions += 1;
-        }
-        if self.txn.pending != 0 {
-            return;
-        }
-        clock.query_cancelled = None;
-        let Some(t) = clock.request_started.take() else { return };
-        let took = t.elapsed();
-        self.pool.metrics.query_duration.record(took.as_secs_f64());
-        clock.query_micros += took.as_micros() as u64;
-        if self.slow.is_some_and(|s| took >= s) {
-            tracing::warn!(
-                duration_ms = took.as_millis() as u64,
-                server = %self.peer,
-                role = %self.pool.role,
-                query = %clock.label.as_deref().unwrap_or_default(),
-                "slow query"
-            );
-        }
-        clock.label = None;
     }
 }
 

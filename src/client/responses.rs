@@ -84,10 +84,8 @@ pub fn on_server_message(
                 expect.pop_front();
             }
         }
-        READY_FOR_QUERY => {
-            if expect.front() == Some(&Expect::Ready) {
-                expect.pop_front();
-            }
+        READY_FOR_QUERY if expect.front() == Some(&Expect::Ready) => {
+            expect.pop_front();
         }
         _ => {}
     }

@@ -218,7 +218,7 @@ impl Session<'_> {
     /// Runs the relay on the held connection until it hands back.
     async fn relay(&mut self, lease: &mut Lease, held: &mut Holding) -> RelayEnd {
         let hold = if held.mode == PoolMode::Session || held.pinned { Hold::Session } else { Hold::UntilBoundary };
-        let statements = (held.mode == PoolMode::Transaction).then(|| TxnRewrite {
+        let statements = (held.mode == PoolMode::Transaction).then_some(TxnRewrite {
             client: &mut self.statements,
             registry: self.shared.statements,
             effects: &mut held.effects,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
-/// The sending side, shared (it lives in the client's cancel entry).
+/// The sending side, shared (it lives in the client's registry entry).
 #[derive(Debug, Default)]
 pub struct Kill {
     /// How many times it was fired.
@@ -55,6 +55,7 @@ impl KillWatch {
     }
 
     /// Waits for the next firing.
+    #[cfg(test)]
     pub async fn fired(&mut self, kill: &Kill) {
         std::future::poll_fn(|cx| self.poll(kill, cx)).await
     }

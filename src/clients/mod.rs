@@ -184,10 +184,7 @@ impl ClientRegistry {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

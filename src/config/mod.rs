@@ -6,6 +6,7 @@
 //! The parsed config is immutable; a reload builds a new one.
 
 mod access;
+mod error;
 mod fleet;
 mod limits;
 mod routing;
@@ -21,6 +22,8 @@ use serde::Deserialize;
 
 pub use crate::tls::{ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode};
 pub use access::{default_auth_query, Cidr, HbaAction, HbaRule};
+pub use error::ConfigError;
+use error::{first_line, locate};
 pub use fleet::FleetConfig;
 pub use routing::{Route, RoutingConfig};
 pub use units::{ByteSize, Dur};
@@ -366,30 +369,6 @@ pub fn is_admin_database(name: &str) -> bool {
     ADMIN_DATABASES.contains(&name)
 }
 
-/// A configuration error with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -446,6 +425,27 @@ impl Config {
         if self.pool.checkout_timeout.0.is_zero() {
             return err("pool.checkout_timeout", "must be more than 0".into());
         }
+        self.validate_users()?;
+        if let Some(m) = &self.routing.monitor_user {
+            if self.user(m).is_none() {
+                return err("routing.monitor_user", format!("user \"{m}\" is not in users"));
+            }
+        }
+        if self.routing.monitor_interval.0 < std::time::Duration::from_millis(10) {
+            return err("routing.monitor_interval", "must be at least 10ms".into());
+        }
+        if self.routing.ban_after_failures == 0 {
+            return err("routing.ban_after_failures", "must be at least 1".into());
+        }
+        self.validate_databases()?;
+        self.validate_access()?;
+        self.validate_tls()?;
+        self.validate_pool_overrides()
+    }
+
+    /// Each user: a name, once, and a password pgmux can use.
+    fn validate_users(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
         if self.users.is_empty() {
             return err("users", "at least one user is required".into());
         }
@@ -475,17 +475,12 @@ impl Config {
                 );
             }
         }
-        if let Some(m) = &self.routing.monitor_user {
-            if self.user(m).is_none() {
-                return err("routing.monitor_user", format!("user \"{m}\" is not in users"));
-            }
-        }
-        if self.routing.monitor_interval.0 < std::time::Duration::from_millis(10) {
-            return err("routing.monitor_interval", "must be at least 10ms".into());
-        }
-        if self.routing.ban_after_failures == 0 {
-            return err("routing.ban_after_failures", "must be at least 1".into());
-        }
+        Ok(())
+    }
+
+    /// Each database: not an admin console name, addresses that parse.
+    fn validate_databases(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
         if self.databases.is_empty() {
             return err("databases", "at least one database is required".into());
         }
@@ -503,9 +498,7 @@ impl Config {
                 }
             }
         }
-        self.validate_access()?;
-        self.validate_tls()?;
-        self.validate_pool_overrides()
+        Ok(())
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -533,73 +526,6 @@ impl DatabaseConfig {
     pub fn replica_addrs(&self) -> Vec<ServerAddr> {
         self.replicas.iter().map(|r| ServerAddr::parse(r).expect("validated")).collect()
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
-}
-
-/// Finds the line (1-based) of a dotted key path such as `databases.app.primary` or
-/// `users.app.password` (a list of users is addressed by `name`).
-fn locate(text: &str, key: &str) -> Option<usize> {
-    let mut line_from = 0;
-    let mut found = None;
-    let lines: Vec<&str> = text.lines().collect();
-    for seg in key.split('.') {
-        // `hba[2]`: the key, then its third `- ` item.
-        let (seg, item) = match seg.strip_suffix(']').and_then(|s| s.split_once('[')) {
-            Some((name, i)) => (name, i.parse::<usize>().ok()),
-            None => (seg, None),
-        };
-        let hit = lines.iter().enumerate().skip(line_from).find(|(_, l)| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.starts_with(&format!("{seg}:"))
-                || t.starts_with(&format!("\"{seg}\":"))
-                || t == format!("name: {seg}")
-                || t == format!("name: \"{seg}\"")
-        });
-        match hit {
-            Some((i, _)) => {
-                found = Some(i + 1);
-                line_from = i;
-            }
-            None => break,
-        }
-        if let Some(n) = item {
-            match nth_item(&lines, line_from, n) {
-                Some(i) => {
-                    found = Some(i + 1);
-                    line_from = i;
-                }
-                None => break,
-            }
-        }
-    }
-    found
-}
-
-/// The line index of the `n`th (0-based) block list item under the key on line `key`.
-fn nth_item(lines: &[&str], key: usize, n: usize) -> Option<usize> {
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let key_indent = indent(lines[key]);
-    let mut item_indent = None;
-    let mut seen = 0;
-    for (i, l) in lines.iter().enumerate().skip(key + 1) {
-        let t = l.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        if indent(l) < key_indent || (indent(l) == key_indent && !t.starts_with("- ")) {
-            return None;
-        }
-        if t.starts_with("- ") && *item_indent.get_or_insert(indent(l)) == indent(l) {
-            if seen == n {
-                return Some(i);
-            }
-            seen += 1;
-        }
-    }
-    None
 }
 
 #[cfg(test)]

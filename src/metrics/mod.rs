@@ -1,6 +1,6 @@
 //! Prometheus metrics: what pgmux counts, and how it is rendered.
 //!
-//! One [`Metrics`] per process, owned by the proxy (no global recorder): a
+//! One [`Metrics`] per process, in the shared state (no global recorder): a
 //! `metrics-exporter-prometheus` recorder used directly. Hot-path figures are
 //! counters and histograms registered once per pool ([`PoolMetrics`]) and bumped once
 //! per transaction; gauges (clients, servers, saturation) are read from the pools at

@@ -109,11 +109,13 @@ pub struct HubStats {
     pub dropped: AtomicU64,
 }
 
+/// channel -> (client id -> inbox)
+type Channels = BTreeMap<Arc<str>, BTreeMap<u64, Arc<Inbox>>>;
+
 /// Listeners of one database.
 #[derive(Debug, Default)]
 pub struct Hub {
-    /// channel -> (client id -> inbox)
-    channels: Mutex<BTreeMap<Arc<str>, BTreeMap<u64, Arc<Inbox>>>>,
+    channels: Mutex<Channels>,
     /// Bumped at every change of the set of channels (the listener catches up).
     pub generation: AtomicU64,
     pub stats: HubStats,

@@ -40,6 +40,9 @@ pub use settings::PoolSettings;
 use lease::Slot;
 use wait::Waiter;
 
+/// ParameterStatus values a server reported at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// The verdict on an idle connection about to be lent.
 #[derive(PartialEq, Eq)]
 enum Vetted {
@@ -151,7 +154,7 @@ pub struct Pool {
     expiry: Arc<tokio::sync::Notify>,
     expiry_started: std::sync::atomic::AtomicBool,
     /// ParameterStatus values of the first login, reported to clients at their login.
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    server_params: Mutex<Option<ServerParams>>,
     pub counters: PoolCounters,
     pub metrics: PoolMetrics,
 }
@@ -247,7 +250,7 @@ impl Pool {
 
     /// Server parameters to report to a client logging in; opens a connection to
     /// learn them if no connection was ever made.
-    pub async fn server_params(self: &Arc<Self>) -> Result<Arc<Vec<(String, String)>>, ClientError> {
+    pub async fn server_params(self: &Arc<Self>) -> Result<ServerParams, ClientError> {
         if let Some(p) = self.server_params.lock().unwrap().clone() {
             return Ok(p);
         }

@@ -59,11 +59,6 @@ impl Pool {
         }
     }
 
-    /// True while connecting fails (fail-fast backoff in force).
-    pub fn is_down(&self) -> bool {
-        self.lock().down.as_ref().is_some_and(|d| Instant::now() < d.retry_at)
-    }
-
     /// (pid, created, last used) of each idle connection, for SHOW SERVERS.
     pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant)> {
         self.lock().idle.iter().map(|c| (c.pid, c.created, c.last_used)).collect()

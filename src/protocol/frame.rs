@@ -135,7 +135,10 @@ mod tests {
         v
     }
 
-    fn scan_all(f: &mut Framer, buf: &[u8], inspect: usize) -> (usize, Vec<(u8, Option<Vec<u8>>)>) {
+    /// Each message seen: its tag, and its body when it was seen whole.
+    type Seen = Vec<(u8, Option<Vec<u8>>)>;
+
+    fn scan_all(f: &mut Framer, buf: &[u8], inspect: usize) -> (usize, Seen) {
         let mut seen = vec![];
         let n = f
             .scan::<()>(

@@ -26,11 +26,6 @@ impl Listener {
         Ok(Listener { tcp: sock.listen(4096)? })
     }
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp.local_addr()
-    }
-
     /// Accepts clients until shutdown begins.
     pub async fn serve(self, state: Arc<State>) {
         loop {

@@ -199,22 +199,11 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
     let mut parsed_other = false;
     let mut first = true;
     loop {
-        if buf.len() < at + HEADER_LEN {
-            return Scan::Incomplete;
-        }
-        let (tag, len) = match header(&buf[at..], max_message) {
-            Ok(h) => h,
-            Err(_) => return Scan::Malformed,
+        let (tag, body) = match message_at(buf, at, max_message) {
+            Ok(m) => m,
+            Err(scan) => return scan,
         };
-        if !codes::is_frontend(tag) {
-            return Scan::Malformed;
-        }
-        let end = at + HEADER_LEN + len;
-        if buf.len() < end {
-            return Scan::Incomplete;
-        }
-        let body = &buf[at + HEADER_LEN..end];
-        at = end;
+        at += HEADER_LEN + body.len();
         match tag {
             codes::QUERY => {
                 // The text ends at its first NUL (PostgreSQL refuses a Query with one inside).
@@ -247,13 +236,7 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 let v = if stmt.is_empty() {
                     Some(*unnamed.get_or_insert_with(|| last_unnamed(statements, cfg)))
                 } else {
-                    match parsed.get(stmt) {
-                        Some(v) => v,
-                        None => statements
-                            .named
-                            .get(stmt)
-                            .map(|def| CachedVerdict(&def.route).get(cfg, || Verdict::of(query_of(&def.body), cfg))),
-                    }
+                    named_verdict(stmt, &parsed, statements, cfg)
                 };
                 match v {
                     Some(v) => note(&mut req, v),
@@ -279,6 +262,32 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
             _ => {}
         }
         first = false;
+    }
+}
+
+/// The whole message at `at`: its type and body (`Err`: what to answer instead).
+#[inline]
+fn message_at(buf: &[u8], at: usize, max_message: usize) -> Result<(u8, &[u8]), Scan> {
+    if buf.len() < at + HEADER_LEN {
+        return Err(Scan::Incomplete);
+    }
+    let (tag, len) = header(&buf[at..], max_message).map_err(|_| Scan::Malformed)?;
+    if !codes::is_frontend(tag) {
+        return Err(Scan::Malformed);
+    }
+    let end = at + HEADER_LEN + len;
+    if buf.len() < end {
+        return Err(Scan::Incomplete);
+    }
+    Ok((tag, &buf[at + HEADER_LEN..end]))
+}
+
+/// The verdict on a named statement a Bind uses: parsed earlier in the request, or
+/// kept with the client's statement (`None`: unknown to pgmux).
+fn named_verdict(stmt: &[u8], parsed: &Parsed<'_>, statements: &ClientStatements, cfg: &ClassifyConfig) -> Option<Verdict> {
+    match parsed.get(stmt) {
+        Some(v) => v,
+        None => statements.named.get(stmt).map(|def| CachedVerdict(&def.route).get(cfg, || Verdict::of(query_of(&def.body), cfg))),
     }
 }
 

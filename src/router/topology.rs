@@ -1,10 +1,10 @@
 //! What the router knows about one database's servers: which is the primary now,
 //! which replicas may take reads, and how far behind each one is.
 //!
-//! The replica monitor ([`super::monitor`]) writes it; clients read it on every
+//! The replica monitor (`crate::monitor`) writes it; clients read it on every
 //! routed request, so it is all atomics: no lock on the read path. Node 0 is the
 //! configured primary, nodes 1.. the configured replicas, in config order (the
-//! same order as [`crate::proxy::DbPools::node`]).
+//! same order as `crate::state::DbPools::node`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 

@@ -83,8 +83,6 @@ pub fn to_pg_error(mut fields: ErrorFields<'_>) -> PgError {
     e
 }
 
-static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 /// Connects and logs in, within `timeout`.
 pub async fn connect(target: &ServerTarget, timeout: Duration) -> Result<ServerConn, LoginError> {
     match tokio::time::timeout(timeout, connect_inner(target)).await {
@@ -136,7 +134,6 @@ async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> 
         params: Arc::new(params),
         created: now,
         last_used: now,
-        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     })
 }
 

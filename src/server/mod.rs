@@ -25,7 +25,7 @@ use crate::protocol::codes;
 use crate::settings::SessionParams;
 
 pub use cancel::CancelTarget;
-pub use login::{LoginError, ServerTarget};
+pub use login::ServerTarget;
 
 /// Size the server read buffer starts at.
 pub const READ_BUF: usize = 16 * 1024;
@@ -54,7 +54,6 @@ pub struct ServerConn {
     pub params: Arc<Vec<(String, String)>>,
     pub created: Instant,
     pub last_used: Instant,
-    pub id: u64,
 }
 
 /// The transaction status one of pgmux's own statements must leave.

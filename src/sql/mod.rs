@@ -262,11 +262,7 @@ mod tests {
             if plainly_without_effects(c.as_bytes()) {
                 let mut full = SessionEffects::default();
                 // The lexing path, bypassing the shortcut.
-                let mut lexed = Lexer::new(c.as_bytes());
-                let mut head = Vec::new();
-                while let Some(t) = lexed.next() {
-                    head.push(t);
-                }
+                let head: Vec<_> = Lexer::new(c.as_bytes()).collect();
                 statement_effects(&head, &mut full);
                 assert!(full.is_empty() && fx(c).is_empty(), "{c}");
             }

@@ -86,12 +86,9 @@ impl AuthFailures {
     }
 
     /// Addresses tracked now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     /// At the cap: prune, and if still full drop the least recently failed tenth.

@@ -41,12 +41,56 @@ const RESTART_ONLY: &[&str] = &[
     "fleet.peer_timeout",
 ];
 
+/// A SHOW CONFIG row: key, value, default.
+type Item = (String, String, String);
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
 /// (key, value, default) of every key, in the README's order.
-pub fn items(c: &Config) -> Vec<(String, String, String)> {
+pub fn items(c: &Config) -> Vec<Item> {
     let p = &c.pool;
-    let r = &c.routing;
-    let s = |v: &str| v.to_string();
-    let mut items: Vec<(String, String, String)> = vec![
+    let mut items = top_level(c);
+    items.extend(fleet(c));
+    items.extend(pool(c));
+    items.extend(routing(c));
+    for (name, db) in &c.databases {
+        let key = |k: &str| format!("databases.{name}.{k}");
+        let sizes = c.database_pool_sizes(name);
+        items.extend([
+            (key("primary"), db.primary.clone(), s("")),
+            (key("replicas"), db.replicas.join(","), s("")),
+            (key("dbname"), opt(db.dbname.as_ref()), name.clone()),
+            (key("pool_size"), opt(db.pool_size), p.size.to_string()),
+            (key("min_pool_size"), opt(db.min_pool_size), p.min_pool_size.min(sizes.size).to_string()),
+            (key("reserve_pool_size"), opt(db.reserve_pool_size), p.reserve_pool_size.to_string()),
+            (key("max_db_connections"), opt(db.max_db_connections), p.max_db_connections.to_string()),
+            (
+                key("session_features"),
+                s(match db.session_features {
+                    SessionFeatures::Pin => "pin",
+                    SessionFeatures::Reject => "reject",
+                }),
+                s("pin"),
+            ),
+        ]);
+    }
+    for u in &c.users {
+        let key = |k: &str| format!("users.{}.{k}", u.name);
+        items.extend([
+            (key("admin"), u.admin.to_string(), s("false")),
+            (key("route"), s(u.route.as_str()), s("auto")),
+            (key("pool_size"), opt(u.pool_size), p.size.to_string()),
+            (key("max_user_connections"), opt(u.max_user_connections), p.max_user_connections.to_string()),
+        ]);
+    }
+    items
+}
+
+/// The top-level keys.
+fn top_level(c: &Config) -> Vec<Item> {
+    vec![
         (s("listen"), c.listen.clone(), s("127.0.0.1:6432")),
         (s("metrics_listen"), opt(c.metrics_listen.as_ref()), s("")),
         (s("workers"), c.workers.to_string(), s("1")),
@@ -106,11 +150,24 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
         (s("shutdown_timeout"), dur(c.shutdown_timeout), secs(30)),
         (s("drain_delay"), dur(c.drain_delay), s("0")),
         (s("unix_socket_dir"), opt(c.unix_socket_dir.as_ref().map(|p| p.display())), s("")),
+    ]
+}
+
+/// The `fleet.*` keys (empty values when there is no fleet block).
+fn fleet(c: &Config) -> Vec<Item> {
+    vec![
         (s("fleet.peers"), c.fleet.as_ref().map(|f| f.peers.join(",")).unwrap_or_default(), s("")),
         (s("fleet.peers_dns"), opt(c.fleet.as_ref().and_then(|f| f.peers_dns.as_ref())), s("")),
         (s("fleet.share_pools"), c.fleet.as_ref().is_some_and(|f| f.share_pools).to_string(), s("false")),
         (s("fleet.heartbeat_interval"), c.fleet.as_ref().map(|f| dur(f.heartbeat_interval)).unwrap_or_default(), secs(1)),
         (s("fleet.peer_timeout"), c.fleet.as_ref().map(|f| dur(f.peer_timeout)).unwrap_or_default(), secs(3)),
+    ]
+}
+
+/// The `pool.*` keys.
+fn pool(c: &Config) -> Vec<Item> {
+    let p = &c.pool;
+    vec![
         (s("pool.mode"), s(p.mode.as_str()), s("transaction")),
         (s("pool.size"), p.size.to_string(), s("10")),
         (s("pool.min_pool_size"), p.min_pool_size.to_string(), s("0")),
@@ -128,6 +185,13 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
         (s("pool.client_idle_timeout"), dur(p.client_idle_timeout), s("0")),
         (s("pool.wait_notice"), dur(p.wait_notice), s("0")),
         (s("pool.query_timeout"), dur(p.query_timeout), s("0")),
+    ]
+}
+
+/// The `routing.*` keys.
+fn routing(c: &Config) -> Vec<Item> {
+    let r = &c.routing;
+    vec![
         (s("routing.read_write_split"), r.read_write_split.to_string(), s("true")),
         (s("routing.max_replica_lag"), dur(r.max_replica_lag), secs(2)),
         (s("routing.max_replica_lag_bytes"), r.max_replica_lag_bytes.0.to_string(), (16u64 << 20).to_string()),
@@ -136,38 +200,7 @@ pub fn items(c: &Config) -> Vec<(String, String, String)> {
         (s("routing.monitor_interval"), dur(r.monitor_interval), dur(Dur(Duration::from_millis(250)))),
         (s("routing.monitor_user"), opt(r.monitor_user.as_ref()), opt(c.monitor_user().map(|u| &u.name))),
         (s("routing.ban_after_failures"), r.ban_after_failures.to_string(), s("2")),
-    ];
-    for (name, db) in &c.databases {
-        let key = |k: &str| format!("databases.{name}.{k}");
-        let sizes = c.database_pool_sizes(name);
-        items.extend([
-            (key("primary"), db.primary.clone(), s("")),
-            (key("replicas"), db.replicas.join(","), s("")),
-            (key("dbname"), opt(db.dbname.as_ref()), name.clone()),
-            (key("pool_size"), opt(db.pool_size), p.size.to_string()),
-            (key("min_pool_size"), opt(db.min_pool_size), p.min_pool_size.min(sizes.size).to_string()),
-            (key("reserve_pool_size"), opt(db.reserve_pool_size), p.reserve_pool_size.to_string()),
-            (key("max_db_connections"), opt(db.max_db_connections), p.max_db_connections.to_string()),
-            (
-                key("session_features"),
-                s(match db.session_features {
-                    SessionFeatures::Pin => "pin",
-                    SessionFeatures::Reject => "reject",
-                }),
-                s("pin"),
-            ),
-        ]);
-    }
-    for u in &c.users {
-        let key = |k: &str| format!("users.{}.{k}", u.name);
-        items.extend([
-            (key("admin"), u.admin.to_string(), s("false")),
-            (key("route"), s(u.route.as_str()), s("auto")),
-            (key("pool_size"), opt(u.pool_size), p.size.to_string()),
-            (key("max_user_connections"), opt(u.max_user_connections), p.max_user_connections.to_string()),
-        ]);
-    }
-    items
+    ]
 }
 
 pub fn config(c: &Config) -> ResultSet {

@@ -101,7 +101,7 @@ pub(super) fn stats(state: &State) -> ResultSet {
     let rows = per_db
         .into_iter()
         .map(|(db, t)| {
-            let per = |total: u64, count: u64| if count == 0 { 0 } else { total / count };
+            let per = |total: u64, count: u64| total.checked_div(count).unwrap_or(0);
             vec![
                 n(db),
                 n(t[0]),

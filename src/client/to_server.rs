@@ -1,5 +1,5 @@
 //! The client-to-server direction of the [`Relay`]: complete client messages
-//! moved to the server's write buffer (rewritten in transaction mode, vetted on a
+//! moved to the server's `to_server` buffer (rewritten in transaction mode, vetted on a
 //! replica, kept for a stale-plan retry).
 
 use std::convert::Infallible;
