@@ -9,30 +9,28 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::config::Config;
 use crate::proxy::{Listener, Proxy};
+use crate::run::StartError;
 use crate::state::State;
 
-pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), String> {
+pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), StartError> {
     eprintln!("starting a throwaway PostgreSQL primary and {replicas} replica(s)...");
     let spec = ClusterSpec {
         replicas,
         users: vec![("app".into(), "app".into(), false), ("admin".into(), "admin".into(), true)],
         databases: vec!["app".into()],
     };
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&spec))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("could not start PostgreSQL: {e}"))?;
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&spec)).await?.map_err(StartError::Cluster)?;
     let replica_list: Vec<String> = cluster.replicas.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
     let yaml = format!(
         "listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\npool:\n  mode: transaction\n  size: 10\nusers:\n  - name: app\n    password: app\n  - name: admin\n    password: admin\n    admin: true\ndatabases:\n  app:\n    primary: 127.0.0.1:{}\n    replicas: [{}]\n",
         cluster.primary.port,
         replica_list.join(", ")
     );
-    let config = Config::parse(&yaml, Path::new("<demo>")).map_err(|e| e.to_string())?;
-    let listener = Listener::bind(&config).await.map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
+    let config = Config::parse(&yaml, Path::new("<demo>"))?;
+    let listener = Listener::bind(&config).await.map_err(StartError::listen(format!("127.0.0.1:{port}"), " (try --port)"))?;
     let metrics = tokio::net::TcpListener::bind(("127.0.0.1", metrics_port))
         .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{metrics_port}: {e} (try --metrics-port)"))?;
+        .map_err(StartError::listen(format!("127.0.0.1:{metrics_port}"), " (try --metrics-port)"))?;
     let proxy = Proxy::start(State::new(config), listener, Some(metrics));
 
     println!("pgmux is listening. Point your application at it:\n");
@@ -46,7 +44,7 @@ pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), St
     }
     println!("  data in {}\n\nCtrl-C stops pgmux and the servers and removes the data.", cluster.dir().display());
 
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -54,7 +52,7 @@ pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), St
     eprintln!("\nstopping...");
     proxy.state.begin_shutdown();
     proxy.stop();
-    tokio::task::spawn_blocking(move || drop(cluster)).await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
     eprintln!("done: servers stopped, data removed");
     Ok(())
 }

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
 /// `workers`: runtime threads (0: one per CPU). One worker runs everything on
 /// this thread with tokio's single-threaded scheduler, as PgBouncer does: no
 /// work stealing and no wakes across threads, the least CPU per transaction.
-fn run_async(f: impl std::future::Future<Output = Result<(), String>>, workers: usize) -> ExitCode {
+fn run_async(f: impl std::future::Future<Output = Result<(), pgmux::run::StartError>>, workers: usize) -> ExitCode {
     let mut rt = if workers == 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
     if workers > 1 {
         rt.worker_threads(workers);

@@ -3,26 +3,48 @@
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::Config;
+use std::io;
+
+use crate::config::{Config, ConfigError};
 use crate::proxy::{Listener, Proxy};
 use crate::state::State;
 
+/// Why pgmux (or `pgmux demo`) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}{hint}: {source}")]
+    Listen { addr: String, hint: &'static str, source: io::Error },
+    #[error("cannot watch signals: {0}")]
+    Signals(io::Error),
+    #[error("could not start PostgreSQL: {0}")]
+    Cluster(io::Error),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl StartError {
+    pub(crate) fn listen(addr: impl Into<String>, hint: &'static str) -> impl FnOnce(io::Error) -> StartError {
+        let addr = addr.into();
+        move |source| StartError::Listen { addr, hint, source }
+    }
+}
+
 /// Serves until a signal says stop.
-pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), String> {
+pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), StartError> {
     raise_open_files_limit(config.max_client_connections);
-    let listener = Listener::bind(&config).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = Listener::bind(&config).await.map_err(StartError::listen(&config.listen, ""))?;
     tracing::info!(listen = %config.listen, mode = ?config.pool.mode, "pgmux started");
     let metrics_listener = match &config.metrics_listen {
-        Some(addr) => {
-            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?)
-        }
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(StartError::listen(addr, " (metrics_listen)"))?),
         None => None,
     };
     let proxy = Proxy::start(State::with_path(config, Some(path)), listener, metrics_listener);
     let state = proxy.state.clone();
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
     loop {
         tokio::select! {
             _ = hup.recv() => {

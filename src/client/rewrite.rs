@@ -14,11 +14,12 @@
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use crate::prepared::{server_name, ClientStatements, Expect, Registry, ServerStatements};
 use crate::protocol::codes::*;
 use crate::protocol::frame::cstr;
+use crate::protocol::frontend;
 use crate::sql::{merge_effects, SessionEffects};
 
 /// A name no statement has: closing it is a harmless no-op on the server.
@@ -82,20 +83,6 @@ fn rejection_sql(reason: &str) -> String {
     )
 }
 
-fn put_msg(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 4;
-    out.reserve(len + 1);
-    out.put_u8(tag);
-    out.put_i32(len as i32);
-    for p in parts {
-        out.put_slice(p);
-    }
-}
-
-fn put_close(out: &mut BytesMut, name: &str) {
-    put_msg(out, CLOSE, &[b"S", name.as_bytes(), b"\0"]);
-}
-
 /// Why a client message could not be understood.
 pub type Malformed = &'static str;
 
@@ -124,14 +111,14 @@ impl Rewriter<'_> {
                 // The text ends at its first NUL (PostgreSQL refuses a Query with one inside).
                 let text = crate::protocol::frame::cstr(body).map_or(body, |(t, _)| t);
                 match self.note_effects(text) {
-                    Some(reason) => put_msg(out, QUERY, &[rejection_sql(reason).as_bytes(), b"\0"]),
+                    Some(reason) => frontend::message(out, QUERY, &[rejection_sql(reason).as_bytes(), b"\0"]),
                     None => match deallocate_target(text).filter(|n| self.client.named.contains_key(&n[..])) {
                         // `DEALLOCATE name` of a protocol-level statement (PHP PDO does
                         // this): forget the client's name; the server answers with a
                         // DEALLOCATE of its own so the client sees the usual tag.
                         Some(name) => {
                             self.client.named.remove(&name[..]);
-                            put_msg(out, QUERY, &[DEALLOCATE_STANDIN.as_bytes(), b"\0"]);
+                            frontend::message(out, QUERY, &[DEALLOCATE_STANDIN.as_bytes(), b"\0"]);
                         }
                         None => out.extend_from_slice(raw),
                     },
@@ -165,7 +152,7 @@ impl Rewriter<'_> {
             if rest.len() == body.len() - 1 {
                 out.extend_from_slice(raw);
             } else {
-                put_msg(out, PARSE, &[b"\0", rest]);
+                frontend::message(out, PARSE, &[b"\0", rest]);
             }
             self.expect.push_back(Expect::Parse { id: None, hidden: false });
             return Ok(());
@@ -184,16 +171,16 @@ impl Rewriter<'_> {
     /// Close-then-Parse of a server statement: the Close (a no-op if it is not
     /// there) keeps this right even if our record of the server drifted.
     fn prepare(&mut self, id: u64, name: &str, body: &[u8], hidden: bool, out: &mut BytesMut) {
-        put_close(out, name);
+        frontend::close_statement(out, name);
         self.expect.push_back(Expect::Close { hidden: true, evicted: None });
-        put_msg(out, PARSE, &[name.as_bytes(), b"\0", body]);
+        frontend::message(out, PARSE, &[name.as_bytes(), b"\0", body]);
         self.expect.push_back(Expect::Parse { id: Some(id), hidden });
     }
 
     /// Records `id` as prepared, closing the least recently used statement if full.
     fn make_room(&mut self, id: u64, out: &mut BytesMut) {
         if let Some(old) = self.server.insert(id) {
-            put_close(out, &server_name(old));
+            frontend::close_statement(out, &server_name(old));
             self.expect.push_back(Expect::Close { hidden: true, evicted: Some(old) });
         }
     }
@@ -216,7 +203,7 @@ impl Rewriter<'_> {
             return;
         }
         if let Some(body) = &self.client.unnamed {
-            put_msg(out, PARSE, &[b"\0", body]);
+            frontend::message(out, PARSE, &[b"\0", body]);
             self.expect.push_back(Expect::Parse { id: None, hidden: true });
             self.server.unnamed_owner = mine;
         }
@@ -231,7 +218,7 @@ impl Rewriter<'_> {
             return Ok(());
         }
         match self.ensure(stmt, out) {
-            Some(server) => put_msg(out, BIND, &[portal, b"\0", server.as_bytes(), b"\0", params]),
+            Some(server) => frontend::message(out, BIND, &[portal, b"\0", server.as_bytes(), b"\0", params]),
             None => out.extend_from_slice(raw),
         }
         Ok(())
@@ -244,7 +231,7 @@ impl Rewriter<'_> {
             if name.is_empty() {
                 self.ensure_unnamed(out);
             } else if let Some(server) = self.ensure(name, out) {
-                put_msg(out, DESCRIBE, &[b"S", server.as_bytes(), b"\0"]);
+                frontend::message(out, DESCRIBE, &[b"S", server.as_bytes(), b"\0"]);
                 return Ok(());
             }
         }
@@ -259,7 +246,7 @@ impl Rewriter<'_> {
             // Other clients may share the server statement: forget the client's name
             // only, and let a no-op Close produce the CloseComplete.
             self.client.named.remove(name);
-            put_close(out, NO_STATEMENT);
+            frontend::close_statement(out, NO_STATEMENT);
         } else {
             if kind == b'S' && self.server.unnamed_owner == Some((self.client.uid, self.client.unnamed_gen)) {
                 self.server.unnamed_owner = None;

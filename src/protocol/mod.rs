@@ -5,12 +5,15 @@
 //! - [`startup`]: parses the untyped first packets (StartupMessage, SSLRequest,
 //!   GSSENCRequest, CancelRequest) with PostgreSQL's own limits.
 //! - [`backend`]: encodes the backend messages pgmux itself sends (via `pgwire`).
+//! - [`frontend`]: the messages to servers pgmux writes by hand (the others are
+//!   `postgres_protocol`'s).
 //! - [`codes`]: message type bytes, so the rest of the code reads as names.
 //! - [`pg_error`]: the fields of an ErrorResponse or NoticeResponse ([`PgError`]).
 
 pub mod backend;
 pub mod codes;
 pub mod frame;
+pub mod frontend;
 pub mod pg_error;
 pub mod startup;
 

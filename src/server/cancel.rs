@@ -17,11 +17,7 @@ pub struct CancelTarget {
 impl CancelTarget {
     /// Sends a CancelRequest (a new connection, as the protocol requires).
     pub async fn send(self) -> std::io::Result<()> {
-        let mut pkt = [0u8; 16];
-        pkt[..4].copy_from_slice(&16i32.to_be_bytes());
-        pkt[4..8].copy_from_slice(&crate::protocol::startup::CANCEL_REQUEST_CODE.to_be_bytes());
-        pkt[8..12].copy_from_slice(&self.pid.to_be_bytes());
-        pkt[12..].copy_from_slice(&self.secret.to_be_bytes());
+        let pkt = crate::protocol::frontend::cancel_request(self.pid, self.secret);
         let mut s = tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(self.addr)).await??;
         s.write_all(&pkt).await?;
         s.shutdown().await?;
