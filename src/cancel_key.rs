@@ -30,7 +30,7 @@ pub const LONG_KEY_VERSION: u8 = 1;
 /// Length of pgmux's long (protocol 3.2) secrets.
 pub const LONG_KEY_LEN: usize = 32;
 /// Longest secret the protocol allows in a CancelRequest.
-pub const MAX_KEY_LEN: usize = 256;
+pub const MAX_KEY_LEN: usize = crate::protocol::startup::MAX_CANCEL_KEY_LEN;
 
 /// A secret as issued: 4 bytes for protocol 3.0 clients, 32 for 3.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -21,8 +21,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The request code of a peer packet: 1234 in the high half, 5690 in the low.
-pub const FLEET_REQUEST_CODE: i32 = (1234 << 16) | 5690;
+/// The request code of a peer packet (the untyped first packets are protocol's).
+pub use crate::protocol::startup::FLEET_REQUEST_CODE;
 /// Packets sent further than this from the receiver's clock are refused.
 pub const MAX_SKEW_MS: u64 = 30_000;
 /// Longest peer packet (a cancel carries at most a 256-byte key).

@@ -11,6 +11,11 @@ pub const MAX_STARTUP_PACKET: usize = 10_000;
 pub const CANCEL_REQUEST_CODE: i32 = 80877102;
 pub const SSL_REQUEST_CODE: i32 = 80877103;
 pub const GSSENC_REQUEST_CODE: i32 = 80877104;
+/// The request code of a pgmux peer packet (`fleet::wire`): 1234 in the high half,
+/// 5690 in the low.
+pub const FLEET_REQUEST_CODE: i32 = (1234 << 16) | 5690;
+/// Longest secret the protocol allows in a CancelRequest.
+pub const MAX_CANCEL_KEY_LEN: usize = 256;
 const PROTOCOL_3: u16 = 3;
 
 /// The first packet of a connection, decoded.
@@ -82,13 +87,13 @@ pub fn parse(body: &[u8]) -> Result<FirstPacket, StartupError> {
             if rest.len() < 8 {
                 return Err(StartupError::Malformed("short cancel request"));
             }
-            if rest.len() > 4 + crate::cancel_key::MAX_KEY_LEN {
+            if rest.len() > 4 + MAX_CANCEL_KEY_LEN {
                 return Err(StartupError::Malformed("cancel key longer than 256 bytes"));
             }
             let pid = i32::from_be_bytes(rest[..4].try_into().unwrap());
             Ok(FirstPacket::Cancel { pid, secret: rest[4..].to_vec() })
         }
-        crate::fleet::wire::FLEET_REQUEST_CODE => Ok(FirstPacket::Fleet(rest.to_vec())),
+        FLEET_REQUEST_CODE => Ok(FirstPacket::Fleet(rest.to_vec())),
         _ => {
             let (major, minor) = ((code >> 16) as u16, (code & 0xffff) as u16);
             if major != PROTOCOL_3 {
