@@ -643,16 +643,19 @@ fn a_client_that_leaves_after_an_unsynced_prepare_gives_its_server_back_at_once(
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// libpq 18 with `max_protocol_version=3.2` asks for protocol 3.2: pgmux answers with
-/// NegotiateProtocolVersion naming 3.0 (196608, as PostgreSQL 17 does; a 0 there
-/// reads as a downgrade to before 3.0 and libpq gives up) and the `_pq_.` options it
-/// does not know, then the login goes on in 3.0.
+/// A client that asks for a minor version pgmux does not speak, or sends `_pq_.`
+/// options, gets a NegotiateProtocolVersion naming the version it will speak as a
+/// whole version number (196610 for 3.2, 196608 for 3.0, as PostgreSQL sends it; a 0
+/// there reads as a downgrade to before 3.0 and libpq 18 gives up) and the options
+/// it does not know, then the login goes on.
 #[test]
-fn a_protocol_3_2_startup_is_answered_with_protocol_3_0() {
+fn a_newer_minor_or_unknown_options_are_answered_with_negotiate_protocol_version() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let px = Setup::default().start();
     mt().block_on(async {
-        for (version, option) in [(196610i32, None), (196610, Some("_pq_.test_option")), (196608, Some("_pq_.other"))] {
+        for (version, option, speaks) in
+            [(196613i32, None, 196610), (196610, Some("_pq_.test_option"), 196610), (196608, Some("_pq_.other"), 196608)]
+        {
             let mut s = tokio::net::TcpStream::connect(("127.0.0.1", px.port)).await.unwrap();
             let mut body = version.to_be_bytes().to_vec();
             for (k, v) in [("user", "app"), ("database", "app")].into_iter().chain(option.map(|o| (o, "on"))) {
@@ -670,7 +673,7 @@ fn a_protocol_3_2_startup_is_answered_with_protocol_3_0() {
             assert_eq!(head[0], b'v', "NegotiateProtocolVersion first ({version}, {option:?})");
             let mut rest = vec![0u8; i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4];
             s.read_exact(&mut rest).await.unwrap();
-            assert_eq!(i32::from_be_bytes(rest[0..4].try_into().unwrap()), 196608, "newest version: 3.0");
+            assert_eq!(i32::from_be_bytes(rest[0..4].try_into().unwrap()), speaks, "the version it gets");
             let n = i32::from_be_bytes(rest[4..8].try_into().unwrap());
             assert_eq!(n, option.is_some() as i32);
             if let Some(o) = option {

@@ -275,6 +275,7 @@ pub async fn app_backends(admin: &tokio_postgres::Client, app_name: &str, state:
 pub fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
 }
+pub mod pki;
 pub mod raw;
 
 /// A two-worker multi-threaded runtime for a test.

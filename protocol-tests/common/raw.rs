@@ -33,6 +33,7 @@ pub enum Msg {
     Ready(u8),
     Notification { channel: String, payload: String },
     Notice(String),
+    Parameter { name: String, value: String },
     Other(u8),
 }
 
@@ -204,6 +205,7 @@ fn simplify(m: Message) -> Msg {
         Message::NotificationResponse(n) => {
             Msg::Notification { channel: n.channel().unwrap().to_string(), payload: n.message().unwrap().to_string() }
         }
+        Message::ParameterStatus(p) => Msg::Parameter { name: p.name().unwrap().to_string(), value: p.value().unwrap().to_string() },
         Message::ParseComplete => Msg::Other(b'1'),
         Message::BindComplete => Msg::Other(b'2'),
         Message::ParameterDescription(_) => Msg::Other(b't'),

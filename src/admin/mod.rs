@@ -51,7 +51,7 @@ pub enum Outcome {
 }
 
 /// Greets an admin and serves commands until the client leaves.
-pub async fn serve(mut stream: Stream, state: Arc<State>, key_pid: i32, key_secret: i32) {
+pub async fn serve(mut stream: Stream, state: Arc<State>, key: Arc<crate::clients::ClientEntry>) {
     let mut out = BytesMut::new();
     backend::auth_ok(&mut out);
     for (k, v) in [
@@ -64,7 +64,7 @@ pub async fn serve(mut stream: Stream, state: Arc<State>, key_pid: i32, key_secr
     ] {
         backend::parameter_status(&mut out, k, v);
     }
-    backend::backend_key(&mut out, key_pid, key_secret);
+    backend::backend_key(&mut out, key.pid, key.secret().map_or(&[0; 4][..], |s| s.as_bytes()));
     backend::ready(&mut out, codes::TXN_IDLE);
     if stream.write_all(&out).await.is_err() {
         return;
@@ -88,7 +88,7 @@ pub async fn serve(mut stream: Stream, state: Arc<State>, key_pid: i32, key_secr
             codes::QUERY => {
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
                 for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-                    tracing::info!(client = key_pid, command, "admin command");
+                    tracing::info!(client = key.pid, command, "admin command");
                     let outcome = match Command::parse(command) {
                         Ok(c) => c.apply(&state).await,
                         Err(e) => Outcome::Error(e),

@@ -85,11 +85,8 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
         return Err(ClientError::TooManyClients.into());
     }
     let mut out = BytesMut::with_capacity(512);
-    // As PostgreSQL: a newer minor version, or `_pq_.` options (none are known here).
-    let unsupported: Vec<String> = startup.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
-    if startup.minor_version > 0 || !unsupported.is_empty() {
-        backend::negotiate_protocol(&mut out, unsupported);
-    }
+    negotiate(&startup, &mut out);
+    state.clients.issue_secret(key, speaks_3_2(&startup));
     match authenticate(stream, state, &user, &database, &mut out).await {
         Ok(()) => state.auth_failures.succeeded(addr.ip()),
         Err(Refusal::Error(e @ ClientError::AuthFailed(_))) => {
@@ -137,13 +134,29 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
         let v = params.get(k).unwrap_or(v);
         backend::parameter_status(&mut out, k, v);
     }
-    backend::backend_key(&mut out, key.pid, key.secret);
+    backend::backend_key(&mut out, key.pid, key.secret().expect("issued above").as_bytes());
     backend::ready(&mut out, codes::TXN_IDLE);
     stream.write_all(&out).await?;
     let session_features = state.config.current().databases.get(&database).map(|d| d.session_features).unwrap_or_default();
     let _ = key.info.set(info(params.get("application_name").unwrap_or("")));
     key.set_state(ClientState::Idle);
     Ok(Login::Pooled(LoggedIn { user, database, pools, startup: params.clone(), params, session_features }))
+}
+
+/// Whether the client gets protocol 3.2 (it asked for 3.2 or newer): a 32-byte key.
+fn speaks_3_2(startup: &Startup) -> bool {
+    startup.minor_version >= 2
+}
+
+/// As PostgreSQL 18: a NegotiateProtocolVersion when the client asked for a minor
+/// version pgmux does not speak (3.1, or newer than 3.2), or for `_pq_.` options
+/// (none are known here), naming the version it gets.
+fn negotiate(startup: &Startup, out: &mut BytesMut) {
+    let speak = if speaks_3_2(startup) { startup::PROTOCOL_3_2 } else { startup::PROTOCOL_3_0 };
+    let unsupported: Vec<String> = startup.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+    if i32::from(startup.minor_version) != speak & 0xffff || !unsupported.is_empty() {
+        backend::negotiate_protocol(out, speak, unsupported);
+    }
 }
 
 /// Reads one typed message that must be a password/SASL message ('p').

@@ -100,7 +100,7 @@ async fn welcome<'a>(tcp: TcpStream, state: &'a Arc<State>, entry: &Arc<crate::c
         Ok(Ok((stream, login::Login::Pooled(l)))) => (stream, l),
         Ok(Ok((stream, login::Login::Admin { user }))) => {
             tracing::info!(client = id, %peer, %user, "admin console");
-            crate::admin::serve(stream, state.clone(), entry.pid, entry.secret).await;
+            crate::admin::serve(stream, state.clone(), entry.clone()).await;
             return None;
         }
         Ok(Err((Some(stream), Refusal::Error(e)))) => {

@@ -6,7 +6,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::login::Refusal;
+use crate::clients::Cancel;
 use crate::error::{ClientError, ProtocolError};
+use crate::fleet::Received;
 use crate::net::Stream;
 use crate::protocol::startup::{self, FirstPacket, Startup};
 use crate::state::State;
@@ -57,11 +59,13 @@ pub async fn first_packets(mut tcp: TcpStream, state: &State) -> Result<(Stream,
                 }
             }
             FirstPacket::Cancel { pid, secret } => {
-                state.clients.cancel(pid, &secret).await;
+                cancel(state, pid, &secret).await;
                 return Err((None, Refusal::Silent));
             }
-            // Not part of a fleet (yet): nothing to say to a peer.
-            FirstPacket::Fleet(_) => return Err((None, Refusal::Silent)),
+            FirstPacket::Fleet(body) => {
+                from_peer(state, &body, &mut stream).await;
+                return Err((None, Refusal::Silent));
+            }
             FirstPacket::Startup(s) => {
                 if !stream.is_tls() && state.config.client_tls().mode == ClientTlsMode::Require {
                     return Err((Some(stream), ClientError::TlsRequired.into()));
@@ -71,6 +75,36 @@ pub async fn first_packets(mut tcp: TcpStream, state: &State) -> Result<(Stream,
         }
     }
     Err((Some(stream), ProtocolError::TooManyNegotiationPackets.into()))
+}
+
+/// A CancelRequest: acted on here when the key is this instance's, else sent to
+/// the instance of the fleet whose id the key carries (a key nobody issued cancels
+/// nothing).
+async fn cancel(state: &State, pid: i32, secret: &[u8]) {
+    let here = state.clients.cancel(pid, secret).await;
+    if here != Cancel::NotMine {
+        return;
+    }
+    if let Some(fleet) = &state.fleet {
+        let outcome = fleet.forward_cancel(pid, secret).await;
+        tracing::debug!(?outcome, "cancel request for a key of another instance");
+    }
+}
+
+/// A packet from another instance of the fleet: a heartbeat is answered, a
+/// forwarded cancel is acted on here (and never forwarded again).
+async fn from_peer(state: &State, body: &[u8], stream: &mut Stream) {
+    let Some(fleet) = &state.fleet else { return };
+    match fleet.on_packet(body) {
+        Received::Answer(a) => {
+            let _ = stream.write_all(&a).await;
+        }
+        Received::Cancel(pid, secret) => {
+            let outcome = state.clients.cancel(pid, &secret).await;
+            tracing::debug!(?outcome, "cancel request forwarded by a peer");
+        }
+        Received::Nothing => {}
+    }
 }
 
 /// Answers an SSLRequest: 'S' and the handshake, or 'N' when TLS is off.

@@ -1,10 +1,13 @@
 //! The client registry: every connected client, by the cancel key pgmux gave it.
 //!
 //! This is the one place that issues cancel keys and resolves them. Each client gets
-//! a random (pid, secret) in BackendKeyData. While the client holds a server
-//! connection, its entry points at that server's real key ([`CancelTarget`]). A
-//! CancelRequest (which arrives on a new connection) with a matching key is sent on
-//! to that server; with no server attached, nothing happens, as in PostgreSQL.
+//! a random pid and a secret in BackendKeyData: 4 bytes for a protocol 3.0 client, 32
+//! for 3.2, made by [`KeyMaker`] (they carry this instance's id, see
+//! [`crate::cancel_key`]). While the client holds a server connection, its entry
+//! points at that server's real key ([`CancelTarget`]). A CancelRequest (which
+//! arrives on a new connection) with a matching key is sent on to that server; with
+//! no server attached, nothing happens, as in PostgreSQL. A key this instance did
+//! not issue is another instance's business ([`Cancel::NotMine`]).
 //!
 //! An entry is also the client's row in SHOW CLIENTS (who it is, what it does now)
 //! and carries the [`Kill`] signal that ends its session from outside.
@@ -16,8 +19,8 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use dashmap::DashMap;
-use rand::Rng;
 
+use crate::cancel_key::{KeyMaker, Secret};
 use crate::server::CancelTarget;
 pub use kill::{Kill, KillWatch};
 
@@ -64,9 +67,10 @@ impl ClientState {
 /// One connected client: its cancel key, the server it uses now, its row in SHOW CLIENTS.
 #[derive(Debug)]
 pub struct ClientEntry {
-    /// The BackendKeyData pgmux gave the client (the pid is also its id in the logs).
+    /// The BackendKeyData pgmux gives the client (the pid is also its id in the
+    /// logs; the secret is issued at the greeting, once the protocol version is known).
     pub pid: i32,
-    pub secret: i32,
+    secret: OnceLock<Secret>,
     server: Mutex<Option<CancelTarget>>,
     pub info: OnceLock<ClientInfo>,
     state: AtomicU8,
@@ -87,7 +91,12 @@ impl ClientEntry {
 
     /// The server this client is using, if any.
     pub fn server(&self) -> Option<CancelTarget> {
-        *self.server.lock().unwrap_or_else(|p| p.into_inner())
+        self.server.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The secret of its BackendKeyData, once issued.
+    pub fn secret(&self) -> Option<&Secret> {
+        self.secret.get()
     }
 
     pub fn set_state(&self, s: ClientState) {
@@ -100,11 +109,22 @@ impl ClientEntry {
 }
 
 /// Every connected client, by its pgmux pid.
-#[derive(Default)]
 pub struct ClientRegistry {
     map: DashMap<i32, Arc<ClientEntry>>,
     /// Clients connected now (in the map or about to be).
     connected: AtomicUsize,
+    keys: KeyMaker,
+}
+
+/// What a CancelRequest found here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// The client's query was cancelled (the request sent to its server).
+    Sent,
+    /// The key is this instance's, and the client runs nothing (or has left).
+    Idle,
+    /// No client of this instance has this key: another instance's, or nobody's.
+    NotMine,
 }
 
 /// A client's place in the registry: counted and findable by its key until dropped.
@@ -121,15 +141,21 @@ impl Drop for Registration<'_> {
 }
 
 impl ClientRegistry {
-    /// Counts a new client and issues it a fresh, unique cancel key.
+    /// A registry issuing keys with `keys` (this instance's id inside).
+    pub fn new(keys: KeyMaker) -> ClientRegistry {
+        ClientRegistry { map: DashMap::new(), connected: AtomicUsize::new(0), keys }
+    }
+
+    /// Counts a new client and gives it a fresh, unique pid (its secret comes at the
+    /// greeting, see [`ClientRegistry::issue_secret`]).
     pub fn register(&self) -> Registration<'_> {
         self.connected.fetch_add(1, Ordering::Relaxed);
         let mut rng = rand::thread_rng();
         loop {
-            let pid = rng.gen_range(1..i32::MAX);
+            let pid = KeyMaker::pid(&mut rng);
             let entry = Arc::new(ClientEntry {
                 pid,
-                secret: rng.gen(),
+                secret: OnceLock::new(),
                 server: Mutex::new(None),
                 info: OnceLock::new(),
                 state: AtomicU8::new(ClientState::Login as u8),
@@ -142,6 +168,11 @@ impl ClientRegistry {
         }
     }
 
+    /// Issues the client's secret: `long` (32 bytes) for a protocol 3.2 client.
+    pub fn issue_secret<'e>(&self, entry: &'e ClientEntry, long: bool) -> &'e Secret {
+        entry.secret.get_or_init(|| self.keys.secret(entry.pid, long, &mut rand::thread_rng()))
+    }
+
     /// Clients connected now (logging in, or logged in).
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::Relaxed)
@@ -152,22 +183,28 @@ impl ClientRegistry {
         self.map.get(&pid).map(|e| e.clone())
     }
 
-    /// The server to cancel for a client's key, if the key is right and the client busy.
-    pub fn resolve(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+    /// The client this key belongs to, if any (the whole secret compared in
+    /// constant time).
+    fn owner(&self, pid: i32, secret: &[u8]) -> Option<Arc<ClientEntry>> {
         let entry = self.map.get(&pid)?.clone();
-        if !crate::auth::ct_eq(&entry.secret.to_be_bytes(), secret) {
-            return None;
-        }
-        entry.server()
+        let issued = entry.secret()?;
+        crate::auth::ct_eq(issued.as_bytes(), secret).then_some(entry)
     }
 
-    /// Answers a CancelRequest: cancels what the client with this key runs, if anything.
-    pub async fn cancel(&self, pid: i32, secret: &[u8]) {
-        if let Some(target) = self.resolve(pid, secret) {
-            if let Err(e) = target.send().await {
-                tracing::warn!(error = %e, "forwarding cancel request failed");
-            }
+    /// The server to cancel for a client's key, if the key is right and the client busy.
+    #[cfg(test)]
+    pub fn resolve(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+        self.owner(pid, secret)?.server()
+    }
+
+    /// Answers a CancelRequest here: cancels what the client with this key runs.
+    pub async fn cancel(&self, pid: i32, secret: &[u8]) -> Cancel {
+        let Some(entry) = self.owner(pid, secret) else { return Cancel::NotMine };
+        let Some(target) = entry.server() else { return Cancel::Idle };
+        if let Err(e) = target.send().await {
+            tracing::warn!(error = %e, "forwarding cancel request failed");
         }
+        Cancel::Sent
     }
 
     /// Every connected client (for the admin console).
@@ -196,15 +233,25 @@ mod tests {
 
     #[test]
     fn lookup_needs_right_secret_and_busy_client() {
-        let reg = ClientRegistry::default();
+        let reg = ClientRegistry::new(KeyMaker::new(7, None));
         let g = reg.register();
-        let (pid, secret) = (g.entry.pid, g.entry.secret);
-        assert_eq!(reg.resolve(pid, &secret.to_be_bytes()), None, "idle client: nothing to cancel");
-        let t = CancelTarget { addr: "127.0.0.1:5432".parse().unwrap(), pid: 42, secret: 7 };
-        g.entry.attach(t);
-        assert_eq!(reg.resolve(pid, &secret.to_be_bytes()), Some(t));
-        assert_eq!(reg.resolve(pid, &(secret ^ 1).to_be_bytes()), None);
+        let pid = g.entry.pid;
+        assert_eq!(reg.resolve(pid, &[0; 4]), None, "no secret issued yet: no key matches");
+        let secret = reg.issue_secret(&g.entry, false).as_bytes().to_vec();
+        assert_eq!(secret.len(), 4);
+        assert_eq!(reg.resolve(pid, &secret), None, "idle client: nothing to cancel");
+        let t = CancelTarget { addr: "127.0.0.1:5432".parse().unwrap(), pid: 42, secret: crate::server::ServerSecret::Short([0, 0, 0, 7]) };
+        g.entry.attach(t.clone());
+        assert_eq!(reg.resolve(pid, &secret), Some(t));
+        let mut wrong = secret.clone();
+        wrong[3] ^= 1;
+        assert_eq!(reg.resolve(pid, &wrong), None);
         assert_eq!(reg.connected(), 1);
+        let g2 = reg.register();
+        let long = reg.issue_secret(&g2.entry, true).as_bytes().to_vec();
+        assert_eq!(long.len(), 32, "a protocol 3.2 client's key");
+        assert_eq!(reg.resolve(g2.entry.pid, &long[..4]), None, "a part of a long key is not the key");
+        drop(g2);
         drop(g);
         assert!(reg.is_empty());
         assert_eq!(reg.connected(), 0);

@@ -11,7 +11,7 @@ pub mod peers;
 pub mod view;
 pub mod wire;
 
-pub use peers::{Fleet, Forward};
+pub use peers::{Fleet, Forward, Received};
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,17 @@ pub enum Forward {
     Failed,
 }
 
+/// What a peer packet asks of this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A heartbeat: write this answer back on the same connection.
+    Answer(Vec<u8>),
+    /// A cancel forwarded by a peer: act on it here, never forward it again.
+    Cancel(i32, Vec<u8>),
+    /// A packet refused (bad signature, stale, malformed).
+    Nothing,
+}
+
 /// One row of SHOW PEERS.
 #[derive(Debug, Clone)]
 pub struct PeerRow {
@@ -92,10 +103,10 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    pub fn new(config: &FleetConfig) -> Arc<Fleet> {
-        let mut rng = rand::thread_rng();
-        let me: u64 = rng.gen();
-        let keys = KeyMaker::new(rng.gen(), Some(config.secret.as_bytes()));
+    /// This instance's place in the fleet; `keys` are the client registry's (made
+    /// with the fleet's secret), so that this instance can check other instances' keys.
+    pub fn new(config: &FleetConfig, keys: KeyMaker) -> Arc<Fleet> {
+        let me: u64 = rand::thread_rng().gen();
         let initial = if config.share_pools { Membership::new(me, config.peer_timeout.0).update(false) } else { Shares::whole() };
         Arc::new(Fleet {
             me,
@@ -251,15 +262,14 @@ impl Fleet {
     }
 
     /// A peer packet that arrived on the client port (its body after the request
-    /// code). Answers a heartbeat on `reply`; returns a forwarded cancel's key for the
-    /// caller to act on here (never to forward again).
-    pub async fn on_packet<W: tokio::io::AsyncWrite + Unpin>(&self, body: &[u8], reply: &mut W) -> Option<(i32, Vec<u8>)> {
+    /// code): what to do about it.
+    pub fn on_packet(&self, body: &[u8]) -> Received {
         let packet = match self.signer.decode(body, now_ms()) {
             Ok(p) => p,
             Err(e) => {
                 self.stats.packets_refused.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "fleet: peer packet refused");
-                return None;
+                return Received::Nothing;
             }
         };
         match packet {
@@ -267,13 +277,11 @@ impl Fleet {
                 if b.nonce != self.me {
                     self.membership.lock().unwrap().heard(b, Instant::now());
                 }
-                let answer = self.signer.encode(&Packet::Heartbeat(self.beat()), now_ms());
-                let _ = reply.write_all(&answer).await;
-                None
+                Received::Answer(self.signer.encode(&Packet::Heartbeat(self.beat()), now_ms()))
             }
             Packet::Cancel { pid, secret } => {
                 self.stats.cancels_received.fetch_add(1, Relaxed);
-                Some((pid, secret))
+                Received::Cancel(pid, secret)
             }
         }
     }

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::view::Shares;
 use super::wire::FLEET_REQUEST_CODE;
-use super::{Fleet, Forward};
+use super::{Fleet, Forward, Received};
 use crate::config::{Dur, FleetConfig};
 
 struct Member {
@@ -29,7 +29,8 @@ async fn start(listener: TcpListener, peers: Vec<String>, share: bool) -> Member
         heartbeat_interval: Dur(Duration::from_millis(100)),
         peer_timeout: Dur(Duration::from_millis(400)),
     };
-    let fleet = Fleet::new(&config);
+    let keys = crate::cancel_key::KeyMaker::new(rand::random(), Some(config.secret.as_bytes()));
+    let fleet = Fleet::new(&config, keys);
     let (tx, cancels) = mpsc::unbounded_channel();
     let f = fleet.clone();
     let listener = tokio::spawn(async move {
@@ -41,8 +42,12 @@ async fn start(listener: TcpListener, peers: Vec<String>, share: bool) -> Member
                 assert_eq!(s.read_i32().await.unwrap(), FLEET_REQUEST_CODE);
                 let mut body = vec![0; len as usize - 8];
                 s.read_exact(&mut body).await.unwrap();
-                if let Some(c) = f.on_packet(&body, &mut s).await {
-                    let _ = tx.send(c);
+                match f.on_packet(&body) {
+                    Received::Answer(a) => s.write_all(&a).await.unwrap(),
+                    Received::Cancel(pid, secret) => {
+                        let _ = tx.send((pid, secret));
+                    }
+                    Received::Nothing => {}
                 }
             });
         }

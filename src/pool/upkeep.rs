@@ -59,9 +59,9 @@ impl Pool {
         }
     }
 
-    /// (pid, created, last used) of each idle connection, for SHOW SERVERS.
-    pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant)> {
-        self.lock().idle.iter().map(|c| (c.pid, c.created, c.last_used)).collect()
+    /// (pid, created, last used, protocol 3.2) of each idle connection, for SHOW SERVERS.
+    pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant, bool)> {
+        self.lock().idle.iter().map(|c| (c.pid, c.created, c.last_used, matches!(c.secret, crate::server::ServerSecret::Long(_)))).collect()
     }
 
     /// Closes every idle connection (shutdown, RECONNECT).

@@ -72,8 +72,13 @@ pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     put(ParameterStatus::new(name.to_string(), value.to_string()), buf);
 }
 
-pub fn backend_key(buf: &mut BytesMut, pid: i32, secret: i32) {
-    put(BackendKeyData::new(pid, SecretKey::I32(secret)), buf);
+/// BackendKeyData: a 4-byte secret (protocol 3.0) or a longer one (3.2).
+pub fn backend_key(buf: &mut BytesMut, pid: i32, secret: &[u8]) {
+    let key = match <[u8; 4]>::try_from(secret) {
+        Ok(b) => SecretKey::I32(i32::from_be_bytes(b)),
+        Err(_) => SecretKey::Bytes(bytes::Bytes::copy_from_slice(secret)),
+    };
+    put(BackendKeyData::new(pid, key), buf);
 }
 
 /// A RowDescription of text-format columns; `numeric` columns are typed int8, others text.
@@ -112,16 +117,12 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     put(pgwire::messages::response::CommandComplete::new(tag.to_string()), buf);
 }
 
-/// The newest protocol version pgmux speaks with clients: 3.0, as
-/// `(major << 16) | minor`.
-pub const NEWEST_PROTOCOL: i32 = 3 << 16;
-
-/// Tells a client that asked for a newer minor version, or for `_pq_.` options, which
-/// version pgmux speaks and which options it ignores. The version field is a whole
-/// protocol version number, as PostgreSQL sends it (libpq 18 reads a 0 there as a
-/// downgrade to before 3.0 and gives up).
-pub fn negotiate_protocol(buf: &mut BytesMut, unsupported: Vec<String>) {
-    put(NegotiateProtocolVersion::new(NEWEST_PROTOCOL, unsupported), buf);
+/// Tells a client that asked for a minor version pgmux does not speak, or for
+/// `_pq_.` options, which version it gets (`(major << 16) | minor`, as PostgreSQL
+/// sends it: libpq 18 reads a 0 there as a downgrade to before 3.0 and gives up) and
+/// which options are ignored.
+pub fn negotiate_protocol(buf: &mut BytesMut, version: i32, unsupported: Vec<String>) {
+    put(NegotiateProtocolVersion::new(version, unsupported), buf);
 }
 
 #[cfg(test)]
@@ -143,11 +144,22 @@ mod tests {
     #[test]
     fn negotiation_names_protocol_3_0_and_the_ignored_options() {
         let mut b = BytesMut::new();
-        negotiate_protocol(&mut b, vec!["_pq_.x".into()]);
+        negotiate_protocol(&mut b, 196608, vec!["_pq_.x".into()]);
         assert_eq!(b[0], b'v');
         assert_eq!(&b[5..9], &196608i32.to_be_bytes(), "version 3.0, as (3 << 16) | 0");
         assert_eq!(&b[9..13], &1i32.to_be_bytes());
         assert_eq!(&b[13..], b"_pq_.x\0");
+    }
+
+    #[test]
+    fn backend_key_data_carries_short_and_long_secrets() {
+        let mut b = BytesMut::new();
+        backend_key(&mut b, 7, &[1, 2, 3, 4]);
+        assert_eq!(&b[..], b"K\0\0\0\x0c\0\0\0\x07\x01\x02\x03\x04");
+        let mut b = BytesMut::new();
+        backend_key(&mut b, 7, &[9; 32]);
+        assert_eq!(i32::from_be_bytes(b[1..5].try_into().unwrap()), 4 + 4 + 32);
+        assert_eq!(&b[9..], &[9; 32]);
     }
 
     #[test]

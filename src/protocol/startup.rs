@@ -17,6 +17,10 @@ pub const FLEET_REQUEST_CODE: i32 = (1234 << 16) | 5690;
 /// Longest secret the protocol allows in a CancelRequest.
 pub const MAX_CANCEL_KEY_LEN: usize = 256;
 const PROTOCOL_3: u16 = 3;
+/// Protocol versions as a StartupMessage carries them: `(major << 16) | minor`.
+pub const PROTOCOL_3_0: i32 = 3 << 16;
+/// PostgreSQL 18's: BackendKeyData and CancelRequest with longer secrets.
+pub const PROTOCOL_3_2: i32 = (3 << 16) | 2;
 
 /// The first packet of a connection, decoded.
 #[derive(Debug, PartialEq, Eq)]

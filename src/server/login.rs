@@ -1,6 +1,11 @@
 //! Opening a server connection: TCP, StartupMessage, authentication (trust,
 //! cleartext, md5, SCRAM-SHA-256), then ParameterStatus/BackendKeyData up to the
 //! first ReadyForQuery.
+//!
+//! pgmux asks for protocol 3.2. PostgreSQL 18 accepts it (its BackendKeyData then
+//! carries a 32-byte secret); PostgreSQL 13 to 17 answer with NegotiateProtocolVersion
+//! naming 3.0 and go on in 3.0. A server that refuses 3.2 outright (some
+//! middleware does) is asked again with 3.0.
 
 use std::io;
 use std::sync::Arc;
@@ -13,11 +18,12 @@ use postgres_protocol::message::backend::{ErrorField, ErrorFields, Message};
 use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
-use super::{read_message, ServerConn, READ_BUF};
+use super::{read_message, ServerConn, ServerSecret, READ_BUF};
 use crate::auth::scram::{ScramKeyClient, ScramKeys};
 use crate::config::ServerAddr;
 use crate::error::{PgError, Severity, SqlState};
 use crate::net::Stream;
+use crate::protocol::startup::{PROTOCOL_3_0, PROTOCOL_3_2};
 use crate::settings::SessionParams;
 
 /// Where and as whom to log in.
@@ -92,33 +98,50 @@ pub async fn connect(target: &ServerTarget, timeout: Duration) -> Result<ServerC
 }
 
 async fn connect_inner(target: &ServerTarget) -> Result<ServerConn, LoginError> {
+    match connect_with(target, PROTOCOL_3_2).await {
+        Err(LoginError::Refused(e)) if refuses_protocol(&e) => {
+            tracing::info!(server = %target.addr, error = %e, "the server refuses protocol 3.2; asking for 3.0");
+            connect_with(target, PROTOCOL_3_0).await
+        }
+        r => r,
+    }
+}
+
+/// An error a server that does not know minor protocol versions gives (before 2018,
+/// or middleware): "unsupported frontend protocol".
+fn refuses_protocol(e: &PgError) -> bool {
+    (e.code == SqlState::FEATURE_NOT_SUPPORTED || e.code == SqlState::PROTOCOL_VIOLATION) && e.message.contains("protocol")
+}
+
+async fn connect_with(target: &ServerTarget, version: i32) -> Result<ServerConn, LoginError> {
     let tcp = TcpStream::connect((target.addr.host.as_str(), target.addr.port)).await?;
     let peer = tcp.peer_addr()?;
     configure_socket(&tcp);
     let upstream = target.tls.load_full();
     let mut stream = upstream.connect(tcp, &target.addr.host).await?;
     let mut buf = BytesMut::with_capacity(256);
-    frontend::startup_message([("user", target.user.as_str()), ("database", target.dbname.as_str())], &mut buf)?;
+    let params = [("user", target.user.as_str()), ("database", target.dbname.as_str())];
+    crate::protocol::frontend::startup_message(version, &params, &mut buf);
     stream.write_all(&buf).await?;
     let mut rbuf = BytesMut::with_capacity(READ_BUF);
-    authenticate(&mut stream, &mut rbuf, target).await?;
+    let mut minor = (version & 0xffff) as u16;
+    authenticate(&mut stream, &mut rbuf, target, &mut minor).await?;
 
     let mut params = Vec::new();
-    let (mut pid, mut secret) = (0, 0);
+    let (mut pid, mut secret) = (0, ServerSecret::Short([0; 4]));
     loop {
-        match read_message(&mut stream, &mut rbuf).await? {
-            Message::ParameterStatus(p) => {
+        match read_login_message(&mut stream, &mut rbuf).await? {
+            LoginMessage::Key(p, s) => (pid, secret) = (p, s),
+            LoginMessage::Negotiate(v) => minor = (v & 0xffff) as u16,
+            LoginMessage::Other(Message::ParameterStatus(p)) => {
                 params.push((p.name()?.to_string(), p.value()?.to_string()));
             }
-            Message::BackendKeyData(k) => {
-                pid = k.process_id();
-                secret = k.secret_key();
-            }
-            Message::ReadyForQuery(_) => break,
-            Message::ErrorResponse(e) => return Err(LoginError::Refused(to_pg_error(e.fields()))),
-            _ => {}
+            LoginMessage::Other(Message::ReadyForQuery(_)) => break,
+            LoginMessage::Other(Message::ErrorResponse(e)) => return Err(LoginError::Refused(to_pg_error(e.fields()))),
+            LoginMessage::Other(_) => {}
         }
     }
+    tracing::debug!(server = %target.addr, pid, protocol = %format!("3.{minor}"), "server connection opened");
     let now = Instant::now();
     Ok(ServerConn {
         stream,
@@ -145,7 +168,84 @@ pub fn configure_socket(stream: &TcpStream) {
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
-async fn authenticate(stream: &mut Stream, rbuf: &mut BytesMut, target: &ServerTarget) -> Result<(), LoginError> {
+/// A message of the login, with the two postgres-protocol does not read: a
+/// NegotiateProtocolVersion, and a protocol 3.2 BackendKeyData (its longer secret).
+enum LoginMessage {
+    Negotiate(i32),
+    Key(i32, ServerSecret),
+    Other(Message),
+}
+
+async fn read_login_message(stream: &mut Stream, rbuf: &mut BytesMut) -> io::Result<LoginMessage> {
+    use tokio::io::AsyncReadExt;
+    while rbuf.len() < 5 {
+        if stream.read_buf(rbuf).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+        }
+    }
+    let tag = rbuf[0];
+    if tag != b'v' && tag != b'K' {
+        return Ok(LoginMessage::Other(read_message(stream, rbuf).await?));
+    }
+    let len = i32::from_be_bytes(rbuf[1..5].try_into().expect("4 bytes")) as usize;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("malformed message '{}' from server", tag as char));
+    if !(8..=4 + 4 + crate::protocol::startup::MAX_CANCEL_KEY_LEN + 1024).contains(&len) {
+        return Err(bad());
+    }
+    while rbuf.len() < len + 1 {
+        if stream.read_buf(rbuf).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+        }
+    }
+    let msg = rbuf.split_to(len + 1);
+    let body = &msg[5..];
+    let first = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
+    if tag == b'v' {
+        return Ok(LoginMessage::Negotiate(first));
+    }
+    let secret = &body[4..];
+    if secret.len() < 4 || secret.len() > crate::protocol::startup::MAX_CANCEL_KEY_LEN {
+        return Err(bad());
+    }
+    Ok(LoginMessage::Key(first, ServerSecret::from_bytes(secret)))
+}
+
+/// Answers an AuthenticationSASL: SCRAM-SHA-256 with the password, or with the keys
+/// a client's login revealed (a verifier-only user). A server that offers neither
+/// (PostgreSQL 18 may offer OAUTHBEARER only) is refused by name.
+fn sasl_start(
+    b: postgres_protocol::message::backend::AuthenticationSaslBody,
+    target: &ServerTarget,
+    out: &mut BytesMut,
+) -> Result<(Option<ScramSha256>, Option<ScramKeyClient>), LoginError> {
+    let mut mechs = b.mechanisms();
+    let mut offered = Vec::new();
+    while let Some(m) = mechs.next()? {
+        offered.push(m.to_string());
+    }
+    if !offered.iter().any(|m| m == SCRAM_SHA_256) {
+        return Err(LoginError::Auth(format!(
+            "the server offers SASL {} only; pgmux logs in to servers with passwords (md5, SCRAM-SHA-256)",
+            offered.join(", ")
+        )));
+    }
+    if let Some(pw) = target.password.as_deref() {
+        let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), out)?;
+        return Ok((Some(s), None));
+    }
+    let keys = target.keys.get().cloned().ok_or_else(|| {
+        LoginError::Auth(format!(
+            "user \"{}\" has only a SCRAM verifier in the config: pgmux can log in to PostgreSQL once a client has logged in with SCRAM",
+            target.user
+        ))
+    })?;
+    let c = ScramKeyClient::new(keys);
+    frontend::sasl_initial_response(SCRAM_SHA_256, c.client_first().as_bytes(), out)?;
+    Ok((None, Some(c)))
+}
+
+async fn authenticate(stream: &mut Stream, rbuf: &mut BytesMut, target: &ServerTarget, minor: &mut u16) -> Result<(), LoginError> {
     let password = || {
         target.password.as_deref().ok_or_else(|| {
             LoginError::Auth(format!(
@@ -159,7 +259,15 @@ async fn authenticate(stream: &mut Stream, rbuf: &mut BytesMut, target: &ServerT
     let mut key_client: Option<ScramKeyClient> = None;
     loop {
         out.clear();
-        match read_message(stream, rbuf).await? {
+        let m = match read_login_message(stream, rbuf).await? {
+            LoginMessage::Other(m) => m,
+            LoginMessage::Negotiate(v) => {
+                *minor = (v & 0xffff) as u16;
+                continue;
+            }
+            LoginMessage::Key(..) => return Err(LoginError::Auth("BackendKeyData before authentication".into())),
+        };
+        match m {
             Message::AuthenticationOk => return Ok(()),
             Message::AuthenticationCleartextPassword => {
                 frontend::password_message(password()?.as_bytes(), &mut out)?;
@@ -168,31 +276,7 @@ async fn authenticate(stream: &mut Stream, rbuf: &mut BytesMut, target: &ServerT
                 let hash = postgres_protocol::authentication::md5_hash(target.user.as_bytes(), password()?.as_bytes(), b.salt());
                 frontend::password_message(hash.as_bytes(), &mut out)?;
             }
-            Message::AuthenticationSasl(b) => {
-                let mut mechs = b.mechanisms();
-                let mut ok = false;
-                while let Some(m) = mechs.next()? {
-                    ok |= m == SCRAM_SHA_256;
-                }
-                if !ok {
-                    return Err(LoginError::Auth("server offers no SASL mechanism pgmux supports".into()));
-                }
-                if let Some(pw) = target.password.as_deref() {
-                    let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
-                    scram = Some(s);
-                } else {
-                    let keys = target.keys.get().cloned().ok_or_else(|| {
-                        LoginError::Auth(format!(
-                            "user \"{}\" has only a SCRAM verifier in the config: pgmux can log in to PostgreSQL once a client has logged in with SCRAM",
-                            target.user
-                        ))
-                    })?;
-                    let c = ScramKeyClient::new(keys);
-                    frontend::sasl_initial_response(SCRAM_SHA_256, c.client_first().as_bytes(), &mut out)?;
-                    key_client = Some(c);
-                }
-            }
+            Message::AuthenticationSasl(b) => (scram, key_client) = sasl_start(b, target, &mut out)?,
             Message::AuthenticationSaslContinue(b) => {
                 if let Some(c) = key_client.as_mut() {
                     let fin = c.server_first(b.data()).map_err(|e| LoginError::Auth(format!("SCRAM: {e:?}")))?;

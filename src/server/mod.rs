@@ -24,7 +24,7 @@ use crate::prepared::{Expect, ServerStatements};
 use crate::protocol::codes;
 use crate::settings::SessionParams;
 
-pub use cancel::CancelTarget;
+pub use cancel::{CancelTarget, ServerSecret};
 pub use login::ServerTarget;
 
 /// Size the server read buffer starts at.
@@ -47,7 +47,8 @@ pub struct ServerConn {
     /// Where to send a CancelRequest for this connection.
     pub peer: SocketAddr,
     pub pid: i32,
-    pub secret: i32,
+    /// 4 bytes when the server speaks protocol 3.0, longer in 3.2 (PostgreSQL 18).
+    pub secret: ServerSecret,
     /// Settings pgmux applied on top of the server's defaults.
     pub session: Arc<SessionParams>,
     /// ParameterStatus values the server reported at login.
@@ -199,7 +200,7 @@ impl ServerConn {
 
     /// Where to send a CancelRequest for what this connection runs.
     pub fn cancel_target(&self) -> CancelTarget {
-        CancelTarget { addr: self.peer, pid: self.pid, secret: self.secret }
+        CancelTarget { addr: self.peer, pid: self.pid, secret: self.secret.clone() }
     }
 
     /// Closes politely: Terminate if the socket takes it now, then drop.

@@ -24,8 +24,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cancel_key::KeyMaker;
 use crate::clients::ClientRegistry;
 use crate::config::{Config, ServerAddr};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::pool::{LimitKind, Pool, PoolSettings};
 use crate::prepared::Registry;
@@ -59,6 +61,8 @@ pub struct State {
     pub topologies: Arc<Topologies>,
     /// Every connected client, by its cancel key.
     pub clients: ClientRegistry,
+    /// The other pgmux instances this one works with (`fleet:`), if any.
+    pub fleet: Option<Arc<Fleet>>,
     /// Every distinct named statement clients prepared (transaction mode).
     pub statements: Registry,
     /// Clients' startup settings, shared when equal.
@@ -80,12 +84,18 @@ impl State {
 
     /// The state for a configuration read from `path` (which RELOAD reads again).
     pub fn with_path(config: Config, path: Option<std::path::PathBuf>) -> Arc<State> {
+        // Cancel keys carry this instance's id; in a fleet, long keys are signed
+        // with a key derived from the fleet's secret, so every instance can check them.
+        let fleet_secret = config.fleet.as_ref().map(|f| f.secret.as_bytes().to_vec());
+        let keys = KeyMaker::new(rand::random(), fleet_secret.as_deref());
+        let fleet = config.fleet.as_ref().map(|f| Fleet::new(f, keys.clone()));
         Arc::new(State {
+            fleet,
             users: Arc::new(Users::new(&config)),
             topologies: Arc::new(Topologies::new(&config)),
             config: Arc::new(ConfigStore::new(config, path)),
             pools: PoolRegistry::default(),
-            clients: ClientRegistry::default(),
+            clients: ClientRegistry::new(keys),
             statements: Registry::default(),
             params: ParamsInterner::default(),
             auth_failures: AuthFailures::default(),

@@ -31,7 +31,14 @@ fn client_columns() -> Vec<(&'static str, bool)> {
         ("remote_pid", true),
         ("tls", false),
         ("application_name", false),
+        // pgmux's own: the protocol version on this connection (3.2 with a long key).
+        ("protocol", false),
     ]
+}
+
+/// A connection's protocol version, told by the length of its cancel key.
+fn protocol(long_key: bool) -> Option<String> {
+    n(if long_key { "3.2" } else { "3.0" })
 }
 
 pub(super) fn clients(state: &State) -> ResultSet {
@@ -63,6 +70,7 @@ pub(super) fn clients(state: &State) -> ResultSet {
                 n(e.pid),
                 n(""),
                 n(&info.application_name),
+                protocol(e.secret().is_some_and(|s| s.as_bytes().len() > 4)),
             ])
         })
         .collect();
@@ -96,12 +104,13 @@ pub(super) fn servers(state: &State) -> ResultSet {
                 n(t.pid),
                 n(""),
                 n(&info.application_name),
+                protocol(matches!(t.secret, crate::server::ServerSecret::Long(_))),
             ]);
         }
     }
     for p in state.pools.sets() {
         for pool in p.all() {
-            for (pid, created, used) in pool.idle_servers() {
+            for (pid, created, used, long_key) in pool.idle_servers() {
                 rows.push(vec![
                     n("S"),
                     n(&p.user),
@@ -121,6 +130,7 @@ pub(super) fn servers(state: &State) -> ResultSet {
                     n(pid),
                     n(""),
                     n(""),
+                    protocol(long_key),
                 ]);
             }
         }
