@@ -13,6 +13,7 @@
 mod bins;
 mod runner;
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -113,8 +114,29 @@ pub struct Cluster {
     _tmp: tempfile::TempDir,
 }
 
-/// Bind 127.0.0.1:0 and return the port the kernel picked (free at the time of the call).
+/// A loopback port that is free now, for a server to listen on: chosen at random
+/// below the kernel's ephemeral range (so that no outgoing connection takes it
+/// between this call and the server's bind, as a port from `bind(0)` can be), never
+/// the same twice in a process.
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    if low > 12_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..1000 {
+            let p = rng.gen_range(10_000..low);
+            if !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                given.insert(p);
+                return p;
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0");
     l.and_then(|l| l.local_addr()).map_or(0, |a| a.port())
 }

@@ -52,6 +52,15 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), StartEr
                 continue;
             }
             _ = term.recv() => {
+                // Not ready first, still accepting for drain_delay; SIGINT cuts it short.
+                tokio::select! {
+                    _ = proxy.stop_being_ready() => {}
+                    _ = int.recv() => {
+                        tracing::info!("SIGINT: closing now");
+                        proxy.stop();
+                        return Ok(());
+                    }
+                }
                 tracing::info!("SIGTERM: no new clients; waiting for running transactions");
             }
             // SHUTDOWN from the admin console.

@@ -5,23 +5,40 @@
 //! Clients are not woken through it (an idle client waits on its own socket and its
 //! [`crate::clients::Kill`] signal alone): the state fires every client's kill
 //! signal when the flag is set, and each client, seeing the flag, says goodbye at
-//! its next boundary. This is where the phases of a drain (not ready, then no
-//! longer accepting) belong.
+//! its next boundary.
+//!
+//! A SIGTERM drains in two phases: first *draining* (`/readyz` says 503 and peers
+//! hear so, but clients are still accepted and served, for `drain_delay`, while load
+//! balancers take the instance out), then the shutdown proper (no longer accepting;
+//! running transactions finish; idle clients are told 57P01).
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
 #[derive(Debug)]
 pub struct Shutdown {
     begun: watch::Sender<bool>,
+    draining: AtomicBool,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Shutdown { begun: watch::Sender::new(false) }
+        Shutdown { begun: watch::Sender::new(false), draining: AtomicBool::new(false) }
     }
 }
 
 impl Shutdown {
+    /// Not ready any more (the first phase of a drain); true the first time.
+    pub fn drain(&self) -> bool {
+        !self.draining.swap(true, Ordering::Relaxed)
+    }
+
+    /// Draining or shutting down: `/readyz` says 503.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) || self.begun()
+    }
+
     /// Sets the flag; true the first time.
     pub fn begin(&self) -> bool {
         !self.begun.send_replace(true)
@@ -55,6 +72,9 @@ mod tests {
         assert!(s.begin());
         assert!(!s.begin(), "already begun");
         tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.expect("woken").unwrap();
-        assert!(s.begun());
+        assert!(s.begun() && s.draining());
+        let d = Shutdown::default();
+        assert!(d.drain() && !d.drain());
+        assert!(d.draining() && !d.begun(), "draining: not ready, still accepting");
     }
 }

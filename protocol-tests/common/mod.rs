@@ -115,10 +115,24 @@ impl Setup {
 
 /// Starts pgmux with a whole config, `yaml(listen port)` (for a test with its own cluster).
 pub fn start_config(yaml: impl FnOnce(u16) -> String) -> Pgmux {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    start_on(port, &yaml(port))
+}
+
+/// Starts pgmux listening on `port` (chosen by the caller: a fleet's instances name
+/// each other's ports, and a restart takes the same one) with the whole config `yaml`.
+pub fn start_on(port: u16, yaml: &str) -> Pgmux {
+    let p = spawn_on(port, yaml);
+    p.wait_listening();
+    p
+}
+
+/// Like [`start_on`], without waiting for the listener (another process may already
+/// listen on the port, with `SO_REUSEPORT`).
+pub fn spawn_on(port: u16, yaml: &str) -> Pgmux {
+    let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pgmux.yaml");
-    std::fs::write(&config, yaml(port)).unwrap();
+    std::fs::write(&config, yaml).unwrap();
     let log = dir.path().join("pgmux.log");
     let child = Command::new(pgmux_bin())
         .arg("--config")
@@ -128,13 +142,11 @@ pub fn start_config(yaml: impl FnOnce(u16) -> String) -> Pgmux {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn pgmux");
-    let p = Pgmux { child: Some(child), port, dir, config, log };
-    p.wait_listening();
-    p
+    Pgmux { child: Some(child), port, dir, config, log }
 }
 
 impl Pgmux {
-    fn wait_listening(&self) {
+    pub fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "pgmux did not start: {}", self.log_text());
@@ -181,6 +193,14 @@ impl Pgmux {
 
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Kills the process with SIGKILL (no drain, nothing cleaned) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// The pgmux process id.

@@ -36,6 +36,8 @@ pub struct Failure {
     pub what: String,
     /// How long the failed operation took.
     pub took: Duration,
+    /// It came inside a transaction the client had begun (after its BEGIN).
+    pub in_transaction: bool,
 }
 
 impl Failure {
@@ -197,7 +199,7 @@ async fn connect_prepared(spec: &Spec, tally: &mut Tally, op: Op, sql: &str) -> 
 /// Records a failure of an operation begun at `t0`, then pauses.
 async fn fail(spec: &Spec, tally: &mut Tally, op: Op, what: String, t0: Instant) {
     spec.progress.failures.fetch_add(1, Ordering::Relaxed);
-    tally.failures.push(Failure { at: Instant::now(), op, what, took: t0.elapsed() });
+    tally.failures.push(Failure { at: Instant::now(), op, what, took: t0.elapsed(), in_transaction: false });
     tokio::time::sleep(PAUSE_AFTER_ERROR).await;
 }
 
@@ -224,15 +226,16 @@ async fn writer(spec: Spec, worker: i32) -> Tally {
         let pair = n % 3 == 0;
         let ids: Vec<i64> = (0..if pair { 2 } else { 1 }).map(|_| spec.ids.fetch_add(1, Ordering::Relaxed)).collect();
         let t0 = Instant::now();
+        // The error, and whether it came after the transaction's BEGIN.
         let work = async {
             if pair {
-                c.batch_execute("BEGIN").await?;
+                c.batch_execute("BEGIN").await.map_err(|e| (e, false))?;
                 for id in &ids {
-                    c.execute(insert, &[id, &worker]).await?;
+                    c.execute(insert, &[id, &worker]).await.map_err(|e| (e, true))?;
                 }
-                c.batch_execute("COMMIT").await
+                c.batch_execute("COMMIT").await.map_err(|e| (e, true))
             } else {
-                c.execute(insert, &[&ids[0], &worker]).await.map(drop)
+                c.execute(insert, &[&ids[0], &worker]).await.map(drop).map_err(|e| (e, false))
             }
         };
         match tokio::time::timeout(HANG, work).await {
@@ -242,12 +245,13 @@ async fn writer(spec: Spec, worker: i32) -> Tally {
                 spec.progress.acked.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 tally.acked.extend(ids);
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, in_transaction))) => {
                 tally.in_doubt.extend(ids);
                 if pair && !c.is_closed() {
                     let _ = tokio::time::timeout(HANG, c.batch_execute("ROLLBACK")).await;
                 }
                 fail(&spec, &mut tally, Op::Write, describe(&e), t0).await;
+                tally.failures.last_mut().expect("just pushed").in_transaction = in_transaction;
             }
             Err(_) => {
                 tally.in_doubt.extend(ids);

@@ -77,8 +77,8 @@ async fn refuse(state: &State, mut stream: Stream, e: ClientError, id: i32, peer
 /// Its future is what an idle client costs (with its socket): it holds the session
 /// and the session's idle wait, nothing of the login (boxed, and gone by then) or of
 /// a transaction (boxed while it runs).
-pub async fn serve(tcp: TcpStream, state: Arc<State>) {
-    let key = state.clients.register();
+pub async fn serve(tcp: TcpStream, state: Arc<State>, arrival: crate::clients::Arrival) {
+    let key = state.clients.register_arrived(arrival);
     let Some(mut session) = Box::pin(welcome(tcp, &state, &key.entry)).await else { return };
     // Every log line carries the client id; no span is entered per poll (hot path).
     let id = key.entry.pid;
@@ -127,6 +127,7 @@ async fn welcome<'a>(tcp: TcpStream, state: &'a Arc<State>, entry: &Arc<crate::c
         statements: ClientStatements::new(state.statements.client_uid()),
         route: route::RouteState::new(route),
         kill: Default::default(),
+        late: state.shutdown.begun(),
     })
 }
 
@@ -152,7 +153,7 @@ mod tests {
             let key = state.clients.register();
             let mut s2 = crate::net::Stream::Plain(tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
             let login = std::mem::size_of_val(&super::login::login(&mut s2, &state, &key.entry, Default::default()));
-            let serve = std::mem::size_of_val(&super::serve(s, state.clone()));
+            let serve = std::mem::size_of_val(&super::serve(s, state.clone(), state.clients.arriving()));
             let session = std::mem::size_of::<super::session::Session<'static>>();
             let sizes = format!(
                 "serve future {serve} bytes, session {session}, login future {login}; logged in {}, statements {}, route {}",

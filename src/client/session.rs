@@ -61,7 +61,14 @@ pub struct Session<'a> {
     pub route: RouteState,
     /// What this task has seen of its [`crate::clients::Kill`] signal.
     pub kill: KillWatch,
+    /// It logged in once a shutdown had begun (the listener's last accepts, or a
+    /// login under way) and has not run a transaction yet: it may run one.
+    pub late: bool,
 }
+
+/// How long a client that logged in as a shutdown began may take to send its first
+/// request (it is served, then told 57P01 at its boundary, as idle clients are).
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What ended an idle wait.
 enum Wake {
@@ -99,6 +106,7 @@ impl Session<'_> {
             if let Some(end) = Box::pin(self.transaction()).await {
                 return end;
             }
+            self.late = false;
             self.client.set_state(ClientState::Idle);
             if self.from_client.is_empty() {
                 super::buffers::give_back(std::mem::take(&mut self.from_client));
@@ -109,17 +117,24 @@ impl Session<'_> {
     /// Waits, idle, until the client sends something (read into its buffer), or an
     /// event ends the session (`Some`).
     async fn between_transactions(&mut self) -> Option<SessionEnd> {
-        if self.shared.shutdown.begun() {
+        // In a held-back transaction the client is idle in a transaction: a shutdown
+        // lets it finish, as any running transaction.
+        let in_txn = self.route.pending_begin.is_some() && !self.route.to_primary;
+        let stopping = self.shared.shutdown.begun() && !in_txn;
+        if stopping && !self.late {
             return Some(Box::pin(self.end_with(ClientError::AdminShutdown)).await);
         }
-        // In a held-back transaction the client is idle in a transaction.
-        let in_txn = self.route.pending_begin.is_some() && !self.route.to_primary;
         let pool = &self.config.load().pool;
-        let idle_limit = if in_txn { pool.idle_transaction_timeout.nonzero() } else { pool.client_idle_timeout.nonzero() };
+        let idle_limit = match (stopping, in_txn) {
+            (true, _) => Some(FIRST_REQUEST_GRACE),
+            (false, true) => pool.idle_transaction_timeout.nonzero(),
+            (false, false) => pool.client_idle_timeout.nonzero(),
+        };
         match self.idle_wait(idle_limit).await {
             Wake::Readable(true) => {}
             Wake::Readable(false) => return Some(SessionEnd::ClientLeft),
             Wake::Shutdown => return None,
+            Wake::IdleTimeout if stopping => return Some(Box::pin(self.end_with(ClientError::AdminShutdown)).await),
             Wake::IdleTimeout if in_txn => return Some(Box::pin(self.end_with(ClientError::IdleInTransactionTimeout)).await),
             Wake::IdleTimeout => return Some(Box::pin(self.end_with(ClientError::IdleSessionTimeout)).await),
             Wake::Killed => return Some(Box::pin(self.end_with(ClientError::Killed)).await),

@@ -127,6 +127,10 @@ pub enum Cancel {
     NotMine,
 }
 
+/// A client counted by [`ClientRegistry::arriving`], to be registered by its task.
+#[must_use]
+pub struct Arrival(());
+
 /// A client's place in the registry: counted and findable by its key until dropped.
 pub struct Registration<'a> {
     registry: &'a ClientRegistry,
@@ -146,10 +150,23 @@ impl ClientRegistry {
         ClientRegistry { map: DashMap::new(), connected: AtomicUsize::new(0), keys }
     }
 
+    /// Counts a client accepted but not yet registered (its task has not run yet):
+    /// a drain waits for it too. Its [`Arrival`] registers it.
+    pub fn arriving(&self) -> Arrival {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        Arrival(())
+    }
+
     /// Counts a new client and gives it a fresh, unique pid (its secret comes at the
     /// greeting, see [`ClientRegistry::issue_secret`]).
+    #[cfg(test)]
     pub fn register(&self) -> Registration<'_> {
-        self.connected.fetch_add(1, Ordering::Relaxed);
+        self.register_arrived(self.arriving())
+    }
+
+    /// Registers a client counted at its arrival: a fresh, unique pid (its secret
+    /// comes at the greeting, see [`ClientRegistry::issue_secret`]).
+    pub fn register_arrived(&self, _arrival: Arrival) -> Registration<'_> {
         let mut rng = rand::thread_rng();
         loop {
             let pid = KeyMaker::pid(&mut rng);

@@ -77,7 +77,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn share(f: &Fleet, total: u32) -> u32 {
+fn share(f: &Fleet, total: usize) -> usize {
     f.shares().borrow().of(total)
 }
 
@@ -110,7 +110,7 @@ async fn a_newcomer_waits_until_the_others_hold_no_more_than_their_new_share() {
     let b_listener = listeners.pop().unwrap();
     let a = start(listeners.pop().unwrap(), peers.clone(), true).await;
     // A holds 12 connections until told otherwise.
-    let held = Arc::new(std::sync::atomic::AtomicU32::new(12));
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(12));
     let h = held.clone();
     a.fleet.set_compliance(Box::new(move |s: &Shares| h.load(std::sync::atomic::Ordering::Relaxed) <= s.target(12)));
     until("A alone takes everything", || share(&a.fleet, 12) == 12).await;

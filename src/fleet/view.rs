@@ -63,10 +63,10 @@ impl View {
     }
 
     /// `me`'s part of `total` in this view (0 if `me` is not in it).
-    pub fn share(&self, me: u64, total: u32) -> u32 {
+    pub fn share(&self, me: u64, total: usize) -> usize {
         let Ok(rank) = self.members.binary_search(&me) else { return 0 };
-        let n = self.members.len() as u32;
-        total / n + u32::from((rank as u32) < total % n)
+        let n = self.members.len();
+        total / n + usize::from(rank < total % n)
     }
 }
 
@@ -101,7 +101,7 @@ pub struct Shares {
 
 impl Shares {
     /// The part of a fleet-wide `total` this instance may use now.
-    pub fn of(&self, total: u32) -> u32 {
+    pub fn of(&self, total: usize) -> usize {
         match &self.settled {
             Some(s) if *s == self.view => s.share(self.me, total),
             Some(s) => s.share(self.me, total).min(self.view.share(self.me, total)),
@@ -110,7 +110,7 @@ impl Shares {
     }
 
     /// The part of `total` this instance must hold no more than to be compliant.
-    pub fn target(&self, total: u32) -> u32 {
+    pub fn target(&self, total: usize) -> usize {
         self.view.share(self.me, total)
     }
 
@@ -192,7 +192,7 @@ mod tests {
         for n in 1..8u64 {
             let v = View::new((1..=n).collect());
             for total in [0, 1, 5, 10, 12, 13, 100] {
-                let sum: u32 = (1..=n).map(|m| v.share(m, total)).sum();
+                let sum: usize = (1..=n).map(|m| v.share(m, total)).sum();
                 assert_eq!(sum, total, "{n} instances, total {total}");
             }
         }

@@ -201,6 +201,17 @@ impl Metrics {
         self.counter("pgmux_pinned_sessions_total", &[]).absolute(s.pinned_total);
         self.counter("pgmux_stale_plan_resets_total", &[]).absolute(s.stale_plans);
         self.counter("pgmux_stale_plan_retries_total", &[]).absolute(s.stale_plan_retries);
+        if let Some(f) = &s.fleet {
+            self.gauge("pgmux_fleet_instances", &[]).set(f.instances as f64);
+            self.gauge("pgmux_fleet_pool_share", &[]).set(f.pool_share as f64);
+            self.gauge("pgmux_fleet_settled", &[]).set(f64::from(u8::from(f.settled)));
+            self.gauge("pgmux_fleet_draining", &[]).set(f64::from(u8::from(f.draining)));
+            self.counter("pgmux_fleet_heartbeat_failures_total", &[]).absolute(f.heartbeat_failures);
+            self.counter("pgmux_fleet_packets_refused_total", &[]).absolute(f.packets_refused);
+            for (result, n) in f.cancels {
+                self.counter("pgmux_fleet_cancels_total", &[("result", result)]).absolute(n);
+            }
+        }
     }
 }
 
@@ -217,6 +228,24 @@ pub struct Snapshot<'a> {
     pub stale_plan_retries: u64,
     pub limits: Vec<LimitSample>,
     pub topologies: Vec<Arc<Topology>>,
+    /// The fleet, when this instance is part of one.
+    pub fleet: Option<FleetSample>,
+}
+
+/// The fleet at a scrape.
+#[derive(Debug, Default, Clone)]
+pub struct FleetSample {
+    /// Instances alive, this one included.
+    pub instances: usize,
+    /// This instance's share of `pool.size` now.
+    pub pool_share: usize,
+    pub settled: bool,
+    pub draining: bool,
+    pub heartbeat_failures: u64,
+    pub packets_refused: u64,
+    /// Cancel requests by what became of them: forwarded, failed, no_owner, forged,
+    /// received (from a peer).
+    pub cancels: [(&'static str, u64); 5],
 }
 
 /// One pool at a scrape: its occupancy and counters, and its registered handles.

@@ -123,6 +123,7 @@ impl Monitor {
                     password: user.plaintext.clone(),
                     keys: user.keys.clone(),
                     tls: sources.config.upstream().clone(),
+                    application_name: Some("pgmux-monitor"),
                 };
                 let key = (name.clone(), node.addr.clone());
                 let conn = self.conns.remove(&key).filter(|c| c.serves(&target));

@@ -54,13 +54,28 @@ impl LimitKind {
     }
 }
 
+/// A limit's maximum when this instance may open no connection at all under it (its
+/// share of a fleet's total is 0 for now).
+pub const CLOSED: usize = usize::MAX;
+
+/// The maximum of a limit configured at `total` (0: none) of which this instance
+/// gets `share(total)`.
+pub fn shared_max(total: usize, share: super::Share<'_>) -> usize {
+    match (total, share(total)) {
+        (0, _) => 0,
+        (_, 0) => CLOSED,
+        (_, s) => s,
+    }
+}
+
 /// Server connections of a group of pools on one server.
 pub struct Limit {
     pub kind: LimitKind,
     /// The database or user, as configured.
     pub name: String,
     pub server: ServerAddr,
-    /// 0: no limit (units are still counted, so a reload can set one).
+    /// 0: no limit (units are still counted, so a reload can set one); [`CLOSED`]:
+    /// none at all (a fleet's share of 0).
     max: AtomicUsize,
     /// Slots of member pools: connections open or being opened.
     used: AtomicUsize,
@@ -82,8 +97,12 @@ impl Limit {
         })
     }
 
+    /// The maximum now (0: no limit, or none at all while [`CLOSED`]).
     pub fn max(&self) -> usize {
-        self.max.load(Ordering::Acquire)
+        match self.max.load(Ordering::Acquire) {
+            CLOSED => 0,
+            m => m,
+        }
     }
 
     /// Server connections counted now (open or being opened).
@@ -97,7 +116,10 @@ impl Limit {
 
     /// Takes a unit if the limit has room.
     pub(super) fn try_take(&self) -> bool {
-        let max = self.max();
+        let max = self.max.load(Ordering::Acquire);
+        if max == CLOSED {
+            return false;
+        }
         if max == 0 {
             self.used.fetch_add(1, Ordering::AcqRel);
             return true;
@@ -110,14 +132,14 @@ impl Limit {
     }
 
     pub fn is_full(&self) -> bool {
-        let max = self.max();
+        let max = self.max.load(Ordering::Acquire);
         max > 0 && self.used() >= max
     }
 
     /// More connections than a lowered maximum allows.
     pub(super) fn is_over(&self) -> bool {
-        let max = self.max();
-        max > 0 && self.used() > max
+        let max = self.max.load(Ordering::Acquire);
+        max > 0 && (self.used() > max || (max == CLOSED && self.used() > 0))
     }
 
     /// Full while some member pool has clients waiting: a connection going back idle
@@ -212,11 +234,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limit of `kind` for `name` on `server`, created from `config` on first use.
-    pub fn get(&self, kind: LimitKind, name: &str, server: &ServerAddr, config: &Config) -> Arc<Limit> {
+    /// The limit of `kind` for `name` on `server`, created from `config` on first use
+    /// (this instance's `share` of the configured maximum).
+    pub fn get(&self, kind: LimitKind, name: &str, server: &ServerAddr, config: &Config, share: super::Share<'_>) -> Arc<Limit> {
         self.map
             .entry((kind, name.to_string(), server.clone()))
-            .or_insert_with(|| Limit::new(kind, name, server, kind.max_in(config, name)))
+            .or_insert_with(|| Limit::new(kind, name, server, shared_max(kind.max_in(config, name), share)))
             .clone()
     }
 
@@ -238,10 +261,10 @@ impl Limits {
     /// A reload: every limit takes its new maximum. Waiters proceed where it grew;
     /// idle connections beyond a lowered one are closed (busy ones close as they
     /// come back).
-    pub fn apply(&self, config: &Config) {
+    pub fn apply(&self, config: &Config, share: super::Share<'_>) {
         let all = self.all();
         for l in &all {
-            l.set_max(l.kind.max_in(config, &l.name));
+            l.set_max(shared_max(l.kind.max_in(config, &l.name), share));
         }
         for l in &all {
             l.trim();
@@ -333,12 +356,12 @@ mod tests {
         let yaml = "pool:\n  max_db_connections: 3\nusers:\n  - name: u\n    password: u\n    max_user_connections: 5\ndatabases:\n  d:\n    primary: h:1\n";
         let c = Config::parse(yaml, std::path::Path::new("x")).unwrap();
         let r = Limits::default();
-        let a = r.get(LimitKind::Database, "d", &addr(), &c);
-        assert!(Arc::ptr_eq(&a, &r.get(LimitKind::Database, "d", &addr(), &c)));
-        let u = r.get(LimitKind::User, "u", &addr(), &c);
+        let a = r.get(LimitKind::Database, "d", &addr(), &c, &crate::pool::whole);
+        assert!(Arc::ptr_eq(&a, &r.get(LimitKind::Database, "d", &addr(), &c, &crate::pool::whole)));
+        let u = r.get(LimitKind::User, "u", &addr(), &c, &crate::pool::whole);
         assert_eq!((a.max(), u.max()), (3, 5));
         let c = Config::parse(&yaml.replace("max_db_connections: 3", "max_db_connections: 9"), std::path::Path::new("x")).unwrap();
-        r.apply(&c);
+        r.apply(&c, &crate::pool::whole);
         assert_eq!((a.max(), u.max()), (9, 5));
         assert_eq!(r.all().len(), 2);
     }
@@ -351,8 +374,8 @@ mod tests {
         let primary = ServerAddr { host: "10.0.0.1".into(), port: 5432 };
         // Limits of pools created so far (counts move with pools: protocol-tests/admin.rs),
         // and one of a database no longer configured, with nothing to count: not shown.
-        limits.get(LimitKind::Database, "app", &primary, &c);
-        limits.get(LimitKind::Database, "older", &primary, &c);
+        limits.get(LimitKind::Database, "app", &primary, &c, &crate::pool::whole);
+        limits.get(LimitKind::Database, "older", &primary, &c, &crate::pool::whole);
         let mut out = String::from("pgmux_clients 1");
         crate::metrics::limits::render(&limits.samples(&c), &mut out);
         let has = |line: &str| out.lines().any(|l| l == line);

@@ -35,7 +35,9 @@ use crate::server::{self, ServerConn, ServerTarget};
 
 pub use lease::Lease;
 pub use limit::{Limit, LimitKind, Limits};
-pub use settings::PoolSettings;
+#[cfg(test)]
+pub use settings::whole;
+pub use settings::{PoolSettings, Share};
 
 use lease::Slot;
 use wait::Waiter;

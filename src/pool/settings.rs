@@ -40,15 +40,26 @@ impl From<&PoolConfig> for PoolSettings {
     }
 }
 
+/// The part of a configured total this instance may use: all of it, unless a fleet
+/// divides its budget (`fleet.share_pools`), where it may be 0 for a while.
+pub type Share<'a> = &'a dyn Fn(usize) -> usize;
+
+/// No fleet sharing: every total is this instance's.
+#[cfg(test)]
+pub fn whole(total: usize) -> usize {
+    total
+}
+
 impl PoolSettings {
     /// The settings of the pools of `database` for `user` (`pool:`, then the
-    /// database's overrides, then the user's).
-    pub fn resolve(config: &Config, database: &str, user: &str) -> PoolSettings {
+    /// database's overrides, then the user's), each size this instance's `share`.
+    pub fn resolve(config: &Config, database: &str, user: &str, share: Share<'_>) -> PoolSettings {
         let sizes = config.pool_sizes(database, user);
+        let size = share(sizes.size);
         PoolSettings {
-            size: sizes.size,
-            min_size: sizes.min_pool_size,
-            reserve_size: sizes.reserve_pool_size,
+            size,
+            min_size: share(sizes.min_pool_size).min(size),
+            reserve_size: share(sizes.reserve_pool_size),
             max_prepared_statements: config.max_prepared_statements,
             ..PoolSettings::from(&config.pool)
         }
@@ -64,10 +75,13 @@ mod tests {
     fn overrides_reach_the_pool() {
         let yaml = "max_prepared_statements: 9\npool:\n  size: 4\n  min_pool_size: 1\n  checkout_timeout: 2s\nusers:\n  - name: a\n    password: a\n  - name: b\n    password: b\n    pool_size: 7\ndatabases:\n  d:\n    primary: h:1\n    pool_size: 2\n    reserve_pool_size: 3\n";
         let c = Config::parse(yaml, Path::new("x")).unwrap();
-        let a = PoolSettings::resolve(&c, "d", "a");
+        let a = PoolSettings::resolve(&c, "d", "a", &whole);
         assert_eq!((a.size, a.min_size, a.reserve_size, a.max_prepared_statements), (2, 1, 3, 9));
         assert_eq!(a.checkout_timeout, Duration::from_secs(2));
-        let b = PoolSettings::resolve(&c, "d", "b");
+        let b = PoolSettings::resolve(&c, "d", "b", &whole);
         assert_eq!((b.size, b.min_size, b.reserve_size), (7, 1, 3));
+        let third = |t: usize| t / 3;
+        let b = PoolSettings::resolve(&c, "d", "b", &third);
+        assert_eq!((b.size, b.min_size, b.reserve_size), (2, 0, 1), "a fleet's share of each");
     }
 }

@@ -79,6 +79,7 @@ fn pool(addr: &ServerAddr, db: &str, user: &str, settings: PoolSettings, limits:
         password: None,
         keys: Default::default(),
         tls: Default::default(),
+        application_name: None,
     };
     let metrics = crate::metrics::Metrics::new().pool(db, user, &addr.to_string(), "primary");
     Pool::new(target, settings, metrics, "primary", limits.iter().map(|l| (*l).clone()).collect())

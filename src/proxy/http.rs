@@ -15,7 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::{IdleClients, Snapshot};
+use crate::metrics::{FleetSample, IdleClients, Snapshot};
 use crate::state::{DbPools, State};
 
 /// Serves until the task is dropped.
@@ -83,6 +83,28 @@ fn snapshot<'a>(state: &State, sets: &'a [Arc<DbPools>]) -> Snapshot<'a> {
         stale_plan_retries: c.stale_plan_retries.load(Ordering::Relaxed),
         limits: state.pools.limits.samples(&state.config.current()),
         topologies: state.topologies.all(),
+        fleet: state.fleet.as_ref().map(|f| fleet_sample(state, f)),
+    }
+}
+
+fn fleet_sample(state: &State, f: &crate::fleet::Fleet) -> FleetSample {
+    let st = &f.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let shares = state.shares();
+    FleetSample {
+        instances: f.live(),
+        pool_share: shares.of(state.config.current().pool.size),
+        settled: shares.settled.as_ref() == Some(&shares.view),
+        draining: state.shutdown.draining(),
+        heartbeat_failures: load(&st.heartbeat_failures),
+        packets_refused: load(&st.packets_refused),
+        cancels: [
+            ("forwarded", load(&st.cancels_forwarded)),
+            ("failed", load(&st.cancels_forward_failed)),
+            ("no_owner", load(&st.cancels_no_owner)),
+            ("forged", load(&st.cancels_forged)),
+            ("received", load(&st.cancels_received)),
+        ],
     }
 }
 
@@ -142,7 +164,7 @@ impl Entry<'_> {
 /// check of the primary until its first check); others: a TCP connect (1 s bound).
 async fn readyz(state: &State) -> Response<Full<Bytes>> {
     use std::sync::atomic::Ordering::Relaxed;
-    let shutting_down = state.shutdown.begun();
+    let shutting_down = state.shutdown.draining();
     let mut topologies = state.topologies.all();
     topologies.sort_by(|a, b| a.database.cmp(&b.database));
     let mut entries = Vec::new();

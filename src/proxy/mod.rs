@@ -40,7 +40,29 @@ impl Proxy {
         if let Some(l) = metrics {
             jobs.push(Job(tokio::spawn(http::serve(l, state.clone()))));
         }
+        if let Some(fleet) = state.fleet.clone() {
+            // Heartbeats go on while draining: the peers must hear of it.
+            let weak = Arc::downgrade(&state);
+            fleet.set_compliance(Box::new(move |shares| weak.upgrade().is_none_or(|s| s.within(shares))));
+            jobs.push(Job(tokio::spawn(fleet.clone().run())));
+            jobs.push(Job(tokio::spawn(follow_shares(state.clone(), fleet.shares()))));
+        }
         Proxy { state, jobs }
+    }
+
+    /// The first phase of a graceful shutdown (SIGTERM): `/readyz` says 503 and the
+    /// fleet hears this instance is draining, while clients are still accepted and
+    /// served for `drain_delay`. Returns at once if a drain already began.
+    pub async fn stop_being_ready(&self) {
+        if !self.state.shutdown.drain() {
+            return;
+        }
+        if let Some(f) = &self.state.fleet {
+            f.set_draining();
+        }
+        let delay = self.state.config.current().drain_delay.0;
+        tracing::info!(?delay, "draining: not ready; still accepting clients for drain_delay");
+        tokio::time::sleep(delay).await;
     }
 
     /// Starts a graceful shutdown and waits until every client has left or
@@ -61,6 +83,16 @@ impl Proxy {
     pub fn stop(self) {
         drop(self.jobs);
         self.state.pools.close_idle(None);
+    }
+}
+
+/// Sizes the pools again whenever the fleet's shares change.
+async fn follow_shares(state: Arc<State>, mut shares: tokio::sync::watch::Receiver<crate::fleet::view::Shares>) {
+    state.resize();
+    while shares.changed().await.is_ok() {
+        let s = shares.borrow_and_update().clone();
+        tracing::info!(instances = s.view.len(), settled = s.settled.is_some(), "fleet: pool shares changed");
+        state.resize();
     }
 }
 

@@ -39,6 +39,9 @@ pub struct ServerTarget {
     pub keys: Arc<std::sync::OnceLock<ScramKeys>>,
     /// `server_tls`, as it is now.
     pub tls: crate::tls::UpstreamHandle,
+    /// pgmux's own connections name themselves (`pgmux-monitor`, ...): they are
+    /// outside the pools and their limits. Pool connections take their clients' name.
+    pub application_name: Option<&'static str>,
 }
 
 /// Why a login failed.
@@ -120,7 +123,10 @@ async fn connect_with(target: &ServerTarget, version: i32) -> Result<ServerConn,
     let upstream = target.tls.load_full();
     let mut stream = upstream.connect(tcp, &target.addr.host).await?;
     let mut buf = BytesMut::with_capacity(256);
-    let params = [("user", target.user.as_str()), ("database", target.dbname.as_str())];
+    let mut params = vec![("user", target.user.as_str()), ("database", target.dbname.as_str())];
+    if let Some(name) = target.application_name {
+        params.push(("application_name", name));
+    }
     crate::protocol::frontend::startup_message(version, &params, &mut buf);
     stream.write_all(&buf).await?;
     let mut rbuf = BytesMut::with_capacity(READ_BUF);

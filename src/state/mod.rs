@@ -27,6 +27,7 @@ use std::time::Instant;
 use crate::cancel_key::KeyMaker;
 use crate::clients::ClientRegistry;
 use crate::config::{Config, ServerAddr};
+use crate::fleet::view::Shares;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::pool::{LimitKind, Pool, PoolSettings};
@@ -116,12 +117,14 @@ impl State {
         let db = config.databases.get(database)?;
         let auth = self.users.get(user)?;
         let topology = self.topologies.get(database)?;
-        let settings = PoolSettings::resolve(&config, database, user);
+        let shares = self.shares();
+        let share = |t: usize| shares.of(t);
+        let settings = PoolSettings::resolve(&config, database, user, &share);
         let make = |addr: ServerAddr, role: &'static str| {
             let metrics = self.metrics.pool(database, user, &addr.to_string(), role);
             let limits = vec![
-                self.pools.limits.get(LimitKind::Database, database, &addr, &config),
-                self.pools.limits.get(LimitKind::User, user, &addr, &config),
+                self.pools.limits.get(LimitKind::Database, database, &addr, &config, &share),
+                self.pools.limits.get(LimitKind::User, user, &addr, &config, &share),
             ];
             let target = ServerTarget {
                 addr,
@@ -130,6 +133,7 @@ impl State {
                 password: auth.plaintext.clone(),
                 keys: auth.keys.clone(),
                 tls: self.config.upstream().clone(),
+                application_name: None,
             };
             Pool::new(target, settings.clone(), metrics, role, limits)
         };
@@ -190,18 +194,51 @@ impl State {
                 == new.databases.get(db).map(|d| (&d.primary, &d.replicas, &d.dbname));
             let old_user = old.user(user).map(|u| &u.password);
             let same_user = old_user.is_some() && old_user == new.user(user).map(|u| &u.password);
-            if same_db && same_user {
-                let settings = PoolSettings::resolve(new, db, user);
-                pools.all().for_each(|p| p.update_settings(settings.clone()));
-            }
             same_db && same_user
         });
         self.topologies.sync(new);
         self.users.reload(new);
         drop(old);
         self.config.apply(loaded);
-        self.pools.limits.apply(&self.config.current());
+        self.resize();
         Ok(())
+    }
+
+    /// How much of each configured total this instance may use: all of it, unless
+    /// a fleet divides the budget (`fleet.share_pools`).
+    pub fn shares(&self) -> Shares {
+        match &self.fleet {
+            Some(f) if f.share_pools() => f.shares().borrow().clone(),
+            _ => Shares::whole(),
+        }
+    }
+
+    /// Every pool and limit takes its size from the running config and this
+    /// instance's shares (after a reload, or when the fleet's shares change).
+    pub fn resize(&self) {
+        let config = self.config.current();
+        let shares = self.shares();
+        let share = |t: usize| shares.of(t);
+        for pools in self.pools.sets() {
+            let settings = PoolSettings::resolve(&config, &pools.database, &pools.user, &share);
+            pools.all().for_each(|p| p.update_settings(settings.clone()));
+        }
+        self.pools.limits.apply(&config, &share);
+    }
+
+    /// Whether every pool and limit holds no more connections than its target under
+    /// `shares` (what this instance tells its peers before they grow).
+    pub fn within(&self, shares: &Shares) -> bool {
+        let config = self.config.current();
+        let pools_ok = self.pools.sets().iter().all(|pools| {
+            let size = shares.target(config.pool_sizes(&pools.database, &pools.user).size);
+            pools.all().all(|p| p.status().total <= size)
+        });
+        let limits_ok = self.pools.limits.all().iter().all(|l| {
+            let total = l.kind.max_in(&config, &l.name);
+            total == 0 || l.used() <= shares.target(total)
+        });
+        pools_ok && limits_ok
     }
 
     /// Begins a graceful shutdown: no new transactions; each client is woken through

@@ -1,10 +1,11 @@
 //! The SHOW commands, with PgBouncer's columns and meanings, one file per group:
 //! [`pools`] (POOLS, STATS, LISTS), [`clients`] (CLIENTS, SERVERS), [`databases`]
-//! (DATABASES, USERS, REPLICAS), [`config`] (CONFIG).
+//! (DATABASES, USERS, REPLICAS), [`config`] (CONFIG), [`peers`] (PEERS).
 
 mod clients;
 mod config;
 mod databases;
+mod peers;
 mod pools;
 
 use super::{n, ResultSet};
@@ -23,6 +24,7 @@ pub enum Show {
     Lists,
     Version,
     Replicas,
+    Peers,
     Help,
 }
 
@@ -40,6 +42,7 @@ impl Show {
             "lists" => Show::Lists,
             "version" => Show::Version,
             "replicas" => Show::Replicas,
+            "peers" => Show::Peers,
             "help" => Show::Help,
             _ => return None,
         })
@@ -60,6 +63,7 @@ impl Show {
                 ResultSet { columns: vec![("version", false)], rows: vec![vec![n(format!("pgmux {}", env!("CARGO_PKG_VERSION")))]] }
             }
             Show::Replicas => databases::replicas(state),
+            Show::Peers => peers::peers(state),
             Show::Help => ResultSet { columns: vec![("command", false)], rows: super::HELP.iter().map(|c| vec![n(c)]).collect() },
         }
     }
