@@ -349,3 +349,46 @@ fn a_new_process_on_the_same_port_takes_over_with_no_refused_connection() {
         drop(new);
     });
 }
+
+/// `unix_socket_dir`: pgmux also listens on `<dir>/.s.PGSQL.<port>`, so `psql -h
+/// <dir> -p <port>` reaches it (sidecar deployments), and the file goes with pgmux.
+#[test]
+fn psql_reaches_pgmux_over_its_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("unix_socket_dir: {}\n", dir.path().display());
+    let mut px = Setup { extra, ..Default::default() }.start();
+    let socket = dir.path().join(format!(".s.PGSQL.{}", px.port));
+    assert!(socket.exists(), "{}", socket.display());
+    let out = std::process::Command::new(pgmux::cluster::pg_bindir().join("psql"))
+        .args([
+            "-h",
+            &dir.path().to_string_lossy(),
+            "-p",
+            &px.port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-XAtc",
+            "select 'over the socket'",
+        ])
+        .env("PGPASSWORD", "app")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over the socket");
+    mt().block_on(async {
+        // tokio-postgres too, and SHOW CLIENTS knows it.
+        let (c, conn) = tokio_postgres::connect(
+            &format!("host={} port={} user=app password=app dbname=app application_name=unix_client", dir.path().display(), px.port),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        assert_eq!(common::scalar(&c, "select 1").await, "1");
+    });
+    px.signal(libc::SIGTERM);
+    px.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(!socket.exists(), "the socket file is removed at exit");
+}

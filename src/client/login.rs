@@ -78,7 +78,11 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
         return Err(ClientError::Unsupported("pgmux does not pool replication connections").into());
     }
-    let addr = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    // A client on the Unix socket counts as 127.0.0.1 (hba rules, failed logins).
+    let addr = match stream {
+        Stream::Unix(_) => ([127, 0, 0, 1], 0).into(),
+        _ => stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+    };
     // Before any authentication exchange, as PostgreSQL checks pg_hba.conf.
     super::access::check(&state.config.current(), &state.auth_failures, addr.ip(), &user, &database)?;
     if state.clients.connected() > state.config.current().max_client_connections {

@@ -34,7 +34,6 @@ pub mod txn;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use crate::error::{ClientError, ErrorKind, Severity};
 use crate::net::Stream;
@@ -46,8 +45,8 @@ use login::Refusal;
 use session::{Session, SessionEnd, Shared};
 
 /// First packets and login; on failure, the stream to tell the client on (if any).
-async fn start(tcp: TcpStream, state: &State, key: &crate::clients::ClientEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
-    let (mut stream, startup) = negotiate::first_packets(tcp, state).await?;
+async fn start(socket: Stream, state: &State, key: &crate::clients::ClientEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
+    let (mut stream, startup) = negotiate::first_packets(socket, state).await?;
     match login::login(&mut stream, state, key, startup).await {
         Ok(l) => Ok((stream, l)),
         Err(r) => Err((Some(stream), r)),
@@ -77,9 +76,9 @@ async fn refuse(state: &State, mut stream: Stream, e: ClientError, id: i32, peer
 /// Its future is what an idle client costs (with its socket): it holds the session
 /// and the session's idle wait, nothing of the login (boxed, and gone by then) or of
 /// a transaction (boxed while it runs).
-pub async fn serve(tcp: TcpStream, state: Arc<State>, arrival: crate::clients::Arrival) {
+pub async fn serve(socket: Stream, state: Arc<State>, arrival: crate::clients::Arrival) {
     let key = state.clients.register_arrived(arrival);
-    let Some(mut session) = Box::pin(welcome(tcp, &state, &key.entry)).await else { return };
+    let Some(mut session) = Box::pin(welcome(socket, &state, &key.entry)).await else { return };
     // Every log line carries the client id; no span is entered per poll (hot path).
     let id = key.entry.pid;
     session.login.pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -92,11 +91,11 @@ pub async fn serve(tcp: TcpStream, state: Arc<State>, arrival: crate::clients::A
 
 /// First packets and login within `startup_timeout`; a refusal is told and
 /// counted, an admin console served. `Some`: a pooled client's session, greeted.
-async fn welcome<'a>(tcp: TcpStream, state: &'a Arc<State>, entry: &Arc<crate::clients::ClientEntry>) -> Option<Session<'a>> {
+async fn welcome<'a>(socket: Stream, state: &'a Arc<State>, entry: &Arc<crate::clients::ClientEntry>) -> Option<Session<'a>> {
     let id = entry.pid;
-    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = socket.peer_addr().map_or_else(|_| "unix socket".to_string(), |a| a.to_string());
     let timeout = state.config.current().startup_timeout.0;
-    let (stream, logged_in) = match tokio::time::timeout(timeout, start(tcp, state, entry)).await {
+    let (stream, logged_in) = match tokio::time::timeout(timeout, start(socket, state, entry)).await {
         Ok(Ok((stream, login::Login::Pooled(l)))) => (stream, l),
         Ok(Ok((stream, login::Login::Admin { user }))) => {
             tracing::info!(client = id, %peer, %user, "admin console");
@@ -153,7 +152,7 @@ mod tests {
             let key = state.clients.register();
             let mut s2 = crate::net::Stream::Plain(tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
             let login = std::mem::size_of_val(&super::login::login(&mut s2, &state, &key.entry, Default::default()));
-            let serve = std::mem::size_of_val(&super::serve(s, state.clone(), state.clients.arriving()));
+            let serve = std::mem::size_of_val(&super::serve(crate::net::Stream::Plain(s), state.clone(), state.clients.arriving()));
             let session = std::mem::size_of::<super::session::Session<'static>>();
             let sizes = format!(
                 "serve future {serve} bytes, session {session}, login future {login}; logged in {}, statements {}, route {}",

@@ -3,7 +3,6 @@
 //! refusal, and CancelRequest.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::login::Refusal;
 use crate::clients::Cancel;
@@ -21,26 +20,23 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// to send the refusal on.
 pub type Failed = (Option<Stream>, Refusal);
 
-/// Reads packets until the StartupMessage, starting TLS on the way if asked.
-pub async fn first_packets(mut tcp: TcpStream, state: &State) -> Result<(Stream, Startup), Failed> {
-    let first = match tcp.read_u8().await {
+/// Reads packets until the StartupMessage, starting TLS on the way if asked (over
+/// TCP; a Unix-socket client is answered `N`, as PostgreSQL answers it).
+pub async fn first_packets(mut stream: Stream, state: &State) -> Result<(Stream, Startup), Failed> {
+    let first = match stream.read_u8().await {
         Ok(b) => b,
         Err(_) => return Err((None, Refusal::Silent)),
     };
-    let mut stream = if first == TLS_HANDSHAKE {
+    if first == TLS_HANDSHAKE {
         let tls = state.config.client_tls();
-        let Some(acceptor) = &tls.acceptor else {
-            // Nothing to say that a TLS client could read.
-            return Err((None, Refusal::Silent));
-        };
+        // Nothing to say that a TLS client could read without an acceptor.
+        let (Some(acceptor), Stream::Plain(tcp)) = (&tls.acceptor, stream) else { return Err((None, Refusal::Silent)) };
         let s = acceptor.accept(tcp, &[TLS_HANDSHAKE]).await.map_err(|_| (None, Refusal::Silent))?;
         if !Acceptor::alpn_ok(&s) {
             return Err((Some(s), ProtocolError::DirectTlsWithoutAlpn.into()));
         }
-        s
-    } else {
-        Stream::Plain(tcp)
-    };
+        stream = s;
+    }
     let mut pending = (first != TLS_HANDSHAKE).then_some(first);
     for _ in 0..3 {
         let body = match read_packet(&mut stream, pending.take()).await {
@@ -109,16 +105,17 @@ async fn from_peer(state: &State, body: &[u8], stream: &mut Stream) {
 
 /// Answers an SSLRequest: 'S' and the handshake, or 'N' when TLS is off.
 async fn start_tls(stream: Stream, state: &State) -> Result<Stream, Failed> {
-    let mut tcp = match stream {
-        Stream::Plain(tcp) => tcp,
-        tls @ Stream::Tls(_) => return Err((Some(tls), ProtocolError::SslRequestOverTls.into())),
-    };
     let tls = state.config.client_tls();
-    let Some(acceptor) = &tls.acceptor else {
-        return match tcp.write_all(b"N").await {
-            Ok(()) => Ok(Stream::Plain(tcp)),
-            Err(_) => Err((None, Refusal::Silent)),
-        };
+    let (acceptor, mut tcp) = match (&tls.acceptor, stream) {
+        (_, tls @ Stream::Tls(_)) => return Err((Some(tls), ProtocolError::SslRequestOverTls.into())),
+        (Some(acceptor), Stream::Plain(tcp)) => (acceptor, tcp),
+        // TLS off, or a Unix socket: no.
+        (_, mut other) => {
+            return match other.write_all(b"N").await {
+                Ok(()) => Ok(other),
+                Err(_) => Err((None, Refusal::Silent)),
+            };
+        }
     };
     if tcp.write_all(b"S").await.is_err() {
         return Err((None, Refusal::Silent));

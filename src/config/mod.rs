@@ -410,6 +410,9 @@ impl Config {
         if let Some(f) = &self.fleet {
             f.validate()?;
         }
+        if let Some(d) = self.unix_socket_dir.as_ref().filter(|d| !d.is_dir()) {
+            return err("unix_socket_dir", format!("\"{}\" is not a directory", d.display()));
+        }
         if self.max_message_size.0 < 1024 || self.max_message_size.0 > (1 << 30) {
             return err("max_message_size", "must be between 1kB and 1GB".into());
         }

@@ -1,4 +1,5 @@
-//! [`Stream`]: a client's or server's socket, plain or TLS, with the readiness calls
+//! [`Stream`]: a client's or server's socket, plain or TLS (or a client's Unix-domain
+//! socket, `unix_socket_dir`), with the readiness calls
 //! the relay uses (`poll_read_ready`, `read_some`, `poll_write_ready`, `try_write`) and whole
 //! writes for everything off the hot path.
 
@@ -8,13 +9,15 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::tls::TlsStream;
 
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
+    /// A client on the Unix socket (never TLS, as in PostgreSQL).
+    Unix(UnixStream),
 }
 
 impl From<TcpStream> for Stream {
@@ -24,14 +27,6 @@ impl From<TcpStream> for Stream {
 }
 
 impl Stream {
-    /// The socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.tcp,
-        }
-    }
-
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
@@ -39,13 +34,18 @@ impl Stream {
     /// `tls-server-end-point` data for SCRAM-SHA-256-PLUS, on a TLS client connection.
     pub fn channel_binding(&self) -> Option<&[u8]> {
         match self {
-            Stream::Plain(_) => None,
             Stream::Tls(t) => t.channel_binding(),
+            _ => None,
         }
     }
 
+    /// The peer's address; a Unix-socket client has none (an error).
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp().peer_addr()
+        match self {
+            Stream::Plain(s) => s.peer_addr(),
+            Stream::Tls(t) => t.tcp.peer_addr(),
+            Stream::Unix(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "a Unix-socket peer has no IP address")),
+        }
     }
 
     /// Whether a read may return something (TLS: plaintext may already be buffered),
@@ -58,13 +58,21 @@ impl Stream {
                 return Poll::Ready(Ok(()));
             }
         }
-        self.tcp().poll_read_ready(cx)
+        match self {
+            Stream::Plain(s) => s.poll_read_ready(cx),
+            Stream::Tls(t) => t.tcp.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        }
     }
 
     /// Whether the socket takes a write now, for a hand-written poll.
     #[inline]
     pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tcp().poll_write_ready(cx)
+        match self {
+            Stream::Plain(s) => s.poll_write_ready(cx),
+            Stream::Tls(t) => t.tcp.poll_write_ready(cx),
+            Stream::Unix(s) => s.poll_write_ready(cx),
+        }
     }
 
     /// Reads what is available into the spare capacity of `buf` (reserve first).
@@ -73,6 +81,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => super::read_some(s, buf),
             Stream::Tls(t) => t.read_some(buf),
+            Stream::Unix(s) => super::read_some(s, buf),
         }
     }
 
@@ -83,6 +92,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.try_write(buf),
             Stream::Tls(t) => t.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
         }
     }
 
@@ -90,8 +100,8 @@ impl Stream {
     #[inline]
     pub fn out_pending(&self) -> bool {
         match self {
-            Stream::Plain(_) => false,
             Stream::Tls(t) => t.out_pending(),
+            _ => false,
         }
     }
 
@@ -111,6 +121,13 @@ impl Stream {
                 let mut probe = BytesMut::with_capacity(64);
                 matches!(t.read_some(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
+            Stream::Unix(s) => {
+                if super::quiet(s) {
+                    return true;
+                }
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
         }
     }
 
@@ -120,6 +137,7 @@ impl Stream {
             Stream::Plain(s) => s.write_all(buf).await,
             // Boxed: this future sits in every client's task; TLS's is the larger.
             Stream::Tls(t) => Box::pin(t.write_all(buf)).await,
+            Stream::Unix(s) => Box::pin(s.write_all(buf)).await,
         }
     }
 
@@ -131,6 +149,7 @@ impl Stream {
         let _ = match self {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(t) => t.tcp.shutdown().await,
+            Stream::Unix(s) => s.shutdown().await,
         };
     }
 }
@@ -140,6 +159,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, rb),
             Stream::Tls(t) => t.poll_read(cx, rb),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, rb),
         }
     }
 }

@@ -78,7 +78,7 @@ impl Acceptor {
     pub fn alpn_ok(stream: &Stream) -> bool {
         match stream {
             Stream::Tls(t) => t.alpn_protocol().as_deref() == Some(ALPN_POSTGRESQL),
-            Stream::Plain(_) => false,
+            Stream::Plain(_) | Stream::Unix(_) => false,
         }
     }
 }
