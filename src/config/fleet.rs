@@ -1,6 +1,8 @@
 //! The `fleet:` block: the other pgmux instances this one works with, the secret
 //! they share, and whether they divide the server budget.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use super::Dur;
@@ -19,7 +21,12 @@ pub struct FleetConfig {
     #[serde(default)]
     pub peers_dns: Option<String>,
     /// Shared by the fleet; authenticates what peers say to each other.
+    #[serde(default)]
     pub secret: String,
+    /// Instead of `secret`: a file holding it (a mounted Kubernetes Secret), read
+    /// when the config is read; surrounding whitespace is ignored.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     /// Pool sizes and connection limits are the fleet's totals, divided among the
     /// instances that are alive.
     #[serde(default)]
@@ -33,6 +40,19 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
+    /// Reads `secret_file` into `secret`; errors name the key.
+    pub fn read_secret_file(&mut self) -> Result<(), (String, String)> {
+        let Some(path) = &self.secret_file else { return Ok(()) };
+        if !self.secret.is_empty() {
+            return Err(("fleet.secret_file".into(), "give either secret or secret_file, not both".into()));
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.secret = text.trim().to_string(),
+            Err(e) => return Err(("fleet.secret_file".into(), format!("cannot read \"{}\": {e}", path.display()))),
+        }
+        Ok(())
+    }
+
     /// Checks what types cannot; errors name the key.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, m: String| Err((format!("fleet.{k}"), m));
@@ -47,6 +67,9 @@ impl FleetConfig {
                 let key = if self.peers_dns.is_some() { "peers_dns" } else { "peers" };
                 return err(key, format!("invalid address \"{p}\" (expected host:port)"));
             }
+        }
+        if self.secret.is_empty() {
+            return err("secret", "required (or secret_file)".into());
         }
         if self.secret.len() < MIN_SECRET_LEN {
             return err("secret", format!("must be at least {MIN_SECRET_LEN} characters"));

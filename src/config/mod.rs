@@ -383,13 +383,17 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError {
+        let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError {
             file: path.into(),
             line: e.location().map(|l| l.line() as usize),
             key: String::new(),
             message: first_line(&e.to_string()),
         })?;
-        cfg.validate().map_err(|(key, message)| ConfigError { file: path.into(), line: locate(text, &key), key, message })?;
+        let fail = |(key, message): (String, String)| ConfigError { file: path.into(), line: locate(text, &key), key, message };
+        if let Some(f) = cfg.fleet.as_mut() {
+            f.read_secret_file().map_err(fail)?;
+        }
+        cfg.validate().map_err(fail)?;
         Ok(cfg)
     }
 

@@ -108,9 +108,29 @@ fn fleet_block_is_checked() {
         ("fleet:\n  peers: [a:1]\n  peers_dns: b:2\n  secret: change-me-to-a-long-random-string\n", "fleet.peers_dns"),
         ("fleet:\n  peers: [nohost]\n  secret: change-me-to-a-long-random-string\n", "fleet.peers"),
         ("fleet:\n  peers: [a:1]\n  secret: short\n", "fleet.secret"),
+        ("fleet:\n  peers: [a:1]\n", "fleet.secret: required"),
+        ("fleet:\n  peers: [a:1]\n  secret_file: /nonexistent/secret\n", "fleet.secret_file"),
         ("fleet:\n  peers: [a:1]\n  secret: change-me-to-a-long-random-string\n  peer_timeout: 1s\n", "fleet.peer_timeout"),
     ] {
         let e = Config::parse(&format!("{base}{yaml}"), Path::new("t.yaml")).unwrap_err().to_string();
         assert!(e.contains(want), "{yaml}: {e}");
     }
+}
+
+#[test]
+fn fleet_secret_comes_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("pgmux-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret");
+    std::fs::write(&file, "a-secret-of-the-whole-fleet\n").unwrap();
+    let yaml = format!(
+        "users:\n  - name: app\n    password: app\ndatabases:\n  app:\n    primary: 127.0.0.1:5432\nfleet:\n  peers: [a:1]\n  secret_file: {}\n",
+        file.display()
+    );
+    let c = Config::parse(&yaml, Path::new("t.yaml")).unwrap();
+    assert_eq!(c.fleet.unwrap().secret, "a-secret-of-the-whole-fleet");
+    let both = format!("{yaml}  secret: change-me-to-a-long-random-string\n");
+    let e = Config::parse(&both, Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(e.contains("not both"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -25,6 +25,7 @@ async fn start(listener: TcpListener, peers: Vec<String>, share: bool) -> Member
         peers,
         peers_dns: None,
         secret: "a-shared-secret-of-the-fleet".into(),
+        secret_file: None,
         share_pools: share,
         heartbeat_interval: Dur(Duration::from_millis(100)),
         peer_timeout: Dur(Duration::from_millis(400)),

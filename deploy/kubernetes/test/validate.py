@@ -119,6 +119,14 @@ def validate_schemas(name, objs, versions, node, node_modules):
     return len(custom)
 
 
+def mapped(text, mapping):
+    """text with each mount path replaced by its directory in tmp: longest first, and
+    only where it is a whole path prefix (followed by / or the end of a word)."""
+    for mount in sorted(mapping, key=len, reverse=True):
+        text = re.sub(re.escape(mount) + r"(?=/|\s|$|;|&|\))", mapping[mount].replace("\\", "\\\\"), text)
+    return text
+
+
 def run_init_container(deploy, objs, pgmux, tmp, name):
     """Runs the init container's command with its mounts mapped into tmp and the
     built pgmux first in PATH; returns the config file the main container reads."""
@@ -152,8 +160,10 @@ def run_init_container(deploy, objs, pgmux, tmp, name):
             if s is None:
                 fail(where, f"volume {m['name']}: no Secret {v['secret']['secretName']} in the rendering")
                 return None
+            items = {i["key"]: i["path"] for i in v["secret"].get("items", [])}
             for k, b64 in s.get("data", {}).items():
-                (d / k).write_bytes(base64.b64decode(b64))
+                if not items or k in items:
+                    (d / items.get(k, k)).write_bytes(base64.b64decode(b64))
         elif "emptyDir" not in v:
             fail(where, f"volume {m['name']}: unexpected kind {sorted(v)}")
         mapping[m["mountPath"].rstrip("/")] = str(d)
@@ -161,11 +171,13 @@ def run_init_container(deploy, objs, pgmux, tmp, name):
     if cmd[:2] != ["/bin/sh", "-c"] or len(cmd) != 3:
         fail(where, f"init container command is not /bin/sh -c SCRIPT: {cmd}")
         return None
-    script = cmd[2]
-    # Longest mount paths first; a path is replaced only where it is a whole path
-    # prefix (followed by / or the end of a word).
-    for mount in sorted(mapping, key=len, reverse=True):
-        script = re.sub(re.escape(mount) + r"(?=/|\s|$|;|&|\))", mapping[mount].replace("\\", "\\\\"), script)
+    # Paths in the script, and in the config files (fleet.secret_file), are the
+    # pod's: map them into tmp.
+    script = mapped(cmd[2], mapping)
+    for m in init.get("volumeMounts", []):
+        if "configMap" in volumes[m["name"]]:
+            for f in Path(mapping[m["mountPath"].rstrip("/")]).iterdir():
+                f.write_text(mapped(f.read_text(), mapping))
     bindir = tmp / "bin"
     bindir.mkdir(exist_ok=True)
     link = bindir / "pgmux"
@@ -297,8 +309,8 @@ def check_rendering(name, objs, pgmux, tmp, expect_hpa, facts):
             mode = v["secret"].get("defaultMode", 0o644)
             if not (mode & 0o004 or (psc.get("fsGroup") and mode & 0o040)):
                 fail(dname, f"Secret volume {v['name']} (mode {mode:o}) is not readable by the pod's user")
-    if sorted(k for k, _ in refs) != ["ConfigMap", "Secret"]:
-        fail(dname, f"expected one ConfigMap and one Secret volume, found {refs}")
+    if len(set(refs)) != 2 or {k for k, _ in refs} != {"ConfigMap", "Secret"}:
+        fail(dname, f"expected volumes of one ConfigMap and one Secret, found {refs}")
 
     # Services.
     services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
@@ -339,11 +351,15 @@ def check_rendering(name, objs, pgmux, tmp, expect_hpa, facts):
     elif host_of(cfg["metrics_listen"]) in ("127.0.0.1", "localhost", "::1"):
         fail(name, "metrics_listen is loopback: the kubelet's probes and Prometheus cannot reach it")
     shutdown = seconds(cfg.get("shutdown_timeout", "30s"))
+    drain = seconds(cfg.get("drain_delay", "0s"))
     pre_stop = main.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     grace = pod.get("terminationGracePeriodSeconds", 30)
-    if not grace > pre_stop + shutdown:
-        fail(dname, f"terminationGracePeriodSeconds {grace} is not longer than preStop sleep {pre_stop} s + shutdown_timeout {shutdown:g} s")
-    facts["drain"] = f"grace {grace} s > preStop {pre_stop} s + shutdown_timeout {shutdown:g} s"
+    if not grace > pre_stop + drain + shutdown:
+        fail(dname, f"terminationGracePeriodSeconds {grace} is not longer than preStop {pre_stop} s + drain_delay {drain:g} s + shutdown_timeout {shutdown:g} s")
+    if not drain and not pre_stop:
+        fail(dname, "neither drain_delay nor a preStop sleep: a pod stops accepting before the Service forgets it")
+    facts["drain"] = f"grace {grace} s > preStop {pre_stop} s + drain_delay {drain:g} s + shutdown_timeout {shutdown:g} s"
+    check_fleet(name, objs, cfg, main, pod, services)
 
     # Server connections per PostgreSQL server: pods x the databases' max_db_connections.
     pool = cfg.get("pool", {})
@@ -368,7 +384,7 @@ def check_rendering(name, objs, pgmux, tmp, expect_hpa, facts):
         facts["numbers"] = {
             "replicas": spec.get("replicas"),
             "version": version,
-            "pre_stop": pre_stop,
+            "drain": f"{drain:g}",
             "shutdown": f"{shutdown:g}",
             "grace": grace,
             "uid": psc.get("runAsUser"),
@@ -379,6 +395,7 @@ def check_rendering(name, objs, pgmux, tmp, expect_hpa, facts):
             "metrics_listen": cfg.get("metrics_listen"),
             "max_db": pool.get("max_db_connections"),
             "per_pod": per_pod,
+            "shared": bool((cfg.get("fleet") or {}).get("share_pools")),
         }
 
     # ServiceMonitor: selects exactly the headless Service, on a port it has.
@@ -423,6 +440,28 @@ def check_rendering(name, objs, pgmux, tmp, expect_hpa, facts):
         }
     for sm in by_kind(objs, "ServiceMonitor"):
         facts["scrape"] = sm["spec"]["endpoints"][0].get("interval", "").replace("s", " s")
+
+
+def check_fleet(name, objs, cfg, main, pod, services):
+    """fleet.peers_dns names the headless Service that publishes every pod, on the
+    client port; fleet.secret_file is on a volume the pgmux container mounts."""
+    fleet = cfg.get("fleet")
+    if not fleet:
+        return
+    host, _, port = (fleet.get("peers_dns") or "").rpartition(":")
+    svc = services.get(host.split(".")[0])
+    if svc is None or svc["spec"].get("clusterIP") != "None" or not svc["spec"].get("publishNotReadyAddresses"):
+        fail(name, f"fleet.peers_dns {fleet.get('peers_dns')}: not a headless Service publishing not-ready pods")
+    elif int(port or 0) not in [p["port"] for p in svc["spec"]["ports"] if p.get("targetPort") == "postgres"]:
+        fail(name, f"fleet.peers_dns {fleet.get('peers_dns')}: not the Service's port for the client port")
+    # The path as the pod sees it (cfg has it mapped into tmp).
+    cm = yaml.safe_load(next(iter(by_kind(objs, "ConfigMap")))["data"]["pgmux.yaml"])
+    path = (cm.get("fleet") or {}).get("secret_file")
+    if path:
+        vols = {v["name"]: v for v in pod.get("volumes", [])}
+        on = [m for m in main.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        if not on or "secret" not in vols[on[0]["name"]]:
+            fail(name, f"fleet.secret_file {path} is on no Secret the pgmux container mounts")
 
 
 def check_adapter_rules():
@@ -484,9 +523,9 @@ def check_rolls(kubectl, pgmux, readme_section, tmp):
     before, _ = refs(copy / "base")
     cfg = copy / "base" / "pgmux.yaml"
     text = cfg.read_text()
-    changed = re.sub(r"(?m)^(  size:) 10$", r"\1 11", text)
+    changed = re.sub(r"(?m)^(  size:) (\d+)$", lambda m: f"{m[1]} {int(m[2]) + 1}", text)
     if changed == text:
-        fail("roll test", "base/pgmux.yaml has no '  size: 10' line to change")
+        fail("roll test", "base/pgmux.yaml has no '  size: N' line to change")
     cfg.write_text(changed)
     after, _ = refs(copy / "base")
     if after["config"] == before["config"]:
@@ -503,6 +542,7 @@ def check_rolls(kubectl, pgmux, readme_section, tmp):
     prod.mkdir(parents=True)
     (prod / "kustomization.yaml").write_text(overlay[0])
     (prod / "users.yaml").write_text(users[0])
+    (prod / "fleet-secret").write_text(os.urandom(16).hex() + "\n")
     mine, objs = refs(prod)
     if mine["secret"] == after["secret"]:
         fail("roll test", "README's overlay did not change the Secret's name in the pod template")
@@ -528,13 +568,14 @@ def check_readme_numbers(section, facts):
         f"`pgmux:{n['version']}`",
         f"startup probe: `/healthz`, up to {facts['startup']} s",
         f"listens on `{n['listen']}`, metrics on `{n['metrics_listen']}`",
-        f"first sleeps {n['pre_stop']} s in `preStop`",
+        f"accepting for `drain_delay` ({n['drain']} s)",
         f"for up to `shutdown_timeout` ({n['shutdown']} s)",
         f"`terminationGracePeriodSeconds` ({n['grace']})",
         f"Pods run as user {n['uid']}",
         f"Requests {n['cpu']} CPU and {n['mem_req']}, limit {n['mem_lim']}",
         f"(`pool.max_db_connections`) ({n['max_db']} in the base)".replace("(`pool", "`pool").replace("`) (", "` ("),
-        f"{n['replicas'] * n['per_pod']} for {n['replicas']} pods, {h['max'] * n['per_pod']} at the HPA's {h['max']}",
+        (f"{n['per_pod']} per server for the whole fleet, however many pods"
+         if n["shared"] else f"{n['replicas'] * n['per_pod']} for {n['replicas']} pods, {h['max'] * n['per_pod']} at the HPA's {h['max']}"),
         f"checked against {SERVER_CONNECTION_BUDGET}",
         f"(`{h['api']}`, {h['min']} to {h['max']} pods)",
         f"at {h['target']} per pod on average",

@@ -39,6 +39,8 @@ const RESTART_ONLY: &[&str] = &[
     "fleet.share_pools",
     "fleet.heartbeat_interval",
     "fleet.peer_timeout",
+    "fleet.secret",
+    "fleet.secret_file",
 ];
 
 /// A SHOW CONFIG row: key, value, default.
@@ -161,6 +163,9 @@ fn fleet(c: &Config) -> Vec<Item> {
         (s("fleet.share_pools"), c.fleet.as_ref().is_some_and(|f| f.share_pools).to_string(), s("false")),
         (s("fleet.heartbeat_interval"), c.fleet.as_ref().map(|f| dur(f.heartbeat_interval)).unwrap_or_default(), secs(1)),
         (s("fleet.peer_timeout"), c.fleet.as_ref().map(|f| dur(f.peer_timeout)).unwrap_or_default(), secs(3)),
+        // Never shown: whether it is set is all SHOW CONFIG says.
+        (s("fleet.secret"), if c.fleet.is_some() { s("(hidden)") } else { s("") }, s("")),
+        (s("fleet.secret_file"), opt(c.fleet.as_ref().and_then(|f| f.secret_file.as_ref()).map(|p| p.display())), s("")),
     ]
 }
 
