@@ -465,7 +465,7 @@ fn asyncpg_writes_outside_transactions_on_fresh_connections_reach_the_primary() 
         &version,
         "fresh connections, no explicit transaction (asyncpg prepares with Parse/Describe/Flush): execute and fetchval of \
          parameterised INSERTs, executemany, copy_records_to_table, with the statement cache and statement_cache_size=0; \
-         a pool of 10 mixing those writes with reads; every row read back on the primary",
+         in a transaction a cursor, an INSERT, then more of the cursor; a pool of 10 mixing those writes with reads; every row read back on the primary",
         cmd,
     );
 }

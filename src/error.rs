@@ -136,8 +136,6 @@ pub enum ServerFailure {
     /// pgmux's own statement left the connection in another transaction status.
     #[error("unexpected transaction status \"{}\" after pgmux's own statement", (*.0 as char).escape_default())]
     Status(u8),
-    #[error("could not end the transaction on the replica")]
-    NotMoved,
 }
 
 /// Why a client is refused, a request fails, or a session is ended.

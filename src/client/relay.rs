@@ -118,6 +118,10 @@ pub struct Relay<'a> {
     /// On a replica: only requests the classifier calls reads are sent; the relay
     /// ends with [`RelayEnd::Reroute`] before any other.
     pub reads_only: Option<&'a ClassifyConfig>,
+    /// The transaction may still move to the primary: a request that opens a named
+    /// portal (a cursor, which a move would lose) inside the block ends the relay with
+    /// [`RelayEnd::Reroute`] too, so that the transaction moves before it.
+    pub movable: bool,
 }
 
 /// What transaction mode needs to rewrite a client's messages.

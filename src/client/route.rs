@@ -143,8 +143,15 @@ impl RouteState {
             let min_lsn = if config.routing.read_your_writes { self.min_lsn(topo) } else { 0 };
             decide(topo, req.read, req.hint, self.route, min_lsn, 0)
         };
+        let in_plain_block = self.pending_begin.is_some() || req.begin == Some(Begin::Plain);
+        // A cursor (named portal) opened in a transaction that could move would be lost
+        // by the move: such a transaction starts on the primary.
+        if req.cursor && in_plain_block && decision.routed == Routed::ReplicaRead && req.hint.is_none() {
+            let decision = Decision { node: topo.primary(), routed: Routed::PrimaryCursor };
+            return Ok(Destination::Route(Routing { decision, reads_only: false, movable: false, read: true }));
+        }
         let reads_only = decision.routed == Routed::ReplicaRead;
-        let movable = reads_only && (self.pending_begin.is_some() || req.begin == Some(Begin::Plain));
+        let movable = reads_only && in_plain_block;
         Ok(Destination::Route(Routing { decision, reads_only, movable, read: req.read }))
     }
 
@@ -207,18 +214,19 @@ impl RouteState {
     }
 
     /// A request that is not a read came in a transaction on a replica that has only
-    /// read: ends it there and sets up its continuation on the primary. False if the
-    /// connection could not be cleaned (it is then closed).
-    pub async fn move_to_primary(&mut self, mut lease: Lease) -> bool {
+    /// read: ends it there and sets up its continuation on the primary.
+    pub async fn move_to_primary(&mut self, mut lease: Lease) {
         let timeout = lease.pool().settings().connect_timeout;
-        if lease.conn_mut().run_checked("ROLLBACK", timeout, After::Idle).await.is_err() {
+        if lease.conn_mut().run_checked("ROLLBACK", timeout, After::Idle).await.is_ok() {
+            lease.release();
+        } else {
+            // The replica (or its connection) failed: closing the connection ends its
+            // transaction, which has only read, so the move is as safe as before.
+            tracing::debug!("ROLLBACK on the replica failed; its connection is closed and the transaction moves all the same");
             lease.discard();
-            return false;
         }
-        lease.release();
         self.pending_begin = Some("BEGIN".into());
         self.to_primary = true;
-        true
     }
 }
 

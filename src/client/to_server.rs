@@ -67,7 +67,7 @@ impl Relay<'_> {
         let mut at = 0;
         loop {
             match next_request(&self.from_client[at..], self.max_message, cfg, statements) {
-                Scan::Complete(r) if r.read && r.hint != Some(crate::router::classify::Hint::Primary) => {
+                Scan::Complete(r) if r.read && r.hint != Some(crate::router::classify::Hint::Primary) && !self.loses_cursor(&r) => {
                     at += r.len;
                     if r.defines && at < self.from_client.len() {
                         return (at, false, true);
@@ -79,6 +79,12 @@ impl Relay<'_> {
                 Scan::Malformed => return (self.from_client.len(), false, false),
             }
         }
+    }
+
+    /// A request that opens a named portal in a transaction that may still move to
+    /// the primary: moving later would lose the portal (34000), so it moves first.
+    fn loses_cursor(&self, r: &crate::router::request::Request) -> bool {
+        r.cursor && self.movable && self.txn.status == codes::TXN_IN_BLOCK
     }
 
     /// Queues a Sync of pgmux's own (its ReadyForQuery is hidden by the relay).

@@ -12,7 +12,7 @@ use super::session::{Session, SessionEnd};
 use super::txn::TxnTracker;
 use crate::clients::ClientState;
 use crate::config::{PoolMode, SessionFeatures};
-use crate::error::{ClientError, ServerFailure};
+use crate::error::ClientError;
 use crate::pool::Lease;
 use crate::protocol::codes;
 use crate::router::topology::Topology;
@@ -239,6 +239,7 @@ impl Session<'_> {
             kill: (&self.client.kill, &mut self.kill),
             stopping: self.shared.shutdown,
             reads_only: held.classifier.as_ref().filter(|_| held.reads_only).map(|c| &c.classifier),
+            movable: held.routing.is_some_and(|r| r.movable) && !held.pinned,
         };
         relay.run(hold).await
     }
@@ -275,9 +276,7 @@ impl Session<'_> {
     /// A write came in a read-only transaction on a replica: the transaction ends
     /// there, and continues on the primary with the next request.
     async fn move_to_primary(&mut self, lease: Lease) -> Option<SessionEnd> {
-        if !self.route.move_to_primary(lease).await {
-            return Some(self.end_with(ClientError::ServerLost(ServerFailure::NotMoved)).await);
-        }
+        self.route.move_to_primary(lease).await;
         tracing::debug!(client = self.client.pid, "transaction moves from a replica to the primary");
         None
     }

@@ -43,6 +43,8 @@ pub struct Request {
     /// It parses or closes statements: what follows it must be judged with the
     /// client's statements as they are once it has been forwarded.
     pub defines: bool,
+    /// It binds a named portal: a cursor that lives until its transaction ends.
+    pub cursor: bool,
 }
 
 /// How a request opens a transaction.
@@ -191,7 +193,7 @@ impl<'a> Parsed<'a> {
 /// Finds and sums up the first request in `buf`.
 pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statements: &ClientStatements) -> Scan {
     let mut at = 0;
-    let mut req = Request { len: 0, read: true, hint: None, begin: None, lone_begin: false, lone_end: None, defines: false };
+    let mut req = Request { len: 0, read: true, hint: None, begin: None, lone_begin: false, lone_end: None, defines: false, cursor: false };
     // The verdict on the unnamed statement as of this point of the request.
     let mut unnamed: Option<Verdict> = None;
     let mut parsed = Parsed::default();
@@ -231,7 +233,8 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 // Parsing runs nothing: the Bind that uses it decides.
             }
             codes::BIND => {
-                let Some((_, rest)) = cstr(body) else { return Scan::Malformed };
+                let Some((portal, rest)) = cstr(body) else { return Scan::Malformed };
+                req.cursor |= !portal.is_empty();
                 let Some((stmt, _)) = cstr(rest) else { return Scan::Malformed };
                 let v = if stmt.is_empty() {
                     Some(*unnamed.get_or_insert_with(|| last_unnamed(statements, cfg)))
@@ -410,6 +413,21 @@ mod tests {
         assert_eq!(complete(scan(&query("ROLLBACK"))).lone_end, Some(false));
         let h = complete(scan(&query("/* pgmux:replica */ insert into t values (1)")));
         assert!(h.read && h.hint == Some(Hint::Replica));
+    }
+
+    #[test]
+    fn a_bind_to_a_named_portal_opens_a_cursor() {
+        let mut b = BytesMut::new();
+        extended(&mut b, "", "select 1");
+        frontend::sync(&mut b);
+        assert!(!complete(scan(&b)).cursor);
+        let mut b = BytesMut::new();
+        frontend::parse("", "select 1", [], &mut b).unwrap();
+        frontend::bind("c1", "", [], [], |_: (), _| Ok(postgres_protocol::IsNull::No), [], &mut b).map_err(|_| ()).unwrap();
+        frontend::execute("c1", 5, &mut b).unwrap();
+        frontend::sync(&mut b);
+        let r = complete(scan(&b));
+        assert!(r.cursor && r.read);
     }
 
     #[test]

@@ -102,10 +102,13 @@ pub enum Routed {
     PrimaryReadYourWrites,
     /// A read, to the primary: no replica is up (or a replica connection failed).
     PrimaryFallback,
+    /// A read that opens a cursor (a named portal) in a transaction that could move
+    /// to the primary at a write, which would lose the cursor: to the primary.
+    PrimaryCursor,
 }
 
 impl Routed {
-    pub const ALL: [Routed; 7] = [
+    pub const ALL: [Routed; 8] = [
         Routed::ReplicaRead,
         Routed::ReplicaHint,
         Routed::PrimaryWrite,
@@ -113,6 +116,7 @@ impl Routed {
         Routed::PrimaryLagging,
         Routed::PrimaryReadYourWrites,
         Routed::PrimaryFallback,
+        Routed::PrimaryCursor,
     ];
 
     /// `(target, reason)` label values.
@@ -125,6 +129,7 @@ impl Routed {
             Routed::PrimaryLagging => ("primary", "lagging"),
             Routed::PrimaryReadYourWrites => ("primary", "read_your_writes"),
             Routed::PrimaryFallback => ("primary", "fallback"),
+            Routed::PrimaryCursor => ("primary", "cursor"),
         }
     }
 

@@ -10,6 +10,8 @@ then left. ASYNCPG_PARTS chooses what runs (default `writes,close`):
   writes: on fresh connections, outside explicit transactions, with the default statement
           cache and with statement_cache_size=0: `execute` of a parameterised INSERT,
           `fetchval` of an INSERT ... RETURNING, `executemany`, `copy_records_to_table`;
+          and in a transaction a cursor (a named portal), an INSERT, then more of the
+          cursor (first statement, and after a read);
           then an asyncpg pool of 10 under load mixing those writes with reads. Every
           write is read back on the primary (`/* pgmux:primary */`): committed, once.
   close:  fresh connections that `prepare()` a statement (a read, a write) and `close()`,
@@ -116,15 +118,35 @@ async def fresh_writes():
         wrote(kind, COPY_ROWS, sum(r[2] for r in rows))
         report.count(COPY_ROWS)
 
+    async def cursor(conn, kind, k, read_first):
+        # A cursor (a named portal) in a transaction, a write, then more of the cursor:
+        # moving the transaction to the primary at the write must not lose the cursor.
+        async with conn.transaction():
+            if read_first:
+                expect(await conn.fetchval("select $1::int4 + 1", k), k + 1, f"{kind} #{k}: read before the cursor")
+            cur = await conn.cursor("select g from generate_series(1, 20) g")
+            expect([r[0] for r in await cur.fetch(5)], list(range(1, 6)), f"{kind} #{k}: the cursor's first rows")
+            expect(await conn.execute(ins, kind, k, k + 3), "INSERT 0 1", f"{kind} #{k}: write while a cursor is open")
+            expect([r[0] for r in await cur.fetch(5)], list(range(6, 11)), f"{kind} #{k}: the cursor after the write")
+        wrote(kind, 1, k + 3)
+        report.count(3)
+
+    async def cursor_first(conn, kind, k):
+        await cursor(conn, kind, k, False)
+
+    async def cursor_after_read(conn, kind, k):
+        await cursor(conn, kind, k, True)
+
     for name, kw in CACHES:
         for what, fn in (("execute", execute), ("fetchval returning", returning), ("executemany", many),
-                         ("copy_records_to_table", copy)):
+                         ("copy_records_to_table", copy), ("cursor then write", cursor_first),
+                         ("read, cursor, write", cursor_after_read)):
             kind = f"{what}/{name}"
             try:
                 for k in range(FRESH):
                     await fresh(f"{kind} #{k}", kw, fn, kind, k)
             except Exception as e:  # noqa: BLE001
-                report.failed(f"{kind} on a fresh connection, outside a transaction", e)
+                report.failed(f"{kind} on a fresh connection", e)
 
 
 async def load_task(pool, t):

@@ -36,10 +36,13 @@ pub(super) fn pools(state: &State) -> ResultSet {
             waiting += s.waiting;
             max_wait = max_wait.max(s.max_wait);
         }
+        // PgBouncer's cl_active: logged-in clients that are not waiting (holding a
+        // server connection, or idle between transactions).
+        let clients = p.clients.load(Ordering::Relaxed).saturating_sub(waiting);
         rows.push(vec![
             n(&p.database),
             n(&p.user),
-            n(active),
+            n(clients),
             n(waiting),
             n(0),
             n(0),
