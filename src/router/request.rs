@@ -9,13 +9,14 @@
 //! Bind of the unnamed statement uses the Parse before it, or the client's last
 //! unnamed Parse. Nothing is copied or allocated; only whole messages are read.
 //!
-//! A Parse runs nothing, so in a request that ends with Sync it does not decide
-//! where the request goes (the statement is prepared again wherever it is used).
-//! A request that ends with Flush is different: the server stays attached for what
-//! follows, and what follows is, as a rule, the Bind of what was just parsed
-//! (asyncpg prepares every statement with Parse/Describe/Flush and runs it with
-//! Bind/Execute/Sync). So there a Parse of a statement that is not a read makes
-//! the request not a read: the statement is prepared where it will run.
+//! A Parse runs nothing, but it is checked against the schema: a replica that has
+//! not replayed a new table's creation yet refuses to prepare an INSERT into it
+//! (42P01). And a request that ends with Flush keeps its server for what follows,
+//! as a rule the Bind of what was just parsed (asyncpg prepares every statement
+//! with Parse/Describe/Flush and runs it with Bind/Execute/Sync). So a Parse of a
+//! statement that is not a read makes its request not a read, whatever ends it:
+//! the statement is prepared where it will run. A Parse of a read decides nothing
+//! (the Bind that uses it does).
 
 use crate::prepared::ClientStatements;
 use crate::protocol::codes;
@@ -197,7 +198,7 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
     // The verdict on the unnamed statement as of this point of the request.
     let mut unnamed: Option<Verdict> = None;
     let mut parsed = Parsed::default();
-    // A statement parsed here that is not a read (see the module doc on Flush).
+    // A statement parsed here that is not a read (see the module doc).
     let mut parsed_other = false;
     let mut first = true;
     loop {
@@ -259,6 +260,7 @@ pub fn next_request(buf: &[u8], max_message: usize, cfg: &ClassifyConfig, statem
                 return Scan::Complete(req);
             }
             codes::SYNC | codes::TERMINATE => {
+                req.read &= !parsed_other;
                 req.len = at;
                 return Scan::Complete(req);
             }
@@ -495,9 +497,14 @@ mod tests {
         extended(&mut w, "S_10", "delete from t");
         frontend::sync(&mut w);
         assert!(!complete(scan(&w)).read);
-        // A Parse alone runs nothing (a write may be prepared anywhere).
+        // A Parse of a write alone is prepared on the primary (a replica may not
+        // have the table yet); a Parse of a read alone decides nothing.
         let mut p = BytesMut::new();
         frontend::parse("S_11", "delete from t", [], &mut p).unwrap();
+        frontend::sync(&mut p);
+        assert!(!complete(scan(&p)).read);
+        let mut p = BytesMut::new();
+        frontend::parse("S_12", "select 1", [], &mut p).unwrap();
         frontend::sync(&mut p);
         assert!(complete(scan(&p)).read);
     }

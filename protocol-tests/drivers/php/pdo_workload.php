@@ -224,16 +224,19 @@ function main(): int
         $pdo->exec('drop table if exists ' . TABLE);
         $pdo->exec('create table ' . TABLE . ' (worker int not null, i int not null, v int not null, how text not null)');
         $pdo = null;
-        // A new connection's read may reach a replica that has not replayed the creation yet.
-        $visible = false;
-        for ($k = 0; $k < 200 && !$visible; $k++) {
+        // A new connection's read may reach a replica that has not replayed the creation
+        // yet: wait until 4 new connections in a row see it (every replica has it).
+        $inARow = 0;
+        for ($k = 0; $k < 200 && $inARow < 4; $k++) {
             $c = connect(false);
-            $visible = $c->query("select to_regclass('" . TABLE . "') is not null as t")->fetch()['t'];
+            $seen = $c->query("select to_regclass('" . TABLE . "') is not null as t")->fetch()['t'];
             $c = null;
-            if (!$visible) {
+            $inARow = $seen ? $inARow + 1 : 0;
+            if (!$seen) {
                 usleep(50000);
             }
         }
+        $visible = $inARow >= 4;
         expect($visible, true, 'table ' . TABLE . ' visible to new connections');
 
         for ($w = 0; $w <= WORKERS; $w++) {

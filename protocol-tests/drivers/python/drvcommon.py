@@ -22,13 +22,19 @@ EXPECT_SPREAD = os.environ.get("PGMUX_EXPECT_SPREAD") == "1"
 def wait_visible(connect, table, seconds=10):
     """With read/write routing, a new connection's read may go to a replica that has
     not yet replayed the table's creation (another connection made it): wait, as an
-    application reading replicas must."""
+    application reading replicas must: on 4 new connections in a row, so that every
+    replica of the round robin has replayed it."""
     import time
     deadline = time.monotonic() + seconds
+    in_a_row = 0
     while True:
         with connect() as c:
-            if c.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]:
-                return
+            seen = c.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]
+        in_a_row = in_a_row + 1 if seen else 0
+        if in_a_row == 4:
+            return
+        if seen:
+            continue
         if time.monotonic() > deadline:
             raise WrongResult(f"table {table} not visible to new connections after {seconds}s")
         time.sleep(0.05)

@@ -116,7 +116,8 @@ async fn connect(at: &Where, app: &str) -> Result<tokio_postgres::Client, String
 }
 
 /// Creates `table` through the endpoint; waits until new clients see it (a new client's
-/// read may go to a replica that has not replayed the creation yet).
+/// read may go to a replica that has not replayed the creation yet): on 4 new clients
+/// in a row, so that every replica of the round robin has.
 async fn create_table(at: &Where, table: &str) -> Result<(), String> {
     let c = connect(at, "drv_setup").await?;
     c.batch_execute(&format!(
@@ -124,13 +125,17 @@ async fn create_table(at: &Where, table: &str) -> Result<(), String> {
     ))
     .await
     .map_err(pg_err)?;
+    let mut in_a_row = 0;
     for _ in 0..200 {
         let c = connect(at, "drv_setup").await?;
         let row = c.query_one("select to_regclass($1) is not null", &[&table]).await.map_err(pg_err)?;
-        if row.get::<_, bool>(0) {
+        in_a_row = if row.get::<_, bool>(0) { in_a_row + 1 } else { 0 };
+        if in_a_row == 4 {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if in_a_row == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     Err(format!("table {table} not visible to new connections after 10 s"))
 }
