@@ -10,6 +10,8 @@
 //! - [`route`]: where a request goes (held-back `BEGIN`, `SET pgmux.route`, fallback).
 //! - [`relay`]: the hot path forwarding bytes during a transaction, as explicit
 //!   per-direction state; [`to_server`] and `to_client`: its two directions.
+//! - [`listen`]: LISTEN in transaction mode: the channels read back at the boundary,
+//!   handed to the database's hub, notifications written between transactions.
 //! - [`buffers`]: read buffers lent to active clients and kept per thread.
 //! - [`rewrite`], [`responses`], [`retry`]: named statements shared across server
 //!   connections, and the one retry after a stale cached plan.
@@ -18,6 +20,7 @@
 pub mod access;
 pub mod auth_query;
 pub mod buffers;
+pub mod listen;
 pub mod login;
 pub mod negotiate;
 pub mod relay;
@@ -127,6 +130,7 @@ async fn welcome<'a>(socket: Stream, state: &'a Arc<State>, entry: &Arc<crate::c
         route: route::RouteState::new(route),
         kill: Default::default(),
         late: state.shutdown.begun(),
+        listening: None,
     })
 }
 
