@@ -35,7 +35,7 @@ use postgres_protocol::message::backend::Message;
 
 use super::session::{Session, SessionEnd};
 use crate::error::ClientError;
-use crate::notify::{listen_sql, marker_token, quote_ident, quote_literal, Inbox, Listening, Notification, Trouble, MARKER_CHANNEL};
+use crate::notify::{listen_sql, marker_sql, marker_token, quote_ident, Inbox, Listening, Notification, Trouble, MARKER_CHANNEL};
 use crate::pool::Lease;
 use crate::protocol::backend;
 use crate::server::{InternalError, ServerConn};
@@ -107,12 +107,7 @@ impl Session<'_> {
             inbox.missed();
         }
         let conn = lease.conn_mut();
-        let marker = format!(
-            "LISTEN {}; SELECT pg_notify({}, {})",
-            quote_ident(MARKER_CHANNEL),
-            quote_literal(MARKER_CHANNEL),
-            quote_literal(&token)
-        );
+        let marker = marker_sql(&token);
         let (_, cut) = exchange(conn, &marker, &mut notes, Some(&token), t).await?;
         notes.truncate(cut);
         exchange(conn, "UNLISTEN *", &mut Vec::new(), None, t).await?;
@@ -140,12 +135,7 @@ impl Session<'_> {
         };
         let token = marker_token(l.id);
         let gate = l.hub.close_gated(&l.channels, l.id, token.clone());
-        let marker = format!(
-            "LISTEN {}; SELECT pg_notify({}, {})",
-            quote_ident(MARKER_CHANNEL),
-            quote_literal(MARKER_CHANNEL),
-            quote_literal(&token)
-        );
+        let marker = marker_sql(&token);
         let (_, cut) = exchange(conn, &marker, &mut notes, Some(&token), t).await?;
         exchange(conn, &format!("UNLISTEN {}", quote_ident(MARKER_CHANNEL)), &mut notes, None, t).await?;
         if tokio::time::timeout(t, gate.passed()).await.is_err() {
@@ -192,7 +182,8 @@ impl Session<'_> {
 
     /// Between transactions: writes the notifications queued for the client, in the
     /// server's order. An inbox that overflowed, or whose listening connection was
-    /// lost, ends the session (after what was queued, as far as the client takes it).
+    /// lost, ends the session: what was queued and the FATAL error are written first,
+    /// as far as the client takes them within [`TELL_GRACE`].
     pub(super) async fn deliver(&mut self) -> Option<SessionEnd> {
         let l = self.listening.as_deref()?;
         let trouble = l.inbox.trouble();
@@ -202,34 +193,36 @@ impl Session<'_> {
         }
         let inbox = l.inbox.clone();
         let end = match trouble {
-            Trouble::None => None,
-            Trouble::Overflowed => Some(ClientError::NotifyOverflow(self.config.load().pool.notify_queue_size)),
-            Trouble::Missed => Some(ClientError::NotifyMissed),
+            Trouble::None => self.write_watching(&out, &inbox).await.err(),
+            Trouble::Overflowed => Some((Some(ClientError::NotifyOverflow(self.config.load().pool.notify_queue_size)), 0)),
+            Trouble::Missed => Some((Some(ClientError::NotifyMissed), 0)),
         };
-        if let Some(e) = end {
-            tracing::info!(client = self.client.pid, error = %e, "listening client disconnected");
-            backend::error(&mut out, &e.to_pg());
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&out)).await;
-            return Some(SessionEnd::Ended(e));
-        }
-        match self.write_watching(&out, &inbox).await {
-            Ok(()) => None,
-            // The client stopped reading and fell behind: told if it takes anything.
-            Err(Some(e)) => Some(self.end_with(e).await),
-            Err(None) => Some(SessionEnd::ClientLeft),
+        match end? {
+            (None, _) => Some(SessionEnd::ClientLeft),
+            (Some(e), at) => {
+                if let Some(l) = self.listening.as_deref() {
+                    count_end(&l.hub, &e);
+                }
+                tracing::info!(client = self.client.pid, error = %e, "listening client disconnected");
+                let mut rest = BytesMut::from(&out[at..]);
+                backend::error(&mut rest, &e.to_pg());
+                let _ = tokio::time::timeout(TELL_GRACE, self.stream.write_all(&rest)).await;
+                Some(SessionEnd::Ended(e))
+            }
         }
     }
 
     /// Writes `out` to the client, also watching the inbox: a client that stops
-    /// reading cannot keep its task waiting while its inbox overflows.
-    async fn write_watching(&mut self, out: &[u8], inbox: &Inbox) -> Result<(), Option<ClientError>> {
+    /// reading cannot keep its task waiting while its inbox overflows. An error says
+    /// why it stopped (None: the client is gone) and how much of `out` was written.
+    async fn write_watching(&mut self, out: &[u8], inbox: &Inbox) -> Result<(), (Option<ClientError>, usize)> {
         let mut at = 0;
         loop {
             if at < out.len() || self.stream.out_pending() {
                 match self.stream.try_write(&out[at..]) {
                     Ok(n) => at += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Err(None),
+                    Err(_) => return Err((None, at)),
                 }
             }
             if at == out.len() && !self.stream.out_pending() {
@@ -250,13 +243,28 @@ impl Session<'_> {
             })
             .await;
             if inbox.trouble() == Trouble::Overflowed {
-                return Err(Some(ClientError::NotifyOverflow(self.config.load().pool.notify_queue_size)));
+                return Err((Some(ClientError::NotifyOverflow(self.config.load().pool.notify_queue_size)), at));
             }
             if killed && !self.shared.shutdown.begun() {
-                return Err(Some(ClientError::Killed));
+                return Err((Some(ClientError::Killed), at));
             }
         }
     }
+}
+
+/// How long a listening client that is to be disconnected (its inbox overflowed, or
+/// the listening connection was lost) has to take what was queued and the error.
+const TELL_GRACE: Duration = Duration::from_secs(10);
+
+/// Counts a listening client disconnected for falling behind or for a lost listening
+/// connection (SHOW LISTENERS, `pgmux_notify_*_total`).
+fn count_end(hub: &crate::notify::Hub, e: &ClientError) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match e {
+        ClientError::NotifyOverflow(_) => hub.stats.overflows.fetch_add(1, Relaxed),
+        ClientError::NotifyMissed => hub.stats.missed.fetch_add(1, Relaxed),
+        _ => 0,
+    };
 }
 
 /// Runs one of pgmux's own statements on a client's connection, keeping the

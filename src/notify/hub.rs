@@ -21,7 +21,7 @@
 //! down are lost, and the clients are told so.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// One notification, as the server sent it.
@@ -140,6 +140,10 @@ pub struct HubStats {
     pub dropped: AtomicU64,
     /// Times the listening connection was lost (clients told they may have missed some).
     pub lost: AtomicU64,
+    /// Clients disconnected because their inbox overflowed (`54000`).
+    pub overflows: AtomicU64,
+    /// Clients disconnected because the listening connection was lost (`08006`).
+    pub missed: AtomicU64,
 }
 
 /// How a gate changes a client's subscriptions at its marker.
@@ -216,6 +220,8 @@ pub struct Hub {
     pub changed: tokio::sync::Notify,
     /// The listening connection is up.
     pub connected: AtomicBool,
+    /// Its server process id (0 while there is none): to find it in `pg_stat_activity`.
+    pub server_pid: AtomicI32,
     pub stats: HubStats,
 }
 

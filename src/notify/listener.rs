@@ -51,6 +51,10 @@ pub async fn run(hubs: Arc<Hubs>, upstream: Arc<dyn Upstream>) {
     }
 }
 
+/// Notifications handed out before the clients woken get to run (they write their
+/// inboxes out), so that a burst does not pile up in the inboxes.
+const YIELD_EVERY: usize = 64;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -82,11 +86,13 @@ async fn serve(db: String, hub: Arc<Hub>, up: Arc<dyn Upstream>) {
         let end = match login::connect(&target, up.timeout()).await {
             Ok(conn) => {
                 tracing::info!(database = %db, server = %target.addr, pid = conn.pid, "listening connection open");
+                hub.server_pid.store(conn.pid, Relaxed);
                 listen(&hub, conn, &target.addr, &db, &*up).await
             }
             Err(e) => End::Lost(format!("cannot connect: {e}")),
         };
         hub.connected.store(false, Relaxed);
+        hub.server_pid.store(0, Relaxed);
         match end {
             End::Idle => {
                 tracing::info!(database = %db, "listening connection closed: nobody listens");
@@ -106,6 +112,7 @@ async fn serve(db: String, hub: Arc<Hub>, up: Arc<dyn Upstream>) {
 async fn listen(hub: &Hub, mut conn: ServerConn, addr: &ServerAddr, db: &str, up: &dyn Upstream) -> End {
     let mut listening: BTreeSet<Arc<str>> = BTreeSet::new();
     let mut first = true;
+    let mut handed = 0;
     loop {
         let (want, g) = hub.channels();
         if want.is_empty() {
@@ -136,8 +143,18 @@ async fn listen(hub: &Hub, mut conn: ServerConn, addr: &ServerAddr, db: &str, up
                 None
             }
         };
-        if let Some(Err(e)) = read.map(|m| m.and_then(|m| on_message(hub, m))) {
-            return End::Lost(e.to_string());
+        match read.map(|m| m.and_then(|m| on_message(hub, m))) {
+            Some(Err(e)) => return End::Lost(e.to_string()),
+            // The clients woken run before the next notification is handed out: a
+            // burst drains as it comes instead of piling up in the inboxes.
+            Some(Ok(())) => {
+                handed += 1;
+                if handed >= YIELD_EVERY || conn.to_client.is_empty() {
+                    handed = 0;
+                    tokio::task::yield_now().await;
+                }
+            }
+            None => {}
         }
     }
 }

@@ -88,6 +88,12 @@ pub fn marker_token(client: u64) -> String {
     format!("{:016x}-{client:x}", rand::thread_rng().gen::<u64>())
 }
 
+/// Sends the marker `token` on a client's server connection (listening for markers
+/// there, so that it sees where its own stream of notifications is cut).
+pub fn marker_sql(token: &str) -> String {
+    format!("LISTEN {}; SELECT pg_notify({}, {})", quote_ident(MARKER_CHANNEL), quote_literal(MARKER_CHANNEL), quote_literal(token))
+}
+
 /// `LISTEN "a"; LISTEN "b"; ...` for a set of channels.
 pub fn listen_sql<'a>(channels: impl IntoIterator<Item = &'a Arc<str>>) -> String {
     channels.into_iter().map(|c| format!("LISTEN {};", quote_ident(c))).collect()

@@ -133,6 +133,7 @@ impl crate::notify::listener::Upstream for Primaries {
             password: user.plaintext.clone(),
             keys: user.keys.clone(),
             tls: self.config.upstream().clone(),
+            application_name: Some(crate::notify::APPLICATION_NAME),
         })
     }
 
