@@ -502,3 +502,21 @@ fn two_instances_each_deliver_to_their_own_listeners() {
         }
     });
 }
+
+/// With read/write routing, `pg_listening_channels()` is sent to the primary (a
+/// replica knows nothing of the client's LISTENs), and so is LISTEN.
+#[test]
+fn pg_listening_channels_goes_to_the_primary_with_routing_on() {
+    let px = Setup { pool_size: 2, extra: "routing:\n  read_write_split: true\n  monitor_interval: 100ms\n".into(), ..Default::default() }
+        .start();
+    mt().block_on(async {
+        let (c, mut rx) = listener(&px, "nfy_route").await;
+        c.batch_execute("LISTEN route_chan").await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(scalar(&c, "select string_agg(c, ',') from pg_listening_channels() c").await, "route_chan");
+            assert_eq!(scalar(&c, "select 'a read, maybe on a replica'").await, "a read, maybe on a replica");
+        }
+        px.connect().await.batch_execute("NOTIFY route_chan, 'routed'").await.unwrap();
+        assert_eq!(next(&mut rx, Duration::from_secs(5)).await, Some(note("route_chan", "routed")));
+    });
+}

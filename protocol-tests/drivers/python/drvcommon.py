@@ -98,3 +98,11 @@ class Report:
             sys.exit(1)
         print(f"{summary}; backends per client {lo}..{hi}")
         sys.exit(0)
+
+
+def exit_on_failures(fails):
+    """Prints each failure as a FAIL line on stderr and exits 1, if there are any."""
+    if fails:
+        for f in fails:
+            print("FAIL:", f, file=sys.stderr)
+        sys.exit(1)
