@@ -312,7 +312,7 @@ mod defaults {
         10
     }
     pub fn notify_queue_size() -> usize {
-        1000
+        10000
     }
     pub fn checkout_timeout() -> Dur {
         Dur(Duration::from_secs(5))
