@@ -1,7 +1,12 @@
 """procrastinate (a job queue built on LISTEN/NOTIFY) through pgmux in transaction mode
 (protocol-tests/drivers/notify.rs): a worker whose polling interval is 120 s, so that it
 can only see new jobs in time through its LISTEN, processes every job of bursts deferred
-while it waits."""
+while it waits.
+
+procrastinate defers and fetches jobs with `SELECT procrastinate_..._v1(...)`: functions
+that write, which a classifier cannot tell from reads, so with read/write routing on its
+connections say `SET pgmux.route = primary` (as the README advises for such apps;
+`routing.write_functions` would do too)."""
 
 import asyncio
 import os
@@ -17,7 +22,16 @@ BURSTS = 5
 PER_BURST = 40
 QUEUE = f"pgmux_{os.getpid()}"
 
-app = App(connector=PsycopgConnector(conninfo=CONNINFO, min_size=1, max_size=4))
+
+
+async def on_primary(conn):
+    autocommit = conn.autocommit
+    await conn.set_autocommit(True)
+    await conn.execute("SET pgmux.route = primary")
+    await conn.set_autocommit(autocommit)
+
+
+app = App(connector=PsycopgConnector(conninfo=CONNINFO, min_size=1, max_size=4, configure=on_primary))
 done = []
 
 
