@@ -73,6 +73,13 @@ async fn listen_pids(admin: &tokio_postgres::Client) -> Vec<i32> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
+/// The heavy tests (500 listeners, 100 MB to a slow client) and the latency figure
+/// take turns: measured alongside the others, the latency is the machine's.
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn setup(pool_size: usize, pool_extra: &str) -> Setup {
     Setup { pool_size, checkout_timeout: "10s", pool_extra: pool_extra.to_string(), extra: String::new(), ..Default::default() }
 }
@@ -177,6 +184,7 @@ fn listen_follows_commit_and_rollback() {
 /// and one listening connection.
 #[test]
 fn five_hundred_listeners_ten_thousand_notifications() {
+    let _turn = heavy();
     let px = setup(4, "").start();
     mt().block_on(async {
         const CLIENTS: usize = 500;
@@ -248,6 +256,7 @@ fn five_hundred_listeners_ten_thousand_notifications() {
 /// Latency from a NOTIFY's commit to a listener's receipt, through pgmux and directly.
 #[test]
 fn notification_latency_through_pgmux_and_direct() {
+    let _turn = heavy();
     let px = setup(2, "").start();
     mt().block_on(async {
         let (c, mut rx) = listener(&px, "nfy_lat").await;
@@ -279,7 +288,8 @@ fn notification_latency_through_pgmux_and_direct() {
             pct(&dir, 0.5),
             pct(&dir, 0.99)
         );
-        assert!(pct(&via, 0.99) < 200_000, "p99 under 200 ms");
+        assert!(pct(&via, 0.5) < pct(&dir, 0.5) + 5_000, "p50 within 5 ms of a direct connection's");
+        assert!(pct(&via, 0.99) < 100_000, "p99 under 100 ms");
     });
 }
 
@@ -341,6 +351,7 @@ fn a_terminated_listening_connection_is_reported_and_replaced() {
 /// with what the slow client did not read.
 #[test]
 fn a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded() {
+    let _turn = heavy();
     let metrics_port = pgmux::cluster::free_port();
     let px = Setup {
         pool_size: 2,
