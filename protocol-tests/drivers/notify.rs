@@ -6,11 +6,21 @@
 //! whose worker only hears of new jobs in time through its LISTEN.
 
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use super::{node_pg, node_workload, not_installed, pgjdbc_compile, pgjdbc_jar, probe, python_driver, python_workload, run_driver};
 
+/// These workloads take turns (one at a time beside the rest of the matrix): together
+/// they load the machine enough to slow the replicas' replay, which the other
+/// workloads' table-visibility waits are sensitive to.
+fn turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn psycopg_notifies() {
+    let _turn = turn();
     let version = python_driver("psycopg-notify", "psycopg");
     run_driver(
         "psycopg-notify",
@@ -24,6 +34,7 @@ fn psycopg_notifies() {
 
 #[test]
 fn asyncpg_add_listener() {
+    let _turn = turn();
     let version = python_driver("asyncpg-notify", "asyncpg");
     run_driver(
         "asyncpg-notify",
@@ -36,6 +47,7 @@ fn asyncpg_add_listener() {
 
 #[test]
 fn node_postgres_on_notification() {
+    let _turn = turn();
     let version = node_pg("node-postgres-notify");
     run_driver(
         "node-postgres-notify",
@@ -48,6 +60,7 @@ fn node_postgres_on_notification() {
 
 #[test]
 fn pgjdbc_get_notifications() {
+    let _turn = turn();
     let hint = "run scripts/test, or install Debian's libpostgresql-jdbc-java and a JDK (javac)";
     if !pgjdbc_jar().exists() || probe(Command::new("javac").arg("-version")).is_none() {
         not_installed("pgjdbc-notify", "pgjdbc", hint);
@@ -67,6 +80,7 @@ fn pgjdbc_get_notifications() {
 
 #[test]
 fn procrastinate_worker_woken_by_notify() {
+    let _turn = turn();
     let version = python_driver("procrastinate", "procrastinate");
     run_driver(
         "procrastinate",
