@@ -225,11 +225,14 @@ function main(): int
         $pdo->exec('create table ' . TABLE . ' (worker int not null, i int not null, v int not null, how text not null)');
         $pdo = null;
         // A new connection's read may reach a replica that has not replayed the creation yet.
+        // Reads go round robin over the replicas: 6 new connections in a row must see it.
         $visible = false;
+        $seen = 0;
         for ($k = 0; $k < 200 && !$visible; $k++) {
             $c = connect(false);
-            $visible = $c->query("select to_regclass('" . TABLE . "') is not null as t")->fetch()['t'];
+            $seen = $c->query("select to_regclass('" . TABLE . "') is not null as t")->fetch()['t'] ? $seen + 1 : 0;
             $c = null;
+            $visible = $seen >= 6;
             if (!$visible) {
                 usleep(50000);
             }

@@ -169,11 +169,14 @@ def main
     setup.exec("create table #{TABLE} (thread int not null, i int not null, v int not null, how text not null)")
     setup.close
     # A new connection's read may reach a replica that has not replayed the creation yet.
+    # Reads go round robin over the replicas: 6 new connections in a row must see it.
     visible = false
+    seen = 0
     200.times do
       c = connect
-      visible = c.exec_params('select to_regclass($1) is not null as t', [TABLE])[0]['t'] == 't'
+      seen = c.exec_params('select to_regclass($1) is not null as t', [TABLE])[0]['t'] == 't' ? seen + 1 : 0
       c.close
+      visible = seen >= 6
       break if visible
 
       sleep 0.05

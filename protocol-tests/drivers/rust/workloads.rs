@@ -124,10 +124,13 @@ async fn create_table(at: &Where, table: &str) -> Result<(), String> {
     ))
     .await
     .map_err(pg_err)?;
+    // Reads go round robin over the replicas: 6 new clients in a row must see it.
+    let mut seen = 0;
     for _ in 0..200 {
         let c = connect(at, "drv_setup").await?;
         let row = c.query_one("select to_regclass($1) is not null", &[&table]).await.map_err(pg_err)?;
-        if row.get::<_, bool>(0) {
+        seen = if row.get::<_, bool>(0) { seen + 1 } else { 0 };
+        if seen >= 6 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
