@@ -17,6 +17,8 @@
 //! so do runs against another PostgreSQL major (`PGMUX_TEST_PG=18`: `<driver>.pg18.txt`).
 
 mod common;
+#[path = "drivers/notify.rs"]
+mod notify;
 #[path = "drivers/rust/workloads.rs"]
 mod rust_workloads;
 
@@ -415,6 +417,25 @@ fn two_clients_use_the_same_statement_name_for_different_sql() {
     );
 }
 
+/// Compiles a workload against pgjdbc: (its classes' directory, the classpath, pgjdbc's version).
+fn pgjdbc_compile(key: &str, class: &str, hint: &str) -> (tempfile::TempDir, String, String) {
+    let jar = pgjdbc_jar();
+    let classes = tempfile::tempdir().unwrap();
+    let out = Command::new("javac")
+        .arg("-cp")
+        .arg(&jar)
+        .arg("-d")
+        .arg(classes.path())
+        .arg(drivers_dir().join(format!("jdbc/{class}.java")))
+        .output()
+        .expect("run javac");
+    assert!(out.status.success(), "javac {class}.java failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let classpath = format!("{}:{}", jar.display(), classes.path().display());
+    let version = probe(Command::new("java").args(["-cp", &classpath, class, "--version"]))
+        .unwrap_or_else(|| not_installed(key, "pgjdbc", &format!("`java` cannot load pgjdbc from {}: {hint}", jar.display())));
+    (classes, classpath, version)
+}
+
 #[test]
 fn pgjdbc_prepare_thresholds_0_1_5_with_autocommit_off() {
     let jar = pgjdbc_jar();
@@ -426,20 +447,7 @@ fn pgjdbc_prepare_thresholds_0_1_5_with_autocommit_off() {
     if probe(Command::new("javac").arg("-version")).is_none() {
         not_installed("pgjdbc", "pgjdbc", &format!("javac is missing: {hint}"));
     }
-    let classes = tempfile::tempdir().unwrap();
-    let out = Command::new("javac")
-        .arg("-cp")
-        .arg(&jar)
-        .arg("-d")
-        .arg(classes.path())
-        .arg(drivers_dir().join("jdbc/JdbcWorkload.java"))
-        .output()
-        .expect("run javac");
-    assert!(out.status.success(), "javac JdbcWorkload.java failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let classpath = format!("{}:{}", jar.display(), classes.path().display());
-    let version = probe(Command::new("java").args(["-cp", &classpath, "JdbcWorkload", "--version"]))
-        .unwrap_or_else(|| not_installed("pgjdbc", "pgjdbc", &format!("`java` cannot load pgjdbc from {}: {hint}", jar.display())));
-
+    let (_classes, classpath, version) = pgjdbc_compile("pgjdbc", "JdbcWorkload", hint);
     let mut cmd = Command::new("java");
     cmd.args(["-cp", &classpath, "JdbcWorkload", "0,1,5"]);
     run_driver(

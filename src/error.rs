@@ -35,6 +35,8 @@ impl SqlState {
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &'static str = "25P03";
     pub const CONFIG_FILE_ERROR: &'static str = "F0000";
     pub const IDLE_SESSION_TIMEOUT: &'static str = "57P05";
+    /// PostgreSQL's own answer when its notification queue is full.
+    pub const PROGRAM_LIMIT_EXCEEDED: &'static str = "54000";
 }
 
 /// What kind of refusal an error is: the `reason` label of
@@ -186,6 +188,12 @@ pub enum ClientError {
     /// Shutdown (SIGTERM, SHUTDOWN): the client is told at a transaction boundary.
     #[error("terminating connection due to administrator command")]
     AdminShutdown,
+    /// A listening client fell `pool.notify_queue_size` notifications behind.
+    #[error("pgmux: terminating connection: {0} notifications were queued for this client and it did not read them (pool.notify_queue_size); later ones were lost")]
+    NotifyOverflow(usize),
+    /// pgmux's listening connection to the server broke (or could not be had).
+    #[error("pgmux: terminating connection: pgmux's listening connection to the server was lost, so notifications may have been missed")]
+    NotifyMissed,
 }
 
 impl ClientError {
@@ -211,6 +219,10 @@ impl ClientError {
             IdleSessionTimeout => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
             IdleInTransactionTimeout => PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),
             Killed | AdminShutdown => PgError::fatal(SqlState::ADMIN_SHUTDOWN, msg),
+            NotifyOverflow(_) => PgError::fatal(SqlState::PROGRAM_LIMIT_EXCEEDED, msg)
+                .with_hint("Read notifications as they come (a driver reads them while waiting for results or in its listen loop), or raise pool.notify_queue_size."),
+            NotifyMissed => PgError::fatal(SqlState::CONNECTION_FAILURE, msg)
+                .with_hint("Connect again, LISTEN again, and look for work that a missed notification announced."),
         }
     }
 
@@ -225,7 +237,14 @@ impl ClientError {
             UnknownDatabase(_) => ErrorKind::UnknownDatabase,
             ServerUnavailable { .. } | ServerLost(_) | AuthQueryLost(_) => ErrorKind::ServerUnavailable,
             ServerRefused(e) | AuthQueryRefused(e) => ErrorKind::of_server(e),
-            Protocol(_) | Unsupported(_) | IdleSessionTimeout | IdleInTransactionTimeout | Killed | AdminShutdown => ErrorKind::Protocol,
+            Protocol(_)
+            | Unsupported(_)
+            | IdleSessionTimeout
+            | IdleInTransactionTimeout
+            | Killed
+            | AdminShutdown
+            | NotifyOverflow(_)
+            | NotifyMissed => ErrorKind::Protocol,
         }
     }
 

@@ -100,6 +100,6 @@ mod tests {
         assert_eq!((&*e.code, e.message.as_str()), ("0A000", "pgmux: unknown SHOW item \"nothing\""));
         let e = Command::parse("SET x = 1").unwrap_err();
         assert_eq!(e.message, "pgmux: \"SET x = 1\" is not supported yet");
-        assert_eq!(e.hint.as_deref(), Some("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|PEERS|HELP, PAUSE [db], RESUME [db], KILL db, KILL_CLIENT id, RECONNECT [db], RELOAD, SHUTDOWN."));
+        assert_eq!(e.hint.as_deref(), Some("Supported: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|USERS|CONFIG|LISTS|VERSION|REPLICAS|PEERS|LISTENERS|CHANNELS|HELP, PAUSE [db], RESUME [db], KILL db, KILL_CLIENT id, RECONNECT [db], RELOAD, SHUTDOWN."));
     }
 }

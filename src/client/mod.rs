@@ -10,6 +10,8 @@
 //! - [`route`]: where a request goes (held-back `BEGIN`, `SET pgmux.route`, fallback).
 //! - [`relay`]: the hot path forwarding bytes during a transaction, as explicit
 //!   per-direction state; [`to_server`] and `to_client`: its two directions.
+//! - [`listen`]: LISTEN in transaction mode: the channels read back at the boundary,
+//!   handed to the database's hub, notifications written between transactions.
 //! - [`buffers`]: read buffers lent to active clients and kept per thread.
 //! - [`rewrite`], [`responses`], [`retry`]: named statements shared across server
 //!   connections, and the one retry after a stale cached plan.
@@ -18,6 +20,7 @@
 pub mod access;
 pub mod auth_query;
 pub mod buffers;
+pub mod listen;
 pub mod login;
 pub mod negotiate;
 pub mod relay;
@@ -127,6 +130,7 @@ async fn welcome<'a>(socket: Stream, state: &'a Arc<State>, entry: &Arc<crate::c
         route: route::RouteState::new(route),
         kill: Default::default(),
         late: state.shutdown.begun(),
+        listening: None,
     })
 }
 
@@ -135,8 +139,9 @@ mod tests {
     /// What an idle client may cost, besides its socket and its task's header: the
     /// future of [`super::serve`] (the session and its idle wait). A feature that
     /// needs more per idle client raises these on purpose.
-    const IDLE_CLIENT_FUTURE: usize = 640;
-    const SESSION: usize = 400;
+    /// (LISTEN/NOTIFY took 8 bytes: `Session::listening`, a pointer.)
+    const IDLE_CLIENT_FUTURE: usize = 648;
+    const SESSION: usize = 408;
     /// The login's future is boxed and gone once the client is in; still bounded.
     const LOGIN_FUTURE: usize = 1536;
 

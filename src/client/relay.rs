@@ -122,6 +122,10 @@ pub struct Relay<'a> {
     /// portal (a cursor, which a move would lose) inside the block ends the relay with
     /// [`RelayEnd::Reroute`] too, so that the transaction moves before it.
     pub movable: bool,
+    /// Transaction mode: the server's NotificationResponses are not forwarded (a
+    /// listening client gets them from the hub between transactions); those of a
+    /// transaction that LISTENs are kept here (`client::listen`).
+    pub notifications: Option<&'a mut Vec<std::sync::Arc<crate::notify::Notification>>>,
 }
 
 /// What transaction mode needs to rewrite a client's messages.

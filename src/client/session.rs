@@ -37,11 +37,19 @@ pub struct Shared<'a> {
     /// PAUSE: no transaction starts in a paused database.
     pub pause: &'a Pause,
     pub shutdown: &'a Shutdown,
+    /// Each database's listening clients (transaction mode).
+    pub hubs: &'a crate::notify::Hubs,
 }
 
 impl<'a> Shared<'a> {
     pub fn of(state: &'a State) -> Shared<'a> {
-        Shared { statements: &state.statements, counters: &state.counters, pause: &state.pause, shutdown: &state.shutdown }
+        Shared {
+            statements: &state.statements,
+            counters: &state.counters,
+            pause: &state.pause,
+            shutdown: &state.shutdown,
+            hubs: &state.notify,
+        }
     }
 }
 
@@ -64,6 +72,8 @@ pub struct Session<'a> {
     /// It logged in once a shutdown had begun (the listener's last accepts, or a
     /// login under way) and has not run a transaction yet: it may run one.
     pub late: bool,
+    /// Transaction mode: its channels and inbox, once it listens ([`super::listen`]).
+    pub listening: Option<Box<crate::notify::Listening>>,
 }
 
 /// How long a client that logged in as a shutdown began may take to send its first
@@ -77,6 +87,8 @@ enum Wake {
     IdleTimeout,
     Shutdown,
     Killed,
+    /// Notifications (or trouble) for a listening client.
+    Notified,
 }
 
 /// How a session ended.
@@ -91,6 +103,12 @@ pub enum SessionEnd {
 impl Session<'_> {
     pub async fn run(&mut self) -> SessionEnd {
         loop {
+            // A listening client's notifications, between its transactions.
+            if self.listening.as_ref().is_some_and(|l| l.inbox.has_news()) {
+                if let Some(end) = Box::pin(self.deliver()).await {
+                    return end;
+                }
+            }
             // Idle: no server, no buffer unless the client pipelined ahead.
             if self.from_client.len() < 5 {
                 if let Some(end) = self.between_transactions().await {
@@ -138,6 +156,7 @@ impl Session<'_> {
             Wake::IdleTimeout if in_txn => return Some(Box::pin(self.end_with(ClientError::IdleInTransactionTimeout)).await),
             Wake::IdleTimeout => return Some(Box::pin(self.end_with(ClientError::IdleSessionTimeout)).await),
             Wake::Killed => return Some(Box::pin(self.end_with(ClientError::Killed)).await),
+            Wake::Notified => return Box::pin(self.deliver()).await,
         }
         if self.from_client.capacity() == 0 {
             self.from_client = super::buffers::take();
@@ -159,6 +178,7 @@ impl Session<'_> {
         use std::task::Poll;
         let mut timer = limit.map(|t| Box::pin(tokio::time::sleep(t)));
         let (stream, kill, watch) = (&self.stream, &self.client.kill, &mut self.kill);
+        let inbox = self.listening.as_ref().map(|l| &*l.inbox);
         let wake = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = stream.poll_read_ready(cx) {
                 return Poll::Ready(Some(Wake::Readable(r.is_ok())));
@@ -168,8 +188,15 @@ impl Session<'_> {
                     return Poll::Ready(Some(Wake::IdleTimeout));
                 }
             }
-            // Also how a shutdown reaches idle clients (see `State::begin_shutdown`).
-            watch.poll(kill, cx).map(|()| None)
+            // Also how a shutdown reaches idle clients (see `State::begin_shutdown`),
+            // and how a listening client's inbox wakes it (`Kill::wake`).
+            if watch.poll(kill, cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            if inbox.is_some_and(|i| i.has_news()) {
+                return Poll::Ready(Some(Wake::Notified));
+            }
+            Poll::Pending
         })
         .await;
         wake.unwrap_or_else(|| if self.shared.shutdown.begun() { Wake::Shutdown } else { Wake::Killed })

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::relay::{bad_length, Clock, Next, Relay, RelayEnd, Run};
@@ -13,6 +14,7 @@ use super::responses::{drop_ignored_syncs, on_server_message, Edits};
 use super::retry::Retry;
 use super::txn::TxnTracker;
 use crate::error::{ProtocolError, ServerFailure};
+use crate::notify::Notification;
 use crate::pool::Pool;
 use crate::prepared::{Expect, ServerStatements};
 use crate::protocol::codes;
@@ -26,6 +28,8 @@ fn server_inspect(tag: u8) -> usize {
         // Errors (and notices) are read whole (they are small) to notice stale cached
         // plans and to be able to hide them during a retry.
         codes::ERROR_RESPONSE | codes::NOTICE_RESPONSE => 8192,
+        // Small (a payload is under 8000 bytes): seen whole, to be hidden or kept.
+        codes::NOTIFICATION_RESPONSE => 16 * 1024,
         _ => 0,
     }
 }
@@ -77,6 +81,8 @@ impl Relay<'_> {
             slow: self.timeouts.slow_query,
             peer: server.peer,
             partial_hidden: false,
+            keep_notes: self.statements.as_ref().is_some_and(|t| t.effects.listen),
+            notes: self.notifications.as_deref_mut(),
         };
         let buf = &mut server.to_client;
         let scanned = run.to_client.framer.scan::<Infallible>(buf, self.max_message, server_inspect, |f| Ok(scan.message(f)));
@@ -92,6 +98,15 @@ impl Relay<'_> {
         run.to_client.due = if edits.is_empty() { n } else { edits.apply(buf, n) };
         Ok(())
     }
+}
+
+/// A NotificationResponse's body: pid, channel, payload.
+fn parse_notification(body: &[u8]) -> Option<Notification> {
+    let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+    let (channel, rest) = crate::protocol::frame::cstr(&body[4..])?;
+    let (payload, _) = crate::protocol::frame::cstr(rest)?;
+    let text = |b: &[u8]| Arc::<str>::from(String::from_utf8_lossy(b));
+    Some(Notification { pid, channel: text(channel), payload: text(payload) })
 }
 
 /// One scan of server bytes: what each message does to the transaction, the clock,
@@ -110,6 +125,11 @@ struct ServerScan<'s> {
     peer: std::net::SocketAddr,
     /// A message being hidden was too large to be seen whole.
     partial_hidden: bool,
+    /// Transaction mode: NotificationResponses are hidden (the hub delivers them
+    /// between transactions), and kept here while `keep_notes` (this transaction
+    /// ran LISTEN or UNLISTEN: see `client::listen`).
+    notes: Option<&'s mut Vec<Arc<Notification>>>,
+    keep_notes: bool,
 }
 
 impl ServerScan<'_> {
@@ -124,6 +144,15 @@ impl ServerScan<'_> {
             self.ready_for_query();
         }
         let len = HEADER_LEN + body.len();
+        if tag == codes::NOTIFICATION_RESPONSE && !streaming {
+            if let Some(notes) = self.notes.as_deref_mut() {
+                self.edits.hide.push((at, len));
+                if self.keep_notes {
+                    notes.extend(parse_notification(body).map(Arc::new));
+                }
+                return Step::Continue;
+            }
+        }
         if *self.own_sync && tag == codes::READY_FOR_QUERY && self.txn.pending == 0 {
             // The answer to pgmux's own Sync: the client did not ask.
             *self.own_sync = false;

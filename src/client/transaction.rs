@@ -42,6 +42,11 @@ pub(super) struct Holding {
     max_message: usize,
     timeouts: Timeouts,
     reject_session_features: bool,
+    /// The connection LISTENs on the client's channels (`client::listen`): it is
+    /// to listen on nothing again before it goes back to the pool.
+    listen_dirty: bool,
+    /// NotificationResponses the relay kept (a transaction that ran LISTEN).
+    kept: Vec<Arc<crate::notify::Notification>>,
 }
 
 impl Holding {
@@ -71,6 +76,8 @@ impl Holding {
             max_message: config.max_message_size.0 as usize,
             timeouts,
             reject_session_features: features == SessionFeatures::Reject,
+            listen_dirty: false,
+            kept: Vec::new(),
         }
     }
 
@@ -141,25 +148,19 @@ impl Session<'_> {
     /// the end of the session (session mode, or a client pinned by a session-only
     /// feature). Returns `Some` when the session is over.
     async fn serve_with(&mut self, mut lease: Lease, routing: Option<Routing>) -> Option<SessionEnd> {
-        // The boxed steps (kept out of this future's size) are entered only when
-        // there is something to do: a box per transaction is measurable.
-        if !Arc::ptr_eq(&lease.conn().session, &self.login.params) {
-            if let Err(e) = Box::pin(self.sync_settings(&mut lease)).await {
+        let (began, listen_dirty) = match self.prepare(&mut lease).await {
+            Ok(r) => r,
+            Err(e) => {
                 lease.discard();
                 return Box::pin(self.refuse_request(e)).await;
             }
-        }
-        let began = self.route.pending_begin.is_some();
-        if began {
-            if let Err(e) = Box::pin(self.route.send_pending_begin(&mut lease)).await {
-                lease.discard();
-                return Box::pin(self.refuse_request(e)).await;
-            }
-        }
+        };
         let mut held = Holding::new(self.config.load(), routing, began, self.login.session_features);
+        held.listen_dirty = listen_dirty;
         self.client.attach(lease.conn().cancel_target());
         loop {
             let end = self.relay(&mut lease, &mut held).await;
+            let was_pinned = held.pinned;
             if !matches!(end, RelayEnd::Reroute) {
                 self.note_pin(&mut held);
             }
@@ -168,6 +169,12 @@ impl Session<'_> {
                     if held.wrote {
                         // Read-your-writes: a write ended on the primary.
                         self.route.wrote(&self.login.pools.topology);
+                    }
+                    if let Some(e) = self.listen_boundary(&mut lease, &mut held, was_pinned).await {
+                        tracing::warn!(client = self.client.pid, error = %e, "LISTEN bookkeeping failed at the transaction's end");
+                        self.client.detach();
+                        lease.discard();
+                        return Some(Box::pin(self.end_with(e)).await);
                     }
                     if held.untidy(&lease) && !Box::pin(self.tidy(&mut lease, &held)).await {
                         self.client.detach();
@@ -215,6 +222,24 @@ impl Session<'_> {
         }
     }
 
+    /// Readies the connection for the client: its settings, a listening client's
+    /// channels (outside its transaction), its held-back `BEGIN`. Returns whether that
+    /// `BEGIN` was sent and whether the connection now listens.
+    #[inline]
+    async fn prepare(&mut self, lease: &mut Lease) -> Result<(bool, bool), ClientError> {
+        // The boxed steps (kept out of this future's size) are entered only when
+        // there is something to do: a box per transaction is measurable.
+        if !Arc::ptr_eq(&lease.conn().session, &self.login.params) {
+            Box::pin(self.sync_settings(lease)).await?;
+        }
+        let listen_dirty = if self.listening.is_some() { Box::pin(self.listen_before(lease)).await? } else { false };
+        let began = self.route.pending_begin.is_some();
+        if began {
+            Box::pin(self.route.send_pending_begin(lease)).await?;
+        }
+        Ok((began, listen_dirty))
+    }
+
     /// Runs the relay on the held connection until it hands back.
     async fn relay(&mut self, lease: &mut Lease, held: &mut Holding) -> RelayEnd {
         let hold = if held.mode == PoolMode::Session || held.pinned { Hold::Session } else { Hold::UntilBoundary };
@@ -240,8 +265,31 @@ impl Session<'_> {
             stopping: self.shared.shutdown,
             reads_only: held.classifier.as_ref().filter(|_| held.reads_only).map(|c| &c.classifier),
             movable: held.routing.is_some_and(|r| r.movable) && !held.pinned,
+            notifications: (hold == Hold::UntilBoundary && held.mode == PoolMode::Transaction).then_some(&mut held.kept),
         };
         relay.run(hold).await
+    }
+
+    /// At a boundary: a listening client's channels taken over by the hub and the
+    /// connection listening on nothing (`client::listen`); at the boundary that pins
+    /// the client, its notifications moved to its connection. `Some`: the error that
+    /// ends the session (the connection is to be closed).
+    async fn listen_boundary(&mut self, lease: &mut Lease, held: &mut Holding, was_pinned: bool) -> Option<ClientError> {
+        if !(held.listen_dirty || held.effects.listen || (held.pinned && !was_pinned && self.listening.is_some())) {
+            return None;
+        }
+        let kept = std::mem::take(&mut held.kept);
+        held.listen_dirty = false;
+        if was_pinned || !self.on_primary(lease) {
+            return None;
+        }
+        if held.pinned {
+            return Box::pin(self.listen_pinned(lease, kept)).await.err();
+        }
+        Box::pin(self.listen_after(lease, held.effects.listen, kept)).await.err().map(|e| {
+            tracing::warn!(client = self.client.pid, error = %e, "could not read back the client's channels");
+            ClientError::NotifyMissed
+        })
     }
 
     /// A session-only feature used in this transaction pins the client to its
@@ -262,7 +310,9 @@ impl Session<'_> {
         if held.pinned {
             self.shared.counters.pinned_now.fetch_sub(1, Ordering::Relaxed);
         }
-        if held.pinned || matches!(told, Some(ClientError::ServerLost(_))) {
+        // A connection that may listen is not handed on (a rare way out: the client
+        // left or was told to go mid-transaction).
+        if held.pinned || held.listen_dirty || held.effects.listen || matches!(told, Some(ClientError::ServerLost(_))) {
             lease.discard();
         } else {
             self.recycle(lease, &held.tracker).await;

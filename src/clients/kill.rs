@@ -1,7 +1,8 @@
 //! The signal that ends one client's session from outside its task: the admin
 //! console's KILL / KILL_CLIENT, and the wake-up a graceful shutdown sends every
 //! client (which tells the two apart by the shutdown flag). It lives in the client's
-//! entry in the [client registry](super).
+//! entry in the [client registry](super). [`Kill::wake`] only wakes the task (a
+//! listening client's notifications arrived): its watch reports no firing.
 //!
 //! It is polled on every turn of the client's hot loop, so watching it costs one
 //! atomic load: the task's waker is stored once (again only if the task's waker
@@ -23,6 +24,15 @@ impl Kill {
     /// Wakes the client's task; its watch reports the signal once.
     pub fn fire(&self) {
         self.fired.fetch_add(1, Ordering::SeqCst);
+        if let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+impl Kill {
+    /// Wakes the client's task without firing: the task looks at what it waits for.
+    pub fn wake(&self) {
         if let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             w.wake_by_ref();
         }

@@ -199,6 +199,10 @@ pub struct PoolConfig {
     /// saying so (0: off).
     #[serde(default = "defaults::off")]
     pub wait_notice: Dur,
+    /// Transaction mode: notifications queued for one listening client at most; a
+    /// client that falls this far behind is disconnected (`notify::hub`).
+    #[serde(default = "defaults::notify_queue_size")]
+    pub notify_queue_size: usize,
 }
 
 impl Default for PoolConfig {
@@ -221,6 +225,7 @@ impl Default for PoolConfig {
             client_idle_timeout: defaults::off(),
             query_timeout: defaults::off(),
             wait_notice: defaults::off(),
+            notify_queue_size: defaults::notify_queue_size(),
         }
     }
 }
@@ -255,7 +260,7 @@ pub struct DatabaseConfig {
     #[serde(default)]
     pub dbname: Option<String>,
     /// Transaction mode: what to do when a client uses a session-only feature
-    /// (LISTEN, temporary tables, WITH HOLD cursors, session advisory locks, LOAD,
+    /// (temporary tables, WITH HOLD cursors, session advisory locks, LOAD,
     /// SQL PREPARE): `pin` it to its server connection, or `reject` the statement.
     #[serde(default)]
     pub session_features: SessionFeatures,
@@ -305,6 +310,9 @@ mod defaults {
     }
     pub fn pool_size() -> usize {
         10
+    }
+    pub fn notify_queue_size() -> usize {
+        10000
     }
     pub fn checkout_timeout() -> Dur {
         Dur(Duration::from_secs(5))
@@ -428,6 +436,9 @@ impl Config {
         }
         if self.pool.min_pool_size > self.pool.size {
             return err("pool.min_pool_size", format!("must not exceed pool.size ({})", self.pool.size));
+        }
+        if self.pool.notify_queue_size == 0 {
+            return err("pool.notify_queue_size", "must be at least 1".into());
         }
         if self.pool.checkout_timeout.0.is_zero() {
             return err("pool.checkout_timeout", "must be more than 0".into());

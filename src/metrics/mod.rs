@@ -201,6 +201,19 @@ impl Metrics {
         self.counter("pgmux_pinned_sessions_total", &[]).absolute(s.pinned_total);
         self.counter("pgmux_stale_plan_resets_total", &[]).absolute(s.stale_plans);
         self.counter("pgmux_stale_plan_retries_total", &[]).absolute(s.stale_plan_retries);
+        for l in &s.notify {
+            let db = [("database", l.database.as_str())];
+            self.gauge("pgmux_notify_listener_connected", &db).set(f64::from(u8::from(l.connected)));
+            self.gauge("pgmux_notify_channels", &db).set(l.channels as f64);
+            self.gauge("pgmux_notify_listening_clients", &db).set(l.clients as f64);
+            self.gauge("pgmux_notify_queued", &db).set(l.queued as f64);
+            self.counter("pgmux_notify_received_total", &db).absolute(l.received);
+            self.counter("pgmux_notify_delivered_total", &db).absolute(l.delivered);
+            self.counter("pgmux_notify_dropped_total", &db).absolute(l.dropped);
+            self.counter("pgmux_notify_listener_lost_total", &db).absolute(l.lost);
+            self.counter("pgmux_notify_overflows_total", &db).absolute(l.overflows);
+            self.counter("pgmux_notify_missed_total", &db).absolute(l.missed);
+        }
         if let Some(f) = &s.fleet {
             self.gauge("pgmux_fleet_instances", &[]).set(f.instances as f64);
             self.gauge("pgmux_fleet_pool_share", &[]).set(f.pool_share as f64);
@@ -230,6 +243,24 @@ pub struct Snapshot<'a> {
     pub topologies: Vec<Arc<Topology>>,
     /// The fleet, when this instance is part of one.
     pub fleet: Option<FleetSample>,
+    /// LISTEN/NOTIFY, per database with listening clients.
+    pub notify: Vec<NotifySample>,
+}
+
+/// One database's LISTEN/NOTIFY hub at a scrape (`notify::Hub`).
+#[derive(Debug, Default, Clone)]
+pub struct NotifySample {
+    pub database: String,
+    pub connected: bool,
+    pub channels: usize,
+    pub clients: usize,
+    pub queued: usize,
+    pub received: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub lost: u64,
+    pub overflows: u64,
+    pub missed: u64,
 }
 
 /// The fleet at a scrape.

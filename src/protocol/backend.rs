@@ -39,6 +39,21 @@ pub fn notice(buf: &mut BytesMut, e: &PgError) {
     put(NoticeResponse::new(fields(e)), buf);
 }
 
+/// NotificationResponse (`A`): written by hand, as fast as a forwarded one (a
+/// burst of notifications goes out this way to every listening client).
+pub fn notification(buf: &mut BytesMut, pid: i32, channel: &str, payload: &str) {
+    use bytes::BufMut;
+    let len = 4 + 4 + channel.len() + 1 + payload.len() + 1;
+    buf.reserve(1 + len);
+    buf.put_u8(b'A');
+    buf.put_i32(len as i32);
+    buf.put_i32(pid);
+    buf.put_slice(channel.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(payload.as_bytes());
+    buf.put_u8(0);
+}
+
 pub fn ready(buf: &mut BytesMut, status: u8) {
     let status = match status {
         b'T' => TransactionStatus::Transaction,

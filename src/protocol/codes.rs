@@ -35,6 +35,7 @@ pub const COPY_IN_RESPONSE: u8 = b'G';
 pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_BOTH_RESPONSE: u8 = b'W';
 pub const PORTAL_SUSPENDED: u8 = b's';
+pub const NOTIFICATION_RESPONSE: u8 = b'A';
 
 // Transaction status in ReadyForQuery.
 pub const TXN_IDLE: u8 = b'I';

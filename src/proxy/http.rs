@@ -15,7 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::{FleetSample, IdleClients, Snapshot};
+use crate::metrics::{FleetSample, IdleClients, NotifySample, Snapshot};
 use crate::state::{DbPools, State};
 
 /// Serves until the task is dropped.
@@ -84,7 +84,34 @@ fn snapshot<'a>(state: &State, sets: &'a [Arc<DbPools>]) -> Snapshot<'a> {
         limits: state.pools.limits.samples(&state.config.current()),
         topologies: state.topologies.all(),
         fleet: state.fleet.as_ref().map(|f| fleet_sample(state, f)),
+        notify: notify_samples(state),
     }
+}
+
+fn notify_samples(state: &State) -> Vec<NotifySample> {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    state
+        .notify
+        .all()
+        .into_iter()
+        .map(|(database, hub)| {
+            let (clients, channels, queued) = hub.counts();
+            let st = &hub.stats;
+            NotifySample {
+                database,
+                connected: hub.connected.load(Ordering::Relaxed),
+                channels,
+                clients,
+                queued,
+                received: load(&st.received),
+                delivered: load(&st.delivered),
+                dropped: load(&st.dropped),
+                lost: load(&st.lost),
+                overflows: load(&st.overflows),
+                missed: load(&st.missed),
+            }
+        })
+        .collect()
 }
 
 fn fleet_sample(state: &State, f: &crate::fleet::Fleet) -> FleetSample {

@@ -1,7 +1,8 @@
 //! The running proxy, on top of everything: it owns the shared [`State`] and runs
 //! the jobs that use it: the [`listener`]'s accept loop (each client a task of its
-//! own), the [`upkeep`], the replica monitor ([`crate::monitor`]) and the metrics
-//! endpoint ([`http`]); and it drains them at shutdown.
+//! own), the [`upkeep`], the replica monitor ([`crate::monitor`]), the listening
+//! connections of LISTEN/NOTIFY ([`crate::notify::listener`], told where to go by
+//! [`Primaries`]) and the metrics endpoint ([`http`]); and it drains them at shutdown.
 
 pub mod http;
 pub mod listener;
@@ -96,11 +97,47 @@ async fn follow_shares(state: Arc<State>, mut shares: tokio::sync::watch::Receiv
     }
 }
 
-/// Accepts clients until shutdown begins, with the upkeep and the monitor alongside.
+/// Accepts clients until shutdown begins, with the upkeep, the monitor and the
+/// listening connections alongside.
 async fn serve(state: Arc<State>, listener: Listener) {
     let sources =
         crate::monitor::Sources { config: state.config.clone(), users: state.users.clone(), topologies: state.topologies.clone() };
     let _upkeep = Job(tokio::spawn(upkeep::run(state.clone())));
     let _monitor = Job(tokio::spawn(crate::monitor::run(sources)));
+    let primaries = Primaries { config: state.config.clone(), users: state.users.clone(), topologies: state.topologies.clone() };
+    let _notify = Job(tokio::spawn(crate::notify::listener::run(state.notify.clone(), Arc::new(primaries))));
     listener.serve(state).await;
+}
+
+/// Where each database's listening connection goes: its current primary (it follows
+/// a failover), logged in as the monitor user.
+struct Primaries {
+    config: Arc<crate::state::ConfigStore>,
+    users: Arc<crate::state::Users>,
+    topologies: Arc<crate::state::Topologies>,
+}
+
+impl crate::notify::listener::Upstream for Primaries {
+    fn target(&self, database: &str) -> Option<crate::server::ServerTarget> {
+        let config = self.config.current();
+        let db = config.databases.get(database)?;
+        let user = config.monitor_user().and_then(|u| self.users.get(&u.name))?;
+        if user.plaintext.is_none() && user.keys.get().is_none() {
+            return None;
+        }
+        let topo = self.topologies.get(database)?;
+        Some(crate::server::ServerTarget {
+            addr: topo.nodes[topo.primary()].addr.clone(),
+            dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
+            user: user.name.clone(),
+            password: user.plaintext.clone(),
+            keys: user.keys.clone(),
+            tls: self.config.upstream().clone(),
+            application_name: Some(crate::notify::APPLICATION_NAME),
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.current().pool.server_connect_timeout.0
+    }
 }

@@ -1,5 +1,5 @@
 //! Reading SQL text, as far as pgmux must: session effects of a query (settings it
-//! changes, features that tie a client to its server connection).
+//! changes, LISTEN/UNLISTEN, features that tie a client to its server connection).
 
 pub mod lexer;
 
@@ -16,6 +16,9 @@ pub struct SessionEffects {
     pub forget_statements: bool,
     /// A session-only feature that needs this very server connection from now on.
     pub pin: Option<&'static str>,
+    /// LISTEN or UNLISTEN: the client's channels may change (transaction mode reads
+    /// them back from the server at the transaction's end).
+    pub listen: bool,
 }
 
 impl SessionEffects {
@@ -180,8 +183,8 @@ fn statement_effects(toks: &[Tok<'_>], fx: &mut SessionEffects) {
         if is(r.first(), "all") {
             fx.forget_statements = true;
         }
-    } else if verb("listen") {
-        fx.pin = Some("LISTEN");
+    } else if verb("listen") || verb("unlisten") {
+        fx.listen = true;
     } else if verb("load") {
         fx.pin = Some("LOAD");
     } else if verb("prepare") {
@@ -232,7 +235,9 @@ mod tests {
 
     #[test]
     fn session_only_features() {
-        assert_eq!(fx("LISTEN chan").pin, Some("LISTEN"));
+        assert_eq!(fx("LISTEN chan").pin, None, "LISTEN needs no connection of its own (notify::hub)");
+        assert!(fx("LISTEN chan").listen && fx("select 1; unlisten *").listen && fx("/* x */ Unlisten \"A\"").listen);
+        assert!(!fx("select 'listen x'").listen && !fx("notify x").listen);
         assert_eq!(fx("create temp table t (x int)").pin, Some("temporary table"));
         assert_eq!(fx("CREATE GLOBAL TEMPORARY TABLE t (x int)").pin, Some("temporary table"));
         assert_eq!(fx("declare c cursor with hold for select 1").pin, Some("WITH HOLD cursor"));

@@ -8,8 +8,9 @@
 //! - [`topologies`]: each database's servers as the router sees them;
 //! - the client registry ([`crate::clients`]), the statement registry
 //!   ([`crate::prepared::Registry`]), shared startup settings, failed logins per
-//!   address ([`failures`]), event counters, metrics handles, PAUSE ([`pause`]) and
-//!   the shutdown flag ([`crate::shutdown`]).
+//!   address ([`failures`]), event counters, metrics handles, PAUSE ([`pause`]),
+//!   the listening clients of each database ([`crate::notify::Hubs`]) and the
+//!   shutdown flag ([`crate::shutdown`]).
 //!
 //! There is no global state: a consumer is given the parts it needs.
 
@@ -74,6 +75,8 @@ pub struct State {
     pub metrics: Metrics,
     pub pause: Pause,
     pub shutdown: Shutdown,
+    /// LISTEN/NOTIFY in transaction mode: each database's listening clients.
+    pub notify: Arc<crate::notify::Hubs>,
     pub started: Instant,
 }
 
@@ -104,6 +107,7 @@ impl State {
             metrics: Metrics::new(),
             pause: Pause::default(),
             shutdown: Shutdown::default(),
+            notify: Arc::default(),
             started: Instant::now(),
         })
     }

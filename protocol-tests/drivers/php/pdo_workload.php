@@ -224,19 +224,19 @@ function main(): int
         $pdo->exec('drop table if exists ' . TABLE);
         $pdo->exec('create table ' . TABLE . ' (worker int not null, i int not null, v int not null, how text not null)');
         $pdo = null;
-        // A new connection's read may reach a replica that has not replayed the creation
-        // yet: wait until 4 new connections in a row see it (every replica has it).
-        $inARow = 0;
-        for ($k = 0; $k < 200 && $inARow < 4; $k++) {
+        // A new connection's read may reach a replica that has not replayed the creation yet.
+        // Reads go round robin over the replicas: 6 new connections in a row must see it.
+        $visible = false;
+        $seen = 0;
+        for ($k = 0; $k < 200 && !$visible; $k++) {
             $c = connect(false);
-            $seen = $c->query("select to_regclass('" . TABLE . "') is not null as t")->fetch()['t'];
+            $seen = $c->query("select to_regclass('" . TABLE . "') is not null as t")->fetch()['t'] ? $seen + 1 : 0;
             $c = null;
-            $inARow = $seen ? $inARow + 1 : 0;
-            if (!$seen) {
+            $visible = $seen >= 6;
+            if (!$visible) {
                 usleep(50000);
             }
         }
-        $visible = $inARow >= 4;
         expect($visible, true, 'table ' . TABLE . ' visible to new connections');
 
         for ($w = 0; $w <= WORKERS; $w++) {

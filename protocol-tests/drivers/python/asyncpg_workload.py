@@ -14,7 +14,7 @@ import sys
 
 import asyncpg
 
-from drvcommon import DB, HOST, PASSWORD, PORT, USER, Report, expect
+from drvcommon import DB, HOST, PASSWORD, PORT, USER, VISIBLE_IN_A_ROW, Report, expect
 
 CONNS = 4
 TXNS = 50
@@ -117,13 +117,15 @@ async def main_async():
     await conn.close()
     # With read/write routing a new connection may read a replica that has not yet
     # replayed the creation: wait, as an application reading replicas must.
+    seen = 0
     for _ in range(200):
         c = await connect()
         try:
-            if await c.fetchval("select to_regclass($1) is not null", TABLE):
-                break
+            seen = seen + 1 if await c.fetchval("select to_regclass($1) is not null", TABLE) else 0
         finally:
             await c.close()
+        if seen >= VISIBLE_IN_A_ROW:
+            break
         await asyncio.sleep(0.05)
 
     results = await asyncio.gather(*(connection_worker(c) for c in range(CONNS)), return_exceptions=True)

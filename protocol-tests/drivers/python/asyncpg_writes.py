@@ -28,7 +28,7 @@ import time
 
 import asyncpg
 
-from drvcommon import DB, HOST, PASSWORD, PORT, USER, Report, WrongResult, expect
+from drvcommon import DB, HOST, PASSWORD, PORT, USER, VISIBLE_IN_A_ROW, Report, WrongResult, expect
 
 POOL_SIZE = int(os.environ.get("PGMUX_POOL_SIZE", "2"))
 ADMIN_USER = os.environ.get("PGMUX_ADMIN_USER")
@@ -331,13 +331,15 @@ async def setup():
         await conn.close()
     # A new connection's read may go to a replica that has not replayed the creation yet
     # (asyncpg's copy_records_to_table starts with such a read): wait for it.
+    seen = 0
     for _ in range(200):
         c = await connect()
         try:
-            if await c.fetchval("select to_regclass($1) is not null", TABLE):
-                return
+            seen = seen + 1 if await c.fetchval("select to_regclass($1) is not null", TABLE) else 0
         finally:
             await c.close()
+        if seen >= VISIBLE_IN_A_ROW:
+            return
         await asyncio.sleep(0.05)
     raise WrongResult(f"table {TABLE} not visible to new connections after 10 s")
 

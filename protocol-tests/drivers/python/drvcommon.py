@@ -17,24 +17,24 @@ USER = os.environ.get("PGMUX_USER", "app")
 PASSWORD = os.environ.get("PGMUX_PASSWORD", "app")
 DB = os.environ.get("PGMUX_DB", "app")
 EXPECT_SPREAD = os.environ.get("PGMUX_EXPECT_SPREAD") == "1"
+# A table another connection created is there for everyone once this many new
+# connections in a row see it (each new connection's read may go to another replica).
+VISIBLE_IN_A_ROW = 6
 
 
 def wait_visible(connect, table, seconds=10):
     """With read/write routing, a new connection's read may go to a replica that has
     not yet replayed the table's creation (another connection made it): wait, as an
-    application reading replicas must: on 4 new connections in a row, so that every
-    replica of the round robin has replayed it."""
+    application reading replicas must. Reads go round robin over the replicas, so it
+    waits until VISIBLE_IN_A_ROW new connections in a row see it."""
     import time
     deadline = time.monotonic() + seconds
-    in_a_row = 0
+    seen = 0
     while True:
         with connect() as c:
-            seen = c.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]
-        in_a_row = in_a_row + 1 if seen else 0
-        if in_a_row == 4:
+            seen = seen + 1 if c.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0] else 0
+        if seen >= VISIBLE_IN_A_ROW:
             return
-        if seen:
-            continue
         if time.monotonic() > deadline:
             raise WrongResult(f"table {table} not visible to new connections after {seconds}s")
         time.sleep(0.05)
@@ -104,3 +104,11 @@ class Report:
             sys.exit(1)
         print(f"{summary}; backends per client {lo}..{hi}")
         sys.exit(0)
+
+
+def exit_on_failures(fails):
+    """Prints each failure as a FAIL line on stderr and exits 1, if there are any."""
+    if fails:
+        for f in fails:
+            print("FAIL:", f, file=sys.stderr)
+        sys.exit(1)

@@ -168,19 +168,19 @@ def main
     setup.exec("drop table if exists #{TABLE}")
     setup.exec("create table #{TABLE} (thread int not null, i int not null, v int not null, how text not null)")
     setup.close
-    # A new connection's read may reach a replica that has not replayed the creation
-    # yet: wait until 4 new connections in a row see it (every replica has it).
-    in_a_row = 0
+    # A new connection's read may reach a replica that has not replayed the creation yet.
+    # Reads go round robin over the replicas: 6 new connections in a row must see it.
+    visible = false
+    seen = 0
     200.times do
       c = connect
-      seen = c.exec_params('select to_regclass($1) is not null as t', [TABLE])[0]['t'] == 't'
+      seen = c.exec_params('select to_regclass($1) is not null as t', [TABLE])[0]['t'] == 't' ? seen + 1 : 0
       c.close
-      in_a_row = seen ? in_a_row + 1 : 0
-      break if in_a_row >= 4
+      visible = seen >= 6
+      break if visible
 
-      sleep 0.05 unless seen
+      sleep 0.05
     end
-    visible = in_a_row >= 4
     expect(visible, true, "table #{TABLE} visible to new connections")
 
     workers = []

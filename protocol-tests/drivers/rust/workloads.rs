@@ -116,8 +116,7 @@ async fn connect(at: &Where, app: &str) -> Result<tokio_postgres::Client, String
 }
 
 /// Creates `table` through the endpoint; waits until new clients see it (a new client's
-/// read may go to a replica that has not replayed the creation yet): on 4 new clients
-/// in a row, so that every replica of the round robin has.
+/// read may go to a replica that has not replayed the creation yet).
 async fn create_table(at: &Where, table: &str) -> Result<(), String> {
     let c = connect(at, "drv_setup").await?;
     c.batch_execute(&format!(
@@ -125,17 +124,16 @@ async fn create_table(at: &Where, table: &str) -> Result<(), String> {
     ))
     .await
     .map_err(pg_err)?;
-    let mut in_a_row = 0;
+    // Reads go round robin over the replicas: 6 new clients in a row must see it.
+    let mut seen = 0;
     for _ in 0..200 {
         let c = connect(at, "drv_setup").await?;
         let row = c.query_one("select to_regclass($1) is not null", &[&table]).await.map_err(pg_err)?;
-        in_a_row = if row.get::<_, bool>(0) { in_a_row + 1 } else { 0 };
-        if in_a_row == 4 {
+        seen = if row.get::<_, bool>(0) { seen + 1 } else { 0 };
+        if seen >= 6 {
             return Ok(());
         }
-        if in_a_row == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("table {table} not visible to new connections after 10 s"))
 }

@@ -190,6 +190,7 @@ fn pool(c: &Config) -> Vec<Item> {
         (s("pool.client_idle_timeout"), dur(p.client_idle_timeout), s("0")),
         (s("pool.wait_notice"), dur(p.wait_notice), s("0")),
         (s("pool.query_timeout"), dur(p.query_timeout), s("0")),
+        (s("pool.notify_queue_size"), p.notify_queue_size.to_string(), s("10000")),
     ]
 }
 

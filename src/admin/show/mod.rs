@@ -1,10 +1,12 @@
 //! The SHOW commands, with PgBouncer's columns and meanings, one file per group:
 //! [`pools`] (POOLS, STATS, LISTS), [`clients`] (CLIENTS, SERVERS), [`databases`]
-//! (DATABASES, USERS, REPLICAS), [`config`] (CONFIG), [`peers`] (PEERS).
+//! (DATABASES, USERS, REPLICAS), [`config`] (CONFIG), [`peers`] (PEERS), [`listeners`]
+//! (LISTENERS, CHANNELS).
 
 mod clients;
 mod config;
 mod databases;
+mod listeners;
 mod peers;
 mod pools;
 
@@ -25,6 +27,8 @@ pub enum Show {
     Version,
     Replicas,
     Peers,
+    Listeners,
+    Channels,
     Help,
 }
 
@@ -43,6 +47,8 @@ impl Show {
             "version" => Show::Version,
             "replicas" => Show::Replicas,
             "peers" => Show::Peers,
+            "listeners" => Show::Listeners,
+            "channels" => Show::Channels,
             "help" => Show::Help,
             _ => return None,
         })
@@ -64,6 +70,8 @@ impl Show {
             }
             Show::Replicas => databases::replicas(state),
             Show::Peers => peers::peers(state),
+            Show::Listeners => listeners::listeners(state),
+            Show::Channels => listeners::channels(state),
             Show::Help => ResultSet { columns: vec![("command", false)], rows: super::HELP.iter().map(|c| vec![n(c)]).collect() },
         }
     }

@@ -96,6 +96,7 @@ fn write_functions_are_writes() {
     write("SELECT lo_unlink(123)", Reason::WriteFunction);
     write("SELECT lo_from_bytea(0, '\\x00')", Reason::WriteFunction);
     write("SELECT txid_current()", Reason::WriteFunction);
+    write("select * from pg_listening_channels()", Reason::WriteFunction);
     write("SELECT pg_current_xact_id()", Reason::WriteFunction);
     write("SELECT pg_stat_reset_shared('bgwriter')", Reason::WriteFunction);
     write("SELECT pg_terminate_backend(123)", Reason::WriteFunction);

@@ -5,7 +5,8 @@ use super::*;
 /// Built-in functions that write, change state that lives on the server they run
 /// on, or fail on a hot standby, so a query calling one goes to the primary.
 /// Exact names: `nextval`, `setval`, `currval`, `lastval` (the session's sequence
-/// state), `set_config`, `pg_notify`,
+/// state), `set_config`, `pg_notify`, `pg_listening_channels` and
+/// `pg_notification_queue_usage` (LISTEN/NOTIFY state lives on the primary),
 /// `txid_current`, `pg_current_xact_id`, `lowrite`, `pg_switch_wal`,
 /// `pg_terminate_backend`, `pg_cancel_backend`, `pg_reload_conf`,
 /// `pg_rotate_logfile`, `pg_promote`, `pg_logical_emit_message`,
@@ -40,6 +41,8 @@ pub fn is_builtin_write_function(name: &[u8]) -> bool {
             | b"lastval"
             | b"set_config"
             | b"pg_notify"
+            | b"pg_listening_channels"
+            | b"pg_notification_queue_usage"
             | b"txid_current"
             | b"pg_current_xact_id"
             | b"lowrite"
