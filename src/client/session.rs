@@ -164,7 +164,16 @@ impl Session<'_> {
         match self.stream.read_some(&mut self.from_client) {
             Ok(0) => Some(SessionEnd::ClientLeft),
             Ok(_) => None,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // A wake-up with nothing to read: the readiness left over from the
+                // login's last read (tokio keeps it until a read fails with
+                // WouldBlock), so every client that logs in and waits would otherwise
+                // hold a read buffer (8 KiB) until its first query.
+                if self.from_client.is_empty() {
+                    super::buffers::give_back(std::mem::take(&mut self.from_client));
+                }
+                None
+            }
             Err(_) => Some(SessionEnd::ClientLeft),
         }
     }
