@@ -131,7 +131,12 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     }
     let params = state.params.intern(SessionParams::from_startup(settings));
     // From the server writes go to now (the configured primary may be gone after a failover).
-    let server_params = pools.current_primary().server_params().await?;
+    // Known after the first login; that one waits for a connection (boxed: rare).
+    let node = pools.current_primary();
+    let server_params = match node.known_server_params() {
+        Some(p) => p,
+        None => Box::pin(node.server_params()).await?,
+    };
 
     backend::auth_ok(&mut out);
     for (k, v) in server_params.iter() {
@@ -182,7 +187,7 @@ async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: 
     let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
     let known = match state.users.configured(user) {
         Some(u) => Some(u),
-        None => super::auth_query::look_up(state, database, user).await?,
+        None => Box::pin(super::auth_query::look_up(state, database, user)).await?,
     };
     match state.config.current().auth_type {
         AuthType::ScramSha256 => {

@@ -31,7 +31,7 @@ pub async fn first_packets(mut stream: Stream, state: &State) -> Result<(Stream,
         let tls = state.config.client_tls();
         // Nothing to say that a TLS client could read without an acceptor.
         let (Some(acceptor), Stream::Plain(tcp)) = (&tls.acceptor, stream) else { return Err((None, Refusal::Silent)) };
-        let s = acceptor.accept(tcp, &[TLS_HANDSHAKE]).await.map_err(|_| (None, Refusal::Silent))?;
+        let s = Box::pin(acceptor.accept(tcp, &[TLS_HANDSHAKE])).await.map_err(|_| (None, Refusal::Silent))?;
         if !Acceptor::alpn_ok(&s) {
             return Err((Some(s), ProtocolError::DirectTlsWithoutAlpn.into()));
         }
@@ -48,18 +48,18 @@ pub async fn first_packets(mut stream: Stream, state: &State) -> Result<(Stream,
             Err(e) => return Err((Some(stream), ProtocolError::from(e).into())),
         };
         match packet {
-            FirstPacket::Ssl => stream = start_tls(stream, state).await?,
+            FirstPacket::Ssl => stream = Box::pin(start_tls(stream, state)).await?,
             FirstPacket::GssEnc => {
                 if stream.write_all(b"N").await.is_err() {
                     return Err((None, Refusal::Silent));
                 }
             }
             FirstPacket::Cancel { pid, secret } => {
-                cancel(state, pid, &secret).await;
+                Box::pin(cancel(state, pid, &secret)).await;
                 return Err((None, Refusal::Silent));
             }
             FirstPacket::Fleet(body) => {
-                from_peer(state, &body, &mut stream).await;
+                Box::pin(from_peer(state, &body, &mut stream)).await;
                 return Err((None, Refusal::Silent));
             }
             FirstPacket::Startup(s) => {

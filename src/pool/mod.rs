@@ -250,10 +250,15 @@ impl Pool {
         PoolSample { metrics: &self.metrics, idle: s.idle, total: s.total, waiting: s.waiting, size: s.size, counts }
     }
 
+    /// The server parameters, if a connection has been made (no waiting).
+    pub fn known_server_params(&self) -> Option<ServerParams> {
+        self.server_params.lock().unwrap().clone()
+    }
+
     /// Server parameters to report to a client logging in; opens a connection to
     /// learn them if no connection was ever made.
     pub async fn server_params(self: &Arc<Self>) -> Result<ServerParams, ClientError> {
-        if let Some(p) = self.server_params.lock().unwrap().clone() {
+        if let Some(p) = self.known_server_params() {
             return Ok(p);
         }
         let lease = self.checkout().await?;
