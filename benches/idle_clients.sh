@@ -15,11 +15,23 @@
 #                   metrics_listen)
 #      and measures, from /proc/PID/status (VmRSS; VmHWM = peak):
 #        a. each pooler's RSS at start (after one psql `select 1` checked it works);
-#        b. $N idle clients on each pooler (benches/idle_clients.py: asyncpg,
-#           $PROCS processes per pooler): each logs in with SCRAM, runs one
-#           `select 1` (simple protocol) and stays connected; the pooler's own
-#           client count is checked (pgmux_client_connections / PgBouncer SHOW
-#           POOLS); RSS with $N idle -> KiB per idle client = (RSS_idle - RSS_start) / $N;
+#        b. $N idle clients on each pooler (benches/idle_clients.py, $PROCS
+#           processes per pooler, $CONCURRENCY logins in flight per process; the
+#           client is asyncpg, or with DRIVER=raw a wire-protocol client of the
+#           program's own): each logs in with SCRAM (application_name=$APPNAME)
+#           and stays connected; the pooler's own client count is checked
+#           (pgmux_client_connections / PgBouncer SHOW POOLS);
+#           b1. RSS with $N logged-in clients that have not sent anything yet
+#               -> KiB per logged-in client = (RSS_login - RSS_start) / $N;
+#           b2. then each runs one `select 1` (simple protocol, $CONCURRENCY at a
+#               time per process) and stays connected: RSS again -> KiB per idle
+#               client = (RSS_idle - RSS_start) / $N;
+#           (FIRST_QUERY=login: each client runs its query right after its login,
+#           as this script did before; only the b2 reading is taken;)
+#           with HEAP=1 (needs gdb), each reading also asks the pooler's malloc
+#           what it holds (glibc malloc_stats(): bytes in use by live
+#           allocations vs bytes taken from the system): RSS well above "in use"
+#           is memory the allocator keeps (free chunks between live ones);
 #        c. while all of them stay connected: $ROUNDS interleaved rounds
 #           (pgbouncer, pgmux, pgbouncer, ...) of
 #             pgbench -n -S -c $CLIENTS -j $JOBS -T $DURATION
@@ -50,17 +62,29 @@
 #   REOPEN=1          0 = skip step d2
 #   BASELINE=1        0 = skip step e
 #   PROCS=4           processes of the idle-client program
-#   CONCURRENCY=32    connection attempts in flight per idle-client process
+#   CONCURRENCY=32    connection attempts (and first queries) in flight per
+#                     idle-client process; 0 = all at once (a harness that opens
+#                     every connection in parallel)
+#   DRIVER=asyncpg    asyncpg | raw (benches/idle_clients.py's own wire-protocol
+#                     client: no driver, no asyncpg needed)
+#   FIRST_QUERY=signal  signal = measure logged-in clients before their first
+#                     query, then after it (b1, b2); login = query at login (b2 only)
+#   APPNAME=idle_clients  application_name the clients send ('{i}' becomes the
+#                     client's number, so that every client's differs; '' = none)
+#   HEAP=0            1 = malloc_stats() of each pooler at each reading (gdb)
+#   PGMUX_ENV=""      extra environment for pgmux, e.g.
+#                     "MALLOC_ARENA_MAX=1" or "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"
 #   POOLERS="pgbouncer pgmux"   which poolers (order of the rounds)
 #   PGMUX_BIN=target/release/pgmux (relative to the repo root by default)
 #   OUT=benches/results/idle-clients-<timestamp>.txt   raw results
 #   PGMUX_LOG=warn    log filter for pgmux
 #   PG_BINDIR=$(pg_config --bindir)   PostgreSQL server/client binaries
 #   PGBOUNCER_BIN=pgbouncer            (installed with apt-get if missing + root)
-#   PYTHON=python3    needs asyncpg (protocol-tests/drivers/requirements.txt)
+#   PYTHON=python3    needs asyncpg with DRIVER=asyncpg (protocol-tests/drivers/requirements.txt)
 #   KEEP_TMP=0        1 = keep the temp dir (logs, configs) for inspection
 #
 # Example: N=2000 DURATION=5 benches/idle_clients.sh
+#          N=10000 DRIVER=raw CONCURRENCY=0 APPNAME='app-{i}' HEAP=1 BASELINE=0 REOPEN=0 benches/idle_clients.sh
 #
 # File descriptors: each pooler needs one per client plus its server
 # connections. The script raises `ulimit -n` (soft, and the hard limit too when
@@ -104,6 +128,11 @@ BASELINE=${BASELINE:-1}
 REOPEN=${REOPEN:-1}
 PROCS=${PROCS:-4}
 CONCURRENCY=${CONCURRENCY:-32}
+DRIVER=${DRIVER:-asyncpg}
+FIRST_QUERY=${FIRST_QUERY:-signal}
+APPNAME=${APPNAME-idle_clients}
+HEAP=${HEAP:-0}
+PGMUX_ENV=${PGMUX_ENV:-}
 POOLERS=${POOLERS:-pgbouncer pgmux}
 PGMUX_BIN=${PGMUX_BIN:-$REPO_ROOT/target/release/pgmux}
 OUT=${OUT:-$REPO_ROOT/benches/results/idle-clients-$(date +%Y%m%d-%H%M%S).txt}
@@ -128,7 +157,7 @@ USED_PORTS=()
 AS_PG=()              # command prefix to run something as the postgres user
 
 # Results, per pooler name.
-declare -A R_START R_IDLE R_LOADED R_AFTER R_HWM R_TPS R_TPS0 R_OK R_FAILED \
+declare -A R_START R_LOGIN R_HEAP_START R_HEAP_LOGIN R_HEAP_IDLE R_IDLE R_LOADED R_AFTER R_HWM R_TPS R_TPS0 R_OK R_FAILED \
     R_CONNECT_S R_SEEN R_SEEN_AFTER R_CLOSE_S R_FDS R_DEAD R_AFTER2
 declare -A TPS_LIST   # "pooler:idle" / "pooler:none" -> TPS of each round
 
@@ -203,11 +232,14 @@ calc() {
 # ---------------------------------------------------------------------------
 check_knobs() {
     local knob
-    for knob in N POOL MAX_CLIENTS CLIENTS JOBS DURATION ROUNDS SCALE SETTLE BASELINE REOPEN PROCS CONCURRENCY; do
+    for knob in N POOL MAX_CLIENTS CLIENTS JOBS DURATION ROUNDS SCALE SETTLE BASELINE REOPEN PROCS CONCURRENCY HEAP; do
         [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer (got '${!knob}')"
     done
-    (( N > 0 && POOL > 0 && CLIENTS > 0 && DURATION > 0 && ROUNDS > 0 && SCALE > 0 && PROCS > 0 && CONCURRENCY > 0 )) \
-        || die "N, POOL, CLIENTS, DURATION, ROUNDS, SCALE, PROCS and CONCURRENCY must be > 0"
+    (( N > 0 && POOL > 0 && CLIENTS > 0 && DURATION > 0 && ROUNDS > 0 && SCALE > 0 && PROCS > 0 )) \
+        || die "N, POOL, CLIENTS, DURATION, ROUNDS, SCALE and PROCS must be > 0"
+    [[ $DRIVER == asyncpg || $DRIVER == raw ]] || die "DRIVER must be asyncpg or raw (got '$DRIVER')"
+    [[ $FIRST_QUERY == signal || $FIRST_QUERY == login ]] || die "FIRST_QUERY must be signal or login (got '$FIRST_QUERY')"
+    if (( HEAP )); then command -v gdb >/dev/null 2>&1 || die "HEAP=1 needs gdb"; fi
     (( MAX_CLIENTS >= N + CLIENTS + 10 )) || die "MAX_CLIENTS ($MAX_CLIENTS) must be >= N + CLIENTS + 10"
     local p
     for p in $POOLERS; do
@@ -235,7 +267,7 @@ raise_nofile() {
 
 ensure_client_prog() {
     [[ -f $CLIENT_PROG ]] || die "missing $CLIENT_PROG"
-    if ! "$PYTHON" -c 'import asyncpg' 2>/dev/null; then
+    if [[ $DRIVER == asyncpg ]] && ! "$PYTHON" -c 'import asyncpg' 2>/dev/null; then
         log "installing asyncpg with pip (protocol-tests/drivers/requirements.txt)"
         local req
         req=$(grep -E '^asyncpg' "$REPO_ROOT/protocol-tests/drivers/requirements.txt" 2>/dev/null || echo asyncpg)
@@ -309,8 +341,9 @@ databases:
   $BENCH_DB:
     primary: 127.0.0.1:$PG_PORT
 EOF
-    log "starting pgmux (port $port, metrics $MPORT)"
-    PGMUX_LOG=$PGMUX_LOG "$PGMUX_BIN" --config "$dir/pgmux.yaml" >"$dir/pgmux.log" 2>&1 &
+    log "starting pgmux (port $port, metrics $MPORT)${PGMUX_ENV:+ with $PGMUX_ENV}"
+    # shellcheck disable=SC2086  # PGMUX_ENV is a list of VAR=value words
+    env PGMUX_LOG="$PGMUX_LOG" $PGMUX_ENV "$PGMUX_BIN" --config "$dir/pgmux.yaml" >"$dir/pgmux.log" 2>&1 &
     pid=$!
     P_PID[pgmux]=$pid; P_PORT[pgmux]=$port; P_LOG[pgmux]=$dir/pgmux.log
     wait_for_sql pgmux "$port" "$pid" "$dir/pgmux.log" || die "pgmux failed to start"
@@ -358,6 +391,26 @@ alive() {
 
 rss() { proc_kb "${P_PID[$1]}" VmRSS; }
 
+# heap NAME: "in_use_KiB/system_KiB" from glibc's malloc_stats() in the pooler
+# (through gdb; printed on the pooler's stderr, which goes to its log), or "".
+heap() {
+    local name=$1 pid=${P_PID[$1]} file before out
+    (( HEAP )) || return 0
+    case $name in
+        pgmux) file=${P_LOG[pgmux]} ;;
+        pgbouncer) file=$TMP/pgbouncer/stdout.log ;;
+    esac
+    before=$(wc -l <"$file")
+    timeout 60 gdb -p "$pid" -batch -ex 'call (void) malloc_stats()' >/dev/null 2>&1 || true
+    sleep 0.2
+    out=$(tail -n +"$(( before + 1 ))" "$file" | awk '
+        /^Total \(incl. mmap\):/ { t = 1; next }
+        t && /system bytes/ { sys = $NF }
+        t && /in use bytes/ { use = $NF }
+        END { if (sys != "") printf "%.0f/%.0f", use / 1024, sys / 1024 }')
+    echo "$out"
+}
+
 # run_pgbench NAME LABEL: pgbench -S through the pooler; sets TPS_RESULT (or "").
 TPS_RESULT=""
 run_pgbench() {
@@ -386,10 +439,11 @@ open_idle() {
     local name=$1 key=${2:-$1} out=$TMP/clients-$1.out line t0=$SECONDS
     C_OUT[$name]=$out
     : >"$out"
-    log "$key: opening $N idle clients ($PROCS processes x $CONCURRENCY connects in flight)"
+    log "$key: opening $N idle clients ($DRIVER, $PROCS processes x $( (( CONCURRENCY )) && echo "$CONCURRENCY" || echo "all") connects in flight, first query at $FIRST_QUERY)"
     "$PYTHON" "$CLIENT_PROG" --port "${P_PORT[$name]}" --user "$BENCH_USER" \
         --password "$BENCH_PASSWORD" --db "$BENCH_DB" -n "$N" --procs "$PROCS" \
-        --concurrency "$CONCURRENCY" >"$out" 2>"$TMP/clients-$name.err" &
+        --concurrency "$CONCURRENCY" --driver "$DRIVER" --query "$FIRST_QUERY" \
+        --appname "$APPNAME" --cache-scram >"$out" 2>"$TMP/clients-$name.err" &
     C_PID[$name]=$!
     while :; do
         line=$(grep -m1 '^READY ' "$out" || true)
@@ -412,10 +466,32 @@ open_idle() {
     fi
     alive "$name" || return 0
     sleep 2
+    if [[ $FIRST_QUERY == signal ]]; then
+        R_LOGIN[$key]=$(rss "$name")
+        R_HEAP_LOGIN[$key]=$(heap "$name")
+        log "$key: RSS with ${R_OK[$key]} logged-in clients (no query yet) ${R_LOGIN[$key]} kB${R_HEAP_LOGIN[$key]:+; malloc in use/system ${R_HEAP_LOGIN[$key]} KiB}"
+        kill -USR2 "${C_PID[$name]}"
+        t0=$SECONDS
+        while :; do
+            line=$(grep -m1 '^QUERIED ' "$out" || true)
+            [[ -n $line ]] && break
+            kill -0 "${C_PID[$name]}" 2>/dev/null || die "the idle-client program ($name) exited before QUERIED"
+            (( SECONDS - t0 < 600 )) || die "the idle clients ($name) did not run their query within 10 min"
+            sleep 0.5
+        done
+        log "$key: $line"
+        echo "$key clients: $line" >>"$OUT"
+        if [[ $line != *" failed=0 "* ]]; then
+            warn "$name: some first queries failed: $line"
+            PROBLEMS=$(( PROBLEMS + 1 ))
+        fi
+        sleep 2
+    fi
     R_IDLE[$key]=$(rss "$name")
+    R_HEAP_IDLE[$key]=$(heap "$name")
     R_FDS[$key]=$(open_fds "${P_PID[$name]}")
     R_SEEN[$key]=$(pooler_clients "$name")
-    log "$key: RSS with ${R_OK[$key]} idle clients ${R_IDLE[$key]} kB; the pooler counts ${R_SEEN[$key]} clients, has ${R_FDS[$key]} fds open"
+    log "$key: RSS with ${R_OK[$key]} idle clients (one query each) ${R_IDLE[$key]} kB${R_HEAP_IDLE[$key]:+; malloc in use/system ${R_HEAP_IDLE[$key]} KiB}; the pooler counts ${R_SEEN[$key]} clients, has ${R_FDS[$key]} fds open"
     if [[ ${R_SEEN[$key]} != "${R_OK[$key]}" ]]; then
         warn "$name counts ${R_SEEN[$key]} clients, the client program holds ${R_OK[$key]}"
         PROBLEMS=$(( PROBLEMS + 1 ))
@@ -454,6 +530,7 @@ run_benchmark() {
     sleep 1
     for name in $POOLERS; do
         R_START[$name]=$(rss "$name")
+        R_HEAP_START[$name]=$(heap "$name")
         log "$name (pid ${P_PID[$name]}): RSS at start ${R_START[$name]} kB, open-files limit $(awk '/Max open files/ { print $4 }' "/proc/${P_PID[$name]}/limits")"
         echo "$name pid=${P_PID[$name]} ulimit_n=$(awk '/Max open files/ { print $4 }' "/proc/${P_PID[$name]}/limits")" >>"$OUT"
     done
@@ -510,7 +587,9 @@ run_benchmark() {
         {
             echo "## $name"
             echo "rss_start_kb=${R_START[$name]:-}"
+            echo "rss_logged_in_kb=${R_LOGIN[$name]:-}"
             echo "rss_idle_kb=${R_IDLE[$name]:-}"
+            echo "heap_in_use_over_system_kib start=${R_HEAP_START[$name]:-} logged_in=${R_HEAP_LOGIN[$name]:-} idle=${R_HEAP_IDLE[$name]:-}"
             echo "idle_clients_ok=${R_OK[$name]:-} failed=${R_FAILED[$name]:-} connect_s=${R_CONNECT_S[$name]:-} close_s=${R_CLOSE_S[$name]:-}"
             echo "pooler_client_count_idle=${R_SEEN[$name]:-}"
             echo "pooler_open_fds_idle=${R_FDS[$name]:-}"
@@ -520,36 +599,53 @@ run_benchmark() {
             echo "rss_after_disconnect_kb=${R_AFTER[$name]:-}"
             echo "vm_hwm_kb=${R_HWM[$name]:-}"
             echo "pooler_client_count_after=${R_SEEN_AFTER[$name]:-}"
-            echo "wave2_rss_idle_kb=${R_IDLE[$name#2]:-} wave2_clients_ok=${R_OK[$name#2]:-} wave2_pooler_count=${R_SEEN[$name#2]:-} wave2_rss_after_kb=${R_AFTER2[$name]:-}"
+            echo "wave2_rss_logged_in_kb=${R_LOGIN[$name#2]:-} wave2_rss_idle_kb=${R_IDLE[$name#2]:-} wave2_clients_ok=${R_OK[$name#2]:-} wave2_pooler_count=${R_SEEN[$name#2]:-} wave2_rss_after_kb=${R_AFTER2[$name]:-}"
             echo
         } >>"$OUT"
     done
 }
 
 print_report() {
-    local name s i l a peak
+    local name s g i l a peak n
     echo
-    echo "idle clients: N=$N pool=$POOL active=pgbench -S -c $CLIENTS -j $JOBS -T $DURATION x $ROUNDS interleaved rounds; cpus=$(nproc) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) ($(date '+%F %T'))"
-    echo "(RSS = pooler VmRSS in KiB; TPS = median over rounds; 'returned' = share of the peak growth"
-    echo " (max of the two RSS readings with N idle) given back ${SETTLE}s after all idle clients left)"
-    printf '%-10s %10s %12s %11s %13s %12s %11s %12s %9s\n' \
-        pooler "RSS start" "RSS N idle" "KiB/client" "TPS N idle" "TPS 0 idle" "idle/0 TPS" "RSS after" returned
+    echo "idle clients: N=$N pool=$POOL driver=$DRIVER first query at $FIRST_QUERY, $PROCS client processes x $( (( CONCURRENCY )) && echo "$CONCURRENCY" || echo "all") in flight, application_name='$APPNAME'${PGMUX_ENV:+, pgmux with $PGMUX_ENV}"
+    echo "active=pgbench -S -c $CLIENTS -j $JOBS -T $DURATION x $ROUNDS interleaved rounds; cpus=$(nproc) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) ($(date '+%F %T'))"
+    echo "(RSS = pooler VmRSS in KiB; 'logged in' = N clients logged in that have sent nothing yet, 'idle' = the same"
+    echo " after one query each; KiB/client = (RSS - RSS start) / N; TPS = median over rounds; 'returned' = share of"
+    echo " the peak growth (max of the RSS readings with N connected) given back ${SETTLE}s after all idle clients left)"
+    printf '%-10s %9s %10s %9s %10s %9s %11s %11s %10s %10s %9s\n' \
+        pooler "RSS start" "logged in" "KiB/cl" "idle" "KiB/cl" "TPS N idle" "TPS 0 idle" "idle/0" "RSS after" returned
     for name in $POOLERS; do
-        s=${R_START[$name]:-}; i=${R_IDLE[$name]:-}; l=${R_LOADED[$name]:-}; a=${R_AFTER[$name]:-}
+        s=${R_START[$name]:-}; g=${R_LOGIN[$name]:-}; i=${R_IDLE[$name]:-}; l=${R_LOADED[$name]:-}; a=${R_AFTER[$name]:-}
+        n=${R_OK[$name]:-$N}
         if [[ -z $s || -z $i ]]; then
             printf '%-10s %s\n' "$name" "(no result)"
             continue
         fi
         peak=$i
+        [[ -n $g ]] && (( g > peak )) && peak=$g
         [[ -n $l ]] && (( l > peak )) && peak=$l
-        printf '%-10s %10s %12s %11s %13s %12s %11s %12s %9s\n' "$name" "$s" "$i" \
-            "$(calc %.2f "(i - s) / n" -v i="$i" -v s="$s" -v n="${R_OK[$name]:-$N}")" \
+        printf '%-10s %9s %10s %9s %10s %9s %11s %11s %10s %10s %9s\n' "$name" "$s" "${g:--}" \
+            "$(if [[ -n $g ]]; then calc %.2f "(g - s) / n" -v g="$g" -v s="$s" -v n="$n"; else echo -; fi)" \
+            "$i" "$(calc %.2f "(i - s) / n" -v i="$i" -v s="$s" -v n="$n")" \
             "$(if [[ -n ${R_TPS[$name]:-} ]]; then calc %.0f "a" -v a="${R_TPS[$name]}"; else echo NA; fi)" \
             "$(if [[ -n ${R_TPS0[$name]:-} ]]; then calc %.0f "a" -v a="${R_TPS0[$name]}"; else echo -; fi)" \
             "$(if [[ -n ${R_TPS[$name]:-} && -n ${R_TPS0[$name]:-} ]]; then calc %.3f "a / b" -v a="${R_TPS[$name]}" -v b="${R_TPS0[$name]}"; else echo -; fi)" \
             "${a:-NA}" \
             "$(if [[ -n $a ]] && (( peak > s )); then calc %s "sprintf(\"%.0f%%\", 100 * (p - a) / (p - s))" -v p="$peak" -v a="$a" -v s="$s" | sed 's/^-0%$/0%/'; else echo -; fi)"
     done
+    if (( HEAP )); then
+        echo "malloc (glibc malloc_stats: KiB in use by live allocations / KiB taken from the system; the rest is free memory malloc keeps):"
+        for name in $POOLERS; do
+            echo "  $name: start ${R_HEAP_START[$name]:-?}; logged in ${R_HEAP_LOGIN[$name]:--}; idle ${R_HEAP_IDLE[$name]:-?}$(
+                if [[ -n ${R_HEAP_IDLE[$name]:-} && -n ${R_HEAP_START[$name]:-} ]]; then
+                    calc "; live allocations per idle client %.2f KiB" "(x - y) / n" -v x="${R_HEAP_IDLE[$name]%%/*}" -v y="${R_HEAP_START[$name]%%/*}" -v n="${R_OK[$name]:-$N}"
+                fi)$(
+                if [[ -n ${R_HEAP_LOGIN[$name]:-} && -n ${R_HEAP_START[$name]:-} ]]; then
+                    calc ", per logged-in client %.2f KiB" "(x - y) / n" -v x="${R_HEAP_LOGIN[$name]%%/*}" -v y="${R_HEAP_START[$name]%%/*}" -v n="${R_OK[$name]:-$N}"
+                fi)"
+        done
+    fi
     if [[ -n ${R_TPS[pgmux]:-} && -n ${R_TPS[pgbouncer]:-} ]]; then
         echo "pgmux/pgbouncer median TPS: with $N idle $(calc %.3f "a / b" -v a="${R_TPS[pgmux]}" -v b="${R_TPS[pgbouncer]}")$(
             if [[ -n ${R_TPS0[pgmux]:-} && -n ${R_TPS0[pgbouncer]:-} ]]; then
@@ -561,10 +657,10 @@ print_report() {
         echo "$name: ${R_OK[$name]} idle clients connected in ${R_CONNECT_S[$name]}s (${R_FAILED[$name]} failed), closed in ${R_CLOSE_S[$name]:-?}s; pooler counted ${R_SEEN[$name]:-?} while idle, ${R_SEEN_AFTER[$name]:-?} after; RSS after pgbench ${R_LOADED[$name]:-?} KiB, peak VmHWM ${R_HWM[$name]:-?} KiB; TPS rounds with idle: ${TPS_LIST[$name:idle]:-}/ without: ${TPS_LIST[$name:none]:-}"
     done
     if (( REOPEN )); then
-        echo "second wave of $N idle clients after the first left (RSS KiB: after wave 1 -> with wave 2 idle -> ${SETTLE}s after wave 2 left):"
+        echo "second wave of $N idle clients after the first left (RSS KiB: after wave 1 -> with wave 2 logged in -> idle -> ${SETTLE}s after wave 2 left):"
         for name in $POOLERS; do
             [[ -n ${R_IDLE[$name#2]:-} && -n ${R_AFTER[$name]:-} ]] || continue
-            echo "  $name: ${R_AFTER[$name]} -> ${R_IDLE[$name#2]} ($(calc %+.2f "(b - a) / n" -v a="${R_AFTER[$name]}" -v b="${R_IDLE[$name#2]}" -v n="${R_OK[$name#2]:-$N}") KiB/client) -> ${R_AFTER2[$name]:-?}; ${R_OK[$name#2]:-?} connected in ${R_CONNECT_S[$name#2]:-?}s, pooler counted ${R_SEEN[$name#2]:-?}"
+            echo "  $name: ${R_AFTER[$name]} -> ${R_LOGIN[$name#2]:--} -> ${R_IDLE[$name#2]} ($(calc %+.2f "(b - a) / n" -v a="${R_AFTER[$name]}" -v b="${R_IDLE[$name#2]}" -v n="${R_OK[$name#2]:-$N}") KiB/client) -> ${R_AFTER2[$name]:-?}; ${R_OK[$name#2]:-?} connected in ${R_CONNECT_S[$name#2]:-?}s, pooler counted ${R_SEEN[$name#2]:-?}"
         done
     fi
     echo
