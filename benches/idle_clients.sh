@@ -164,32 +164,10 @@ declare -A TPS_LIST   # "pooler:idle" / "pooler:none" -> TPS of each round
 # ---------------------------------------------------------------------------
 # Helpers in benches/lib.sh:
 # ---------------------------------------------------------------------------
-# log, warn, die, as_pg, show_log, is_port_in_use, wait_for_sql, stop_pid, median,
+# log, warn, die, as_pg, show_log, is_port_in_use, free_port, wait_for_sql, stop_pid, median,
 # find_pg_bindir, ensure_pgbouncer, make_tmpdir, setup_primary
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-# free_port VAR: an unused loopback port outside the ephemeral range (our 10k
-# client sockets take ports from that range), never handed out twice.
-free_port() {
-    local -n _fp_result=$1
-    local _fp_port _fp_attempt _fp_lo _fp_hi
-    read -r _fp_lo _fp_hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || { _fp_lo=32768; _fp_hi=60999; }
-    for _fp_attempt in $(seq 1 500); do
-        if (( _fp_lo > 12000 )); then
-            _fp_port=$(( 10000 + RANDOM % (_fp_lo - 10000) ))
-        else
-            _fp_port=$(( 20000 + RANDOM % 40000 ))
-        fi
-        [[ " ${USED_PORTS[*]-} " == *" $_fp_port "* ]] && continue
-        if ! is_port_in_use "$_fp_port"; then
-            USED_PORTS+=("$_fp_port")
-            _fp_result=$_fp_port
-            return 0
-        fi
-    done
-    die "could not find a free TCP port"
-}
 
 cleanup() {
     local status=$? pid

@@ -1,8 +1,9 @@
 # lib.sh - helpers shared by the benchmark scripts (sourced, not run).
 #
 # They read the sourcing script's globals when called: AS_PG (command prefix to run
-# as the postgres OS user), PG_BINDIR, BENCH_USER, BENCH_PASSWORD, BENCH_DB, SCALE;
-# make_tmpdir sets TMP and AS_PG, setup_primary sets PG_PORT and PRIMARY_DATA.
+# as the postgres OS user), PG_BINDIR, BENCH_USER, BENCH_PASSWORD, BENCH_DB, SCALE,
+# USED_PORTS (free_port adds to it); make_tmpdir sets TMP and AS_PG, setup_primary
+# sets PG_PORT and PRIMARY_DATA.
 
 log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -24,14 +25,40 @@ show_log() {
     fi
 }
 
-# is_port_in_use PORT: true when something listens on 127.0.0.1:PORT.
+# is_port_in_use PORT: true when a TCP socket on this machine uses PORT as its
+# local port (listening, or a connection: a client socket in the way fails bind).
 is_port_in_use() {
     local port=$1
     if command -v ss >/dev/null 2>&1; then
-        ss -Htln "sport = :$port" 2>/dev/null | grep -q .
+        ss -Htan "sport = :$port" 2>/dev/null | grep -q .
     else
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
     fi
+}
+
+# free_port VAR: store in VAR an unused loopback TCP port, never handed out twice
+# (USED_PORTS), below the ephemeral range (net.ipv4.ip_local_port_range), where
+# the kernel does not pick ports for outgoing connections: thousands of client
+# sockets (and their TIME_WAIT) would otherwise sometimes take the port between
+# this check and the bind.
+free_port() {
+    local -n _fp_result=$1   # nameref: keep local names distinct from the caller's
+    local _fp_port _fp_attempt _fp_lo _fp_hi
+    read -r _fp_lo _fp_hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || { _fp_lo=32768; _fp_hi=60999; }
+    for _fp_attempt in $(seq 1 500); do
+        if (( _fp_lo > 12000 )); then
+            _fp_port=$(( 10000 + RANDOM % (_fp_lo - 10000) ))
+        else
+            _fp_port=$(( 20000 + RANDOM % 40000 ))
+        fi
+        [[ " ${USED_PORTS[*]-} " == *" $_fp_port "* ]] && continue
+        if ! is_port_in_use "$_fp_port"; then
+            USED_PORTS+=("$_fp_port")
+            _fp_result=$_fp_port
+            return 0
+        fi
+    done
+    die "could not find a free TCP port"
 }
 
 # wait_for_sql NAME PORT PID LOGFILE: wait until a SELECT 1 works through PORT.
