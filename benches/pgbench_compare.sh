@@ -12,9 +12,12 @@
 #   3. PgBouncer in transaction mode (default_pool_size=$POOL);
 #   4. pgmux in transaction mode (pool size $POOL) from $PGMUX_BIN: one target
 #      `pgmux` with the default `workers`, or with PGMUX_WORKERS="1 2" one
-#      instance per value (`workers: N`), targets `pgmux-w1`, `pgmux-w2`; and,
-#      when REPLICAS>0, a second instance `pgmux-replicas` that also lists the
-#      replicas.
+#      instance per value (`workers: N`), targets `pgmux-w1`, `pgmux-w2`; with
+#      PGMUX_BINS="base=/tmp/pgmux-old new=target/release/pgmux" one instance per
+#      binary (targets `pgmux-base`, `pgmux-new`; with PGMUX_WORKERS too, one per
+#      binary and value: `pgmux-base-w1`, ...), for a before/after comparison in
+#      interleaved rounds of one run; and, when REPLICAS>0, a second instance
+#      `pgmux-replicas` ($PGMUX_BIN) that also lists the replicas.
 #   Both poolers authenticate clients with the same method: SCRAM-SHA-256, or md5
 #   for the connect-md5 workload (the poolers are restarted when the method
 #   changes between workloads). With SCRAM both are given the role's verifier
@@ -57,7 +60,8 @@
 # share; then every pooler against PgBouncer: the ratio of the medians and the
 # range of the per-round ratios (round r of one against round r of the other), with
 # whether the lead holds in every round ("ahead/behind in every round") or not
-# ("within noise"); with several pgmux workers variants, each against the first.
+# ("within noise"); with several pgmux variants (workers, binaries), each against
+# the first.
 # A summary table of all workloads at the end; raw per-run results go to a CSV file.
 #
 # Knobs (environment variables):
@@ -74,6 +78,8 @@
 #   PGMUX_WORKERS=""  e.g. "1 2": one pgmux target per value (`workers: N`,
 #                     0 = one per CPU), named pgmux-wN; "" = one target `pgmux`
 #                     with the config's default
+#   PGMUX_BINS=""     "name=path ...": one pgmux target per binary (pgmux-<name>),
+#                     e.g. the build before a change and the one after it
 #   OUT=benches/results/pgbench-<timestamp>.csv   raw per-run CSV output
 #   WORKLOADS="select-simple select-extended tpcb-simple"   subset/order to run
 #                     (e.g. "select-simple connect-md5 connect-scram latency")
@@ -140,6 +146,7 @@ SCALE=${SCALE:-10}
 REPLICAS=${REPLICAS:-0}
 PGMUX_BIN=${PGMUX_BIN:-$REPO_ROOT/target/release/pgmux}
 PGMUX_WORKERS=${PGMUX_WORKERS:-}
+PGMUX_BINS=${PGMUX_BINS:-}
 OUT=${OUT:-$REPO_ROOT/benches/results/pgbench-$(date +%Y%m%d-%H%M%S).csv}
 WORKLOADS=${WORKLOADS:-select-simple select-extended tpcb-simple}
 RATE=${RATE:-}
@@ -187,6 +194,11 @@ PIN_POOLER_CMD=()     # taskset prefixes (empty unless PIN=1)
 PIN_OTHERS_CMD=()
 RATE_USED=""          # the latency workload's rate, once known
 BENCH_VERIFIER=""     # the bench role's SCRAM verifier (SCRAM_SECRET=verifier)
+
+# pgmux variants, parallel arrays: target name, binary, workers ("" = default).
+VARIANT_NAMES=()
+VARIANT_BINS=()
+VARIANT_WORKERS=()
 
 # Benchmark targets, parallel arrays: name, port, pooler pid ("" = direct).
 TARGET_NAMES=()
@@ -258,6 +270,10 @@ check_knobs() {
     done
     for w in $PGMUX_WORKERS; do
         [[ $w =~ ^[0-9]+$ ]] || die "PGMUX_WORKERS must be a list of non-negative integers (got '$PGMUX_WORKERS')"
+    done
+    local entry vname vbin
+    for entry in $PGMUX_BINS; do
+        [[ $entry =~ ^[A-Za-z0-9_.]+=.+$ ]] || die "PGMUX_BINS entries are name=path (got '$entry')"
     done
     if [[ -n $PGMUX_WORKERS ]] && grep -Eq '^[[:space:]]*workers[[:space:]]*:' <<<"$PGMUX_EXTRA"; then
         die "PGMUX_EXTRA sets workers: and so does PGMUX_WORKERS; use one of them"
@@ -384,11 +400,11 @@ EOF
     add_target pgbouncer "$port" "$pid"
 }
 
-# start_pgmux NAME AUTH WORKERS [REPLICA_PORT...]: start a pgmux instance
+# start_pgmux NAME AUTH WORKERS BIN [REPLICA_PORT...]: start a pgmux instance
 # (WORKERS "" = the config's default); on failure warn and skip the target (the
 # other targets still run).
 start_pgmux() {
-    local name=$1 auth=$2 workers=$3; shift 3
+    local name=$1 auth=$2 workers=$3 bin=$4; shift 4
     local port mport dir=$TMP/$name-$auth pid replicas="" p
     free_port port
     free_port mport
@@ -423,7 +439,7 @@ EOF
     # env and taskset exec: $! is pgmux itself.
     # shellcheck disable=SC2086  # PGMUX_ENV is a list of VAR=value words
     env PGMUX_LOG="$PGMUX_LOG" $PGMUX_ENV ${PIN_POOLER_CMD[@]+"${PIN_POOLER_CMD[@]}"} \
-        "$PGMUX_BIN" --config "$dir/pgmux.yaml" >"$dir/pgmux.log" 2>&1 &
+        "$bin" --config "$dir/pgmux.yaml" >"$dir/pgmux.log" 2>&1 &
     pid=$!
     POOLER_PIDS+=("$pid")
     if wait_for_sql "$name" "$port" "$pid" "$dir/pgmux.log"; then
@@ -439,15 +455,40 @@ add_target() {
     TARGET_NAMES+=("$1"); TARGET_PORTS+=("$2"); TARGET_PIDS+=("$3"); TARGET_DEAD+=(0)
 }
 
+# make_variants: the pgmux targets, from PGMUX_BINS x PGMUX_WORKERS (a binary
+# that does not exist is skipped with a warning).
+make_variants() {
+    local entry vname vbin w bins=() names=()
+    if [[ -z $PGMUX_BINS ]]; then
+        bins=("$PGMUX_BIN"); names=(pgmux)
+    else
+        for entry in $PGMUX_BINS; do
+            vname=${entry%%=*}; vbin=${entry#*=}
+            [[ $vbin == /* ]] || vbin=$PWD/$vbin
+            names+=("pgmux-$vname"); bins+=("$vbin")
+        done
+    fi
+    local i
+    for i in "${!bins[@]}"; do
+        if [[ ! -x ${bins[$i]} ]]; then
+            warn "SKIPPING ${names[$i]}: ${bins[$i]} does not exist (build it with 'cargo build --release')"
+            continue
+        fi
+        if [[ -z $PGMUX_WORKERS ]]; then
+            VARIANT_NAMES+=("${names[$i]}"); VARIANT_BINS+=("${bins[$i]}"); VARIANT_WORKERS+=("")
+        else
+            for w in $PGMUX_WORKERS; do
+                VARIANT_NAMES+=("${names[$i]}-w$w"); VARIANT_BINS+=("${bins[$i]}"); VARIANT_WORKERS+=("$w")
+            done
+        fi
+    done
+}
+
 # pgmux target names, in order (what start_poolers starts).
 pgmux_targets() {
-    local w
-    if [[ -z $PGMUX_WORKERS ]]; then
-        echo pgmux
-    else
-        for w in $PGMUX_WORKERS; do echo "pgmux-w$w"; done
-    fi
-    if (( REPLICAS > 0 )); then echo pgmux-replicas; fi
+    local n
+    for n in ${VARIANT_NAMES[@]+"${VARIANT_NAMES[@]}"}; do echo "$n"; done
+    if (( REPLICAS > 0 )) && [[ -x $PGMUX_BIN ]]; then echo pgmux-replicas; fi
 }
 
 # start_poolers AUTH: (re)start PgBouncer and the pgmux targets with client
@@ -464,13 +505,12 @@ start_poolers() {
     fi
     POOLER_AUTH=$auth
     start_pgbouncer "$auth"
-    if [[ -x $PGMUX_BIN ]]; then
-        if [[ -z $PGMUX_WORKERS ]]; then
-            start_pgmux pgmux "$auth" ""
-        else
-            for w in $PGMUX_WORKERS; do start_pgmux "pgmux-w$w" "$auth" "$w"; done
-        fi
-        if (( REPLICAS > 0 )); then start_pgmux pgmux-replicas "$auth" "" "${REPLICA_PORTS[@]}"; fi
+    local i
+    for i in "${!VARIANT_NAMES[@]}"; do
+        start_pgmux "${VARIANT_NAMES[$i]}" "$auth" "${VARIANT_WORKERS[$i]}" "${VARIANT_BINS[$i]}"
+    done
+    if (( REPLICAS > 0 )) && [[ -x $PGMUX_BIN ]]; then
+        start_pgmux pgmux-replicas "$auth" "" "$PGMUX_BIN" "${REPLICA_PORTS[@]}"
     fi
 }
 
@@ -757,15 +797,15 @@ print_workload() {
         printf '%s/pgbouncer: TPS %s; CPU us/%s %s\n' "$name" "$t" "$unit" "$c"
         SUMMARY+=("$workload|$name|$t|$c")
     done
-    if [[ -n $PGMUX_WORKERS ]]; then
-        for name in $(pgmux_targets); do
-            [[ $name == pgmux-w* && -n $(csv_median "$workload" "$name" "$C_TPS") ]] || continue
+    if (( ${#VARIANT_NAMES[@]} > 1 )); then
+        for name in "${VARIANT_NAMES[@]}"; do
+            [[ -n $(csv_median "$workload" "$name" "$C_TPS") ]] || continue
             if [[ -z $first ]]; then first=$name; continue; fi
             printf '%s/%s: TPS %s; CPU us/%s %s\n' "$name" "$first" \
                 "$(compare "$workload" "$name" "$first" "$C_TPS" 1)" "$unit" "$(compare "$workload" "$name" "$first" "$C_CPU" 0)"
         done
     fi
-    if [[ ! -x $PGMUX_BIN ]]; then
+    if (( ${#VARIANT_NAMES[@]} == 0 )); then
         echo "pgmux/pgbouncer: n/a (pgmux not benchmarked)"
     fi
     if [[ $workload == latency ]]; then
@@ -807,7 +847,7 @@ diff_range() {
 print_report() {
     local workload row f
     echo
-    echo "pgbench comparison: clients=$CLIENTS jobs=$JOBS pool=$POOL duration=${DURATION}s rounds=$ROUNDS scale=$SCALE replicas=$REPLICAS cpus=$(nproc) pgmux_workers='${PGMUX_WORKERS:-default}'$( (( PIN )) && echo " pinned: poolers on CPU $PIN_POOLER, PostgreSQL+pgbench on $PIN_OTHERS")${PGMUX_ENV:+ pgmux env: $PGMUX_ENV}"
+    echo "pgbench comparison: clients=$CLIENTS jobs=$JOBS pool=$POOL duration=${DURATION}s rounds=$ROUNDS scale=$SCALE replicas=$REPLICAS cpus=$(nproc) pgmux_workers='${PGMUX_WORKERS:-default}'${PGMUX_BINS:+ pgmux_bins='$PGMUX_BINS'}$( (( PIN )) && echo " pinned: poolers on CPU $PIN_POOLER, PostgreSQL+pgbench on $PIN_OTHERS")${PGMUX_ENV:+ pgmux env: $PGMUX_ENV}"
     echo "$(date '+%F %T'), $(uname -srm), loadavg $(cut -d' ' -f1-3 /proc/loadavg), PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), PgBouncer $("$PGBOUNCER_BIN" --version | head -n 1 | awk '{print $2}')$( [[ -x $PGMUX_BIN ]] && echo ", pgmux $(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')")"
     echo "(medians over rounds; 'CPU us/txn' = pooler process CPU time per transaction (per connection for connect-*); 'sys' = its share spent in the kernel)"
     local shown=$WORKLOADS
@@ -839,6 +879,7 @@ main() {
     [[ $PGMUX_BIN == /* ]] || PGMUX_BIN=$PWD/$PGMUX_BIN
     [[ $OUT == /* ]] || OUT=$PWD/$OUT
     CLK_TCK=$(getconf CLK_TCK)
+    make_variants    # before make_tmpdir's cd: relative binary paths are the caller's
 
     find_pg_bindir pg_basebackup
     ensure_pgbouncer
@@ -865,9 +906,6 @@ main() {
             -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" >/dev/null 2>&1 || die "openssl could not make a certificate"
         if [[ $EUID -eq 0 ]]; then chown -R postgres: "$TMP/tls"; fi
         log "TLS: clients reach the poolers with sslmode=require"
-    fi
-    if [[ ! -x $PGMUX_BIN ]]; then
-        warn "SKIPPING pgmux: PGMUX_BIN=$PGMUX_BIN does not exist (build it with 'cargo build --release')"
     fi
 
     run_benchmarks
