@@ -16,10 +16,14 @@ pub struct Trim {
 /// Clients that must have left (from the peak) before a trim is worth it.
 const MIN_DROP: usize = 256;
 
+/// Bytes of spare read buffers freed in a tick that are worth a trim (32 buffers).
+const MIN_FREED: usize = 256 * 1024;
+
 impl Trim {
-    /// Called once a second with the number of connected clients.
-    pub fn after_tick(&mut self, clients: usize) {
-        if self.due(clients) {
+    /// Called once a second with the number of connected clients and the bytes of
+    /// spare read buffers just freed (glibc keeps those too unless asked).
+    pub fn after_tick(&mut self, clients: usize, freed_buffers: usize) {
+        if self.due(clients) || freed_buffers >= MIN_FREED {
             release_free_memory();
         }
     }

@@ -21,7 +21,8 @@ pub async fn run(state: Arc<State>) {
     let mut trim = crate::memory::Trim::default();
     loop {
         tick.tick().await;
-        trim.after_tick(state.clients.connected());
+        let freed = crate::client::buffers::after_tick();
+        trim.after_tick(state.clients.connected(), freed);
         // Folds recorded histogram samples into their buckets (bounded memory
         // even when nobody scrapes).
         state.metrics.upkeep();
