@@ -6,6 +6,37 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pgmux::config::{Config, LogFormat};
 
+/// With `--features mimalloc`: the logins of a burst of clients leave their
+/// memory in mimalloc's size-class pages, which are returned to the OS once
+/// empty, instead of as free chunks between live ones in glibc's heap.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc returns an empty page to the OS only when it allocates or frees again
+/// after `purge_delay` (10 ms): a pooler that goes quiet after a burst of clients
+/// would keep the burst's pages. Purge at once instead (an environment's
+/// MIMALLOC_PURGE_DELAY still wins). And no transparent huge pages: mimalloc
+/// asks for them on its arenas (MADV_HUGEPAGE), and khugepaged then fills 2 MiB
+/// pages around a few live objects (10,000 idle clients: RSS +13 MB in 30 s).
+#[cfg(feature = "mimalloc")]
+fn tune_allocator() {
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    extern "C" {
+        fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
+    }
+    // `mi_option_purge_delay` in mimalloc 3's `enum mi_option_e` (libmimalloc-sys 0.1.49).
+    const PURGE_DELAY: std::os::raw::c_int = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's options; no other preconditions.
+        unsafe { mi_option_set(PURGE_DELAY, 0) };
+    }
+}
+
+#[cfg(not(feature = "mimalloc"))]
+fn tune_allocator() {}
+
 #[derive(Parser)]
 #[command(name = "pgmux", version, about = "PostgreSQL connection pooler and read/write router")]
 struct Cli {
@@ -51,6 +82,7 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => match load(cli.config) {
