@@ -179,6 +179,9 @@ pub(super) struct Clock {
     pub(super) queries: u64,
     pub(super) transactions: u64,
     pub(super) query_micros: u64,
+    /// When the last request was answered (its ReadyForQuery read): the end of a
+    /// run that ends at a boundary, without reading the clock again.
+    pub(super) answered_at: Option<Instant>,
 }
 
 /// One run's state.
@@ -226,10 +229,11 @@ pub(super) enum Next {
 }
 
 impl<'a> Relay<'a> {
-    /// Runs until `hold` says stop. Borrowed, not consumed: an async fn keeps its
-    /// arguments for its whole life, and this state would be kept twice.
-    pub async fn run(&mut self, hold: Hold) -> RelayEnd {
-        let started = Instant::now();
+    /// Runs until `hold` says stop, from `started` (a fresh clock read: the
+    /// checkout's, for a transaction's first run). Returns how it ended, and when.
+    /// Borrowed, not consumed: an async fn keeps its arguments for its whole life,
+    /// and this state would be kept twice.
+    pub async fn run(&mut self, hold: Hold, started: Instant) -> (RelayEnd, Instant) {
         let clock = Clock {
             request_started: Some(started),
             query_cancelled: None,
@@ -239,6 +243,7 @@ impl<'a> Relay<'a> {
             queries: 0,
             transactions: 0,
             query_micros: 0,
+            answered_at: None,
         };
         let retry = Retry::new(self.statements.is_some() && hold == Hold::UntilBoundary);
         // The client's first bytes were read before the relay began.
@@ -246,20 +251,25 @@ impl<'a> Relay<'a> {
         let mut run = Run { to_server, to_client: ToClient::default(), clock, retry };
         self.server.replay.clear();
         let end = self.relay(hold, &mut run).await;
-        self.record(&run, started);
-        end
+        // At a boundary the last ReadyForQuery ended the run (nothing was read since).
+        let ended = match (&end, run.clock.answered_at) {
+            (RelayEnd::Boundary, Some(at)) => at,
+            _ => Instant::now(),
+        };
+        self.record(&run, ended.saturating_duration_since(started));
+        (end, ended)
     }
 
     /// The run's figures, added to the pool's counters once.
     #[inline]
-    fn record(&self, run: &Run, started: Instant) {
+    fn record(&self, run: &Run, took: std::time::Duration) {
         let c = &self.pool.counters;
         c.bytes_in.fetch_add(run.to_server.bytes, Ordering::Relaxed);
         c.bytes_out.fetch_add(run.to_client.bytes, Ordering::Relaxed);
         c.queries.fetch_add(run.clock.queries, Ordering::Relaxed);
         c.transactions.fetch_add(run.clock.transactions, Ordering::Relaxed);
         c.query_micros.fetch_add(run.clock.query_micros, Ordering::Relaxed);
-        c.xact_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        c.xact_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     async fn relay(&mut self, hold: Hold, run: &mut Run) -> RelayEnd {

@@ -189,9 +189,11 @@ impl ServerScan<'_> {
             return;
         }
         clock.query_cancelled = None;
+        let now = Instant::now();
+        clock.answered_at = Some(now);
         let Some(t) = clock.request_started.take() else { return };
-        let took = t.elapsed();
-        self.pool.metrics.query_duration.record(took.as_secs_f64());
+        let took = now.saturating_duration_since(t);
+        self.pool.metrics.query_duration.record(took);
         clock.query_micros += took.as_micros() as u64;
         if self.slow.is_some_and(|s| took >= s) {
             tracing::warn!(

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::relay::{Hold, Relay, RelayEnd, Timeouts, TxnRewrite};
 use super::route::{Destination, Routing};
@@ -148,6 +149,11 @@ impl Session<'_> {
     /// the end of the session (session mode, or a client pinned by a session-only
     /// feature). Returns `Some` when the session is over.
     async fn serve_with(&mut self, mut lease: Lease, routing: Option<Routing>) -> Option<SessionEnd> {
+        // The relay's first run starts when the connection was lent (no clock read),
+        // unless `prepare` talks to the server first.
+        let quiet =
+            Arc::ptr_eq(&lease.conn().session, &self.login.params) && self.listening.is_none() && self.route.pending_begin.is_none();
+        let mut started = quiet.then(|| lease.lent_at());
         let (began, listen_dirty) = match self.prepare(&mut lease).await {
             Ok(r) => r,
             Err(e) => {
@@ -159,7 +165,8 @@ impl Session<'_> {
         held.listen_dirty = listen_dirty;
         self.client.attach(lease.conn().cancel_target());
         loop {
-            let end = self.relay(&mut lease, &mut held).await;
+            let started = started.take().unwrap_or_else(Instant::now);
+            let (end, ended) = self.relay(&mut lease, &mut held, started).await;
             let was_pinned = held.pinned;
             if !matches!(end, RelayEnd::Reroute) {
                 self.note_pin(&mut held);
@@ -187,7 +194,7 @@ impl Session<'_> {
                         continue;
                     }
                     self.client.detach();
-                    lease.release();
+                    lease.release_at(ended);
                     return None;
                 }
                 RelayEnd::Reroute if held.read_on_primary => {
@@ -241,7 +248,7 @@ impl Session<'_> {
     }
 
     /// Runs the relay on the held connection until it hands back.
-    async fn relay(&mut self, lease: &mut Lease, held: &mut Holding) -> RelayEnd {
+    async fn relay(&mut self, lease: &mut Lease, held: &mut Holding, started: Instant) -> (RelayEnd, Instant) {
         let hold = if held.mode == PoolMode::Session || held.pinned { Hold::Session } else { Hold::UntilBoundary };
         let statements = (held.mode == PoolMode::Transaction).then_some(TxnRewrite {
             client: &mut self.statements,
@@ -267,7 +274,7 @@ impl Session<'_> {
             movable: held.routing.is_some_and(|r| r.movable) && !held.pinned,
             notifications: (hold == Hold::UntilBoundary && held.mode == PoolMode::Transaction).then_some(&mut held.kept),
         };
-        relay.run(hold).await
+        relay.run(hold, started).await
     }
 
     /// At a boundary: a listening client's channels taken over by the hub and the

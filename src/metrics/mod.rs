@@ -11,12 +11,14 @@
 //! in a [`Snapshot`] the caller reads at scrape time: this module imports neither the
 //! shared state nor the pools. The HTTP endpoint is the proxy's (`proxy::http`).
 
+pub mod histogram;
 pub mod limits;
 pub mod replicas;
 
 use std::sync::Arc;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
+use histogram::{Buckets, Histograms};
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::error::ErrorKind;
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub rejected: Rejected,
     pub config_reloads_ok: Counter,
     pub config_reloads_failed: Counter,
+    /// The per-pool histograms, kept by pgmux ([`histogram`]).
+    histograms: Histograms,
 }
 
 /// `pgmux_client_connections_rejected_total{reason}`, one counter per [`ErrorKind`].
@@ -51,8 +55,8 @@ impl Rejected {
 /// Histograms are recorded live; counters are copied from the pool's own atomic
 /// counters at scrape time (one source of truth for SHOW STATS and /metrics).
 pub struct PoolMetrics {
-    pub wait: Histogram,
-    pub query_duration: Histogram,
+    pub wait: Arc<Buckets>,
+    pub query_duration: Arc<Buckets>,
     counters: PoolCounterHandles,
     gauges: PoolGauges,
 }
@@ -103,7 +107,7 @@ impl Metrics {
         let rejected = Rejected(ErrorKind::ALL.map(|k| counter("pgmux_client_connections_rejected_total", &[("reason", k.label())])));
         let config_reloads_ok = counter("pgmux_config_reloads_total", &[("result", "ok")]);
         let config_reloads_failed = counter("pgmux_config_reloads_total", &[("result", "failed")]);
-        Metrics { recorder, handle, rejected, config_reloads_ok, config_reloads_failed }
+        Metrics { recorder, handle, rejected, config_reloads_ok, config_reloads_failed, histograms: Histograms::default() }
     }
 
     fn counter(&self, name: &'static str, l: &[(&'static str, &str)]) -> Counter {
@@ -114,8 +118,8 @@ impl Metrics {
         self.recorder.register_gauge(&Key::from_parts(name, labels(l)), &METADATA)
     }
 
-    fn histogram(&self, name: &'static str, l: &[(&'static str, &str)]) -> Histogram {
-        self.recorder.register_histogram(&Key::from_parts(name, labels(l)), &METADATA)
+    fn histogram(&self, name: &'static str, l: &[(&'static str, &str)]) -> Arc<Buckets> {
+        self.histograms.register(name, l)
     }
 
     /// Handles for one pool.
@@ -167,6 +171,7 @@ impl Metrics {
         self.collect(s);
         self.handle.run_upkeep();
         let mut out = self.handle.render();
+        self.histograms.render(&mut out);
         replicas::render(&s.topologies, &mut out);
         limits::render(&s.limits, &mut out);
         out

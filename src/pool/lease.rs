@@ -1,6 +1,7 @@
 //! A server connection lent to one client, and the slot of one being opened.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::Pool;
 use crate::server::ServerConn;
@@ -11,11 +12,19 @@ use crate::server::ServerConn;
 pub struct Lease {
     pool: Arc<Pool>,
     conn: Option<Box<ServerConn>>,
+    /// When it was lent: the clock read of the checkout, reused by the relay as the
+    /// start of its run (one clock read fewer per transaction).
+    at: Instant,
 }
 
 impl Lease {
-    pub(super) fn new(pool: Arc<Pool>, conn: Box<ServerConn>) -> Lease {
-        Lease { pool, conn: Some(conn) }
+    pub(super) fn new(pool: Arc<Pool>, conn: Box<ServerConn>, at: Instant) -> Lease {
+        Lease { pool, conn: Some(conn), at }
+    }
+
+    /// When the connection was lent.
+    pub fn lent_at(&self) -> Instant {
+        self.at
     }
 
     pub fn conn(&self) -> &ServerConn {
@@ -36,9 +45,14 @@ impl Lease {
     }
 
     /// Returns a clean connection (idle, no transaction, nothing unread) for reuse.
-    pub fn release(mut self) {
+    pub fn release(self) {
+        self.release_at(Instant::now());
+    }
+
+    /// [`Lease::release`] at `now`, a clock read the caller has just made.
+    pub fn release_at(mut self, now: Instant) {
         let conn = self.conn.take().expect("lease consumed once");
-        self.pool.put_back(conn);
+        self.pool.put_back(conn, now);
     }
 
     /// Closes the connection and frees its slot.
@@ -76,13 +90,13 @@ impl<'a> Slot<'a> {
     /// The connection opened in this slot, lent out.
     pub(super) fn lend(mut self, conn: Box<ServerConn>) -> Lease {
         self.armed = false;
-        Lease::new(self.pool.clone(), conn)
+        Lease::new(self.pool.clone(), conn, Instant::now())
     }
 
     /// The connection opened in this slot, put in the pool.
     pub(super) fn put_back(mut self, conn: Box<ServerConn>) {
         self.armed = false;
-        self.pool.put_back(conn);
+        self.pool.put_back(conn, Instant::now());
     }
 }
 

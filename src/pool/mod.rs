@@ -271,13 +271,14 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ClientError> {
         // The common case, an idle connection fit for use, reads no clock for the wait.
         if let Some(lease) = self.take_idle_fit() {
-            self.metrics.wait.record(0.0);
+            self.metrics.wait.record(std::time::Duration::ZERO);
             return Ok(lease);
         }
         let started = Instant::now();
         let r = self.checkout_inner(started).await;
-        let waited = started.elapsed();
-        self.metrics.wait.record(waited.as_secs_f64());
+        // The lease's clock read ends the wait (a failed checkout reads the clock).
+        let waited = r.as_ref().map_or_else(|_| Instant::now(), Lease::lent_at).saturating_duration_since(started);
+        self.metrics.wait.record(waited);
         self.counters.wait_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         r
     }
@@ -320,8 +321,9 @@ impl Pool {
             match grant {
                 Grant::Conn(conn) => {
                     // Leased before any await: the slot is freed whatever happens.
-                    let mut lease = Lease::new(self.clone(), conn);
-                    let fit = match self.vet(lease.conn(), &self.settings()) {
+                    let now = Instant::now();
+                    let mut lease = Lease::new(self.clone(), conn, now);
+                    let fit = match self.vet(lease.conn(), &self.settings(), now) {
                         Vetted::Fit => true,
                         Vetted::Check => Box::pin(self.check(lease.conn_mut())).await,
                         Vetted::Unfit => false,
@@ -432,7 +434,7 @@ impl Pool {
     /// A grant that reached a client no longer waiting.
     fn take_back(&self, g: Grant) {
         match g {
-            Grant::Conn(c) => self.put_back(c),
+            Grant::Conn(c) => self.put_back(c, Instant::now()),
             Grant::Slot => self.forget_one(),
             Grant::Expired => {}
         }
@@ -443,17 +445,17 @@ impl Pool {
     fn take_idle_fit(self: &Arc<Self>) -> Option<Lease> {
         let mut st = self.lock();
         let conn = st.idle.pop_back()?;
-        if self.vet(&conn, &st.settings) == Vetted::Fit {
+        let now = Instant::now();
+        if self.vet(&conn, &st.settings, now) == Vetted::Fit {
             drop(st);
-            return Some(Lease::new(self.clone(), conn));
+            return Some(Lease::new(self.clone(), conn, now));
         }
         st.idle.push_back(conn);
         None
     }
 
     /// Looks at an idle connection before lending it (no I/O).
-    fn vet(&self, conn: &ServerConn, settings: &PoolSettings) -> Vetted {
-        let now = Instant::now();
+    fn vet(&self, conn: &ServerConn, settings: &PoolSettings, now: Instant) -> Vetted {
         if !conn.idle_is_clean() || now.duration_since(conn.created) >= settings.lifetime {
             return Vetted::Unfit;
         }
@@ -527,8 +529,8 @@ impl Pool {
 
     /// Takes back a reusable connection: to the longest waiter, else to the idle list
     /// (or closed, when a limit it counts in is wanted by another pool's waiters).
-    fn put_back(&self, mut conn: Box<ServerConn>) {
-        let now = Instant::now();
+    /// `now` is a fresh clock read of the caller's.
+    fn put_back(&self, mut conn: Box<ServerConn>, now: Instant) {
         conn.last_used = now;
         conn.shrink();
         {
