@@ -174,26 +174,7 @@ EOF
             env PGMUX_LOG=warn $PGMUX_ENV "${vg[@]}" "$PGMUX_BIN" --config "$dir/pgmux.yaml" >"$dir/pooler.log" 2>&1 &
             ;;
         pgbouncer)
-            printf '"%s" "%s"\n' "$BENCH_USER" "$VERIFIER" >"$dir/userlist.txt"
-            cat >"$dir/pgbouncer.ini" <<EOF
-[databases]
-$BENCH_DB = host=127.0.0.1 port=$PG_PORT dbname=$BENCH_DB
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = 1000
-server_reset_query =
-ignore_startup_parameters = extra_float_digits
-logfile = $dir/pgbouncer.log
-log_connections = 0
-log_disconnections = 0
-EOF
+            write_pgbouncer_ini "$dir" "$PORT" "$VERIFIER" scram-sha-256 1000
             if [[ $EUID -eq 0 ]]; then chown -R postgres: "$dir"; touch "$out"; chown postgres: "$out"; fi
             ${AS_PG[@]+"${AS_PG[@]}"} "${vg[@]}" "$PGBOUNCER_BIN" "$dir/pgbouncer.ini" >"$dir/pooler.log" 2>&1 &
             ;;

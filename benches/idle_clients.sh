@@ -259,31 +259,7 @@ start_pgbouncer() {
     local port dir=$TMP/pgbouncer pid
     free_port port
     mkdir -p "$dir"
-    printf '"%s" "%s"\n' "$BENCH_USER" "$BENCH_PASSWORD" >"$dir/userlist.txt"
-    cat >"$dir/pgbouncer.ini" <<EOF
-[databases]
-$BENCH_DB = host=127.0.0.1 port=$PG_PORT dbname=$BENCH_DB
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-admin_users = $BENCH_USER
-pool_mode = transaction
-default_pool_size = $POOL
-min_pool_size = 0
-reserve_pool_size = 0
-max_client_conn = $MAX_CLIENTS
-max_db_connections = 0
-server_reset_query =
-ignore_startup_parameters = extra_float_digits
-logfile = $dir/pgbouncer.log
-pidfile = $dir/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-EOF
+    write_pgbouncer_ini "$dir" "$port" "$BENCH_PASSWORD" scram-sha-256 "$MAX_CLIENTS" "admin_users = $BENCH_USER"
     if [[ $EUID -eq 0 ]]; then chown -R postgres: "$dir"; fi
     log "starting pgbouncer $("$PGBOUNCER_BIN" --version | head -n 1 | awk '{print $2}') (port $port)"
     # setpriv execs pgbouncer: $! is pgbouncer itself, and it inherits our ulimit.

@@ -151,6 +151,40 @@ ensure_pgbouncer() {
     [[ -x $PGBOUNCER_BIN ]] || die "pgbouncer binary not executable: $PGBOUNCER_BIN"
 }
 
+# write_pgbouncer_ini DIR PORT SECRET AUTH_TYPE MAX_CLIENTS [EXTRA_LINE...]: DIR's
+# userlist.txt ($BENCH_USER with SECRET) and pgbouncer.ini for the primary
+# ($BENCH_DB at 127.0.0.1:$PG_PORT) in transaction mode with $POOL server
+# connections, quiet logs; each EXTRA_LINE (`key = value`) is appended.
+write_pgbouncer_ini() {
+    local dir=$1 port=$2 secret=$3 auth_type=$4 max_clients=$5 line
+    shift 5
+    printf '"%s" "%s"\n' "$BENCH_USER" "$secret" >"$dir/userlist.txt"
+    cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+$BENCH_DB = host=127.0.0.1 port=$PG_PORT dbname=$BENCH_DB
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = $auth_type
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+min_pool_size = 0
+reserve_pool_size = 0
+max_client_conn = $max_clients
+max_db_connections = 0
+server_reset_query =
+ignore_startup_parameters = extra_float_digits
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+EOF
+    for line in "$@"; do printf '%s\n' "$line" >>"$dir/pgbouncer.ini"; done
+}
+
 # make_tmpdir PREFIX: a temp dir in TMP, owned by `postgres` when run as root (AS_PG).
 make_tmpdir() {
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")

@@ -357,30 +357,7 @@ start_pgbouncer() {
     local auth=$1 port dir=$TMP/pgbouncer-$1 pid
     free_port port
     mkdir -p "$dir"
-    printf '"%s" "%s"\n' "$BENCH_USER" "$(pooler_secret "$auth")" >"$dir/userlist.txt"
-    cat >"$dir/pgbouncer.ini" <<EOF
-[databases]
-$BENCH_DB = host=127.0.0.1 port=$PG_PORT dbname=$BENCH_DB
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = $( [[ $auth == md5 ]] && echo md5 || echo scram-sha-256 )
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL
-min_pool_size = 0
-reserve_pool_size = 0
-max_client_conn = 10000
-max_db_connections = 0
-server_reset_query =
-ignore_startup_parameters = extra_float_digits
-logfile = $dir/pgbouncer.log
-pidfile = $dir/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-EOF
+    write_pgbouncer_ini "$dir" "$port" "$(pooler_secret "$auth")" "$( [[ $auth == md5 ]] && echo md5 || echo scram-sha-256 )" 10000
     if [[ $TLS == 1 ]]; then
         printf 'client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n' \
             "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >>"$dir/pgbouncer.ini"

@@ -117,26 +117,7 @@ start_pgbouncer() {
     local dir=$TMP/pgbouncer port pid
     free_port port
     mkdir -p "$dir"
-    printf '"%s" "%s"\n' "$BENCH_USER" "$BENCH_PASSWORD" >"$dir/userlist.txt"
-    cat >"$dir/pgbouncer.ini" <<EOF
-[databases]
-$BENCH_DB = host=127.0.0.1 port=$PG_PORT dbname=$BENCH_DB
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = 1000
-server_reset_query =
-ignore_startup_parameters = extra_float_digits
-logfile = $dir/pgbouncer.log
-log_connections = 0
-log_disconnections = 0
-EOF
+    write_pgbouncer_ini "$dir" "$port" "$BENCH_PASSWORD" scram-sha-256 1000
     if [[ $EUID -eq 0 ]]; then chown -R postgres: "$dir"; fi
     ${AS_PG[@]+"${AS_PG[@]}"} "$PGBOUNCER_BIN" "$dir/pgbouncer.ini" >"$dir/stdout.log" 2>&1 &
     pid=$!
