@@ -18,11 +18,26 @@ fn five_hundred_clients_share_a_pool_of_five() {
     five_hundred_clients(None);
 }
 
-/// The same on tokio's multi-threaded scheduler (`workers: 2`; the default, 1,
-/// runs the single-threaded one).
+/// The same with `workers: 2`: two threads, each with its own scheduler and
+/// listening socket, sharing one pool of 5; both serve clients.
 #[test]
 fn five_hundred_clients_share_a_pool_of_five_on_two_worker_threads() {
     five_hundred_clients(Some(2));
+}
+
+/// CPU time (clock ticks) of each of the process's threads, by thread name.
+fn thread_cpu(pid: u32) -> Vec<(String, u64)> {
+    let mut out = vec![];
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let rest: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+        let ticks =
+            rest.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + rest.get(12).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0);
+        out.push((comm, ticks));
+    }
+    out
 }
 
 fn five_hundred_clients(workers: Option<usize>) {
@@ -70,6 +85,12 @@ fn five_hundred_clients(workers: Option<usize>) {
         assert!(max <= 5, "pool of 5 opened {max} server connections");
         assert!(max >= 1);
     });
+    if workers.is_some() {
+        // The second worker is a thread of its own that served some of the clients.
+        let threads = thread_cpu(px.pid());
+        let worker = threads.iter().find(|(name, _)| name == "pgmux-worker-1");
+        assert!(worker.is_some_and(|(_, ticks)| *ticks > 0), "worker 1 served no client: {threads:?}");
+    }
 }
 
 #[test]

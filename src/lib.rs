@@ -61,6 +61,7 @@
 //! - [`auth`]: SCRAM-SHA-256 and md5, without I/O.
 //! - `net`: streams (plain or TLS) with the readiness calls the relay uses.
 //! - `memory`: giving memory back after a wave of clients leaves.
+//! - `worker`: which worker thread this is (`workers: N`).
 //!
 //! **Tools**
 //! - [`import`]: `pgmux import-pgbouncer`: pgbouncer.ini and userlist.txt as pgmux YAML.
@@ -95,6 +96,7 @@ pub(crate) mod shutdown;
 pub mod sql;
 pub(crate) mod state;
 pub(crate) mod tls;
+pub(crate) mod worker;
 
 #[cfg(test)]
 mod module_graph;

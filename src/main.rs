@@ -98,15 +98,14 @@ fn main() -> ExitCode {
         Some(Command::ImportPgbouncer { ini, userlist }) => pgmux::import::cli(&ini, userlist.as_deref()),
         Some(Command::Demo { port, metrics_port, replicas }) => {
             init_logging(LogFormat::Text);
-            run_async(pgmux::demo::run(port, metrics_port, replicas), 0)
+            run_async(pgmux::demo::run(port, metrics_port, replicas))
         }
         None => {
             let path = cli.config.clone();
             match load(cli.config) {
                 Ok(c) => {
                     init_logging(c.log_format);
-                    let workers = c.workers;
-                    run_async(pgmux::run::run(c, path.expect("load checked it")), workers)
+                    run_async(pgmux::run::run(c, path.expect("load checked it")))
                 }
                 Err(e) => {
                     eprintln!("{e}");
@@ -117,15 +116,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `workers`: runtime threads (0: one per CPU). One worker runs everything on
-/// this thread with tokio's single-threaded scheduler, as PgBouncer does: no
-/// work stealing and no wakes across threads, the least CPU per transaction.
-fn run_async(f: impl std::future::Future<Output = Result<(), pgmux::run::StartError>>, workers: usize) -> ExitCode {
-    let mut rt = if workers == 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
-    if workers > 1 {
-        rt.worker_threads(workers);
-    }
-    let rt = rt.enable_all().build().expect("tokio runtime");
+/// Runs `f` on this thread with tokio's single-threaded scheduler, as PgBouncer
+/// runs: no work stealing and no wakes across threads. With `workers: N`, the
+/// proxy starts N-1 more threads, each with a scheduler of its own
+/// (`proxy::workers`).
+fn run_async(f: impl std::future::Future<Output = Result<(), pgmux::run::StartError>>) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

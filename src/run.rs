@@ -40,7 +40,10 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), StartEr
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(StartError::listen(addr, " (metrics_listen)"))?),
         None => None,
     };
-    let proxy = Proxy::start(State::with_path(config, Some(path)), listener, metrics_listener);
+    let workers = crate::worker::count(config.workers);
+    let state = State::with_path(config, Some(path));
+    crate::proxy::workers::start(&state, &listener, workers).map_err(StartError::listen(&state.config.current().listen, " (workers)"))?;
+    let proxy = Proxy::start(state, listener, metrics_listener);
     let state = proxy.state.clone();
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;

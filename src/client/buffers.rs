@@ -53,8 +53,7 @@ pub fn give_back(mut buf: BytesMut) {
     });
 }
 
-/// Called once a second on the thread that runs the upkeep (with `workers: 1`, the
-/// only one): frees the spare buffers that no client took since the last call, and
+/// Called once a second on every worker thread (`proxy::workers`): frees the spare buffers that no client took since the last call, and
 /// says how many bytes that was.
 pub fn after_tick() -> usize {
     SPARE.with(|s| {

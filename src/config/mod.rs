@@ -47,8 +47,9 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
     #[serde(default = "defaults::max_client_connections")]
     pub max_client_connections: usize,
-    /// Threads serving clients (1, the default: one thread, like PgBouncer, with
-    /// the least CPU per transaction; 0: one per CPU). Read at start only.
+    /// Threads serving clients, each with its own scheduler and listening socket
+    /// (1, the default: one thread, like PgBouncer, with the least CPU per
+    /// transaction; 0: one per CPU). Read at start only.
     #[serde(default = "defaults::workers")]
     pub workers: usize,
     /// How clients prove their password: `scram-sha-256` (default) or `md5`.

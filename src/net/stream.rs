@@ -27,6 +27,22 @@ impl From<TcpStream> for Stream {
 }
 
 impl Stream {
+    /// Moves a plain socket to the reactor of this thread's scheduler (each worker
+    /// thread has its own, see [`crate::worker`]), so that its readiness wakes no
+    /// other thread; says whether it did. A TLS stream stays where it is, and still
+    /// works (its readiness goes through the thread that opened it).
+    pub fn rehome(&mut self) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        // A duplicate of the descriptor registered here; the old one's registration
+        // goes with it (the socket stays open through the duplicate).
+        match self {
+            Stream::Plain(s) => *s = TcpStream::from_std(s.as_fd().try_clone_to_owned()?.into())?,
+            Stream::Unix(s) => *s = UnixStream::from_std(s.as_fd().try_clone_to_owned()?.into())?,
+            Stream::Tls(_) => return Ok(false),
+        }
+        Ok(true)
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }

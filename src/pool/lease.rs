@@ -18,7 +18,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub(super) fn new(pool: Arc<Pool>, conn: Box<ServerConn>, at: Instant) -> Lease {
+    /// Lends `conn` to a client of worker thread `me`, its socket moved there if
+    /// another worker opened it.
+    pub(super) fn new(pool: Arc<Pool>, mut conn: Box<ServerConn>, at: Instant, me: u16) -> Lease {
+        conn.adopt(me);
         Lease { pool, conn: Some(conn), at }
     }
 
@@ -90,7 +93,7 @@ impl<'a> Slot<'a> {
     /// The connection opened in this slot, lent out.
     pub(super) fn lend(mut self, conn: Box<ServerConn>) -> Lease {
         self.armed = false;
-        Lease::new(self.pool.clone(), conn, Instant::now())
+        Lease::new(self.pool.clone(), conn, Instant::now(), crate::worker::id())
     }
 
     /// The connection opened in this slot, put in the pool.

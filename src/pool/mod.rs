@@ -16,6 +16,7 @@
 //! `total` goes through [`Pool::take_slot`] and [`Pool::give_slots`], which count the
 //! limits' units with it.
 
+mod affinity;
 mod lease;
 pub mod limit;
 mod settings;
@@ -26,8 +27,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::oneshot;
 
 use crate::error::ClientError;
 use crate::metrics::{PoolCounts, PoolMetrics, PoolSample};
@@ -40,7 +39,7 @@ pub use settings::whole;
 pub use settings::{PoolSettings, Share};
 
 use lease::Slot;
-use wait::Waiter;
+use wait::{Queued, Waiter};
 
 /// ParameterStatus values a server reported at login.
 pub type ServerParams = Arc<Vec<(String, String)>>;
@@ -93,7 +92,7 @@ struct State {
     /// limit of the pool).
     total: usize,
     /// Waiting clients, with when each began to wait.
-    waiters: VecDeque<(Instant, oneshot::Sender<Grant>)>,
+    waiters: VecDeque<Queued>,
     /// `waiters` was non-empty when the limits were last told.
     flagged: bool,
     down: Option<Down>,
@@ -230,7 +229,7 @@ impl Pool {
             total: s.total,
             waiting: s.waiters.len(),
             size: self.settings().size,
-            max_wait: s.waiters.front().map(|(t, _)| t.elapsed()).unwrap_or_default(),
+            max_wait: s.waiters.front().map(|q| q.since.elapsed()).unwrap_or_default(),
         }
     }
 
@@ -270,12 +269,14 @@ impl Pool {
     /// Takes a connection: idle, new, or the next one returned, within the timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, ClientError> {
         // The common case, an idle connection fit for use, reads no clock for the wait.
-        if let Some(lease) = self.take_idle_fit() {
+        // The client's worker thread (see `crate::worker`), read once.
+        let me = crate::worker::id();
+        if let Some(lease) = self.take_idle_fit(me) {
             self.metrics.wait.record(std::time::Duration::ZERO);
             return Ok(lease);
         }
         let started = Instant::now();
-        let r = self.checkout_inner(started).await;
+        let r = self.checkout_inner(started, me).await;
         // The lease's clock read ends the wait (a failed checkout reads the clock).
         let waited = r.as_ref().map_or_else(|_| Instant::now(), Lease::lent_at).saturating_duration_since(started);
         self.metrics.wait.record(waited);
@@ -283,13 +284,13 @@ impl Pool {
         r
     }
 
-    async fn checkout_inner(self: &Arc<Self>, started: Instant) -> Result<Lease, ClientError> {
+    async fn checkout_inner(self: &Arc<Self>, started: Instant, me: u16) -> Result<Lease, ClientError> {
         // Set once a grant turned out unusable: the client waits again, first in line.
         let mut again = false;
         loop {
             let next = {
                 let mut st = self.lock();
-                if let Some(conn) = st.idle.pop_back() {
+                if let Some(conn) = st.pop_idle(me) {
                     Next::Ready(Grant::Conn(conn))
                 } else {
                     let size = st.settings.size;
@@ -303,7 +304,7 @@ impl Pool {
                     match self.take_slot(&mut st, size) {
                         Room::Taken => Next::Ready(Grant::Slot),
                         // Queued under the same lock: a grant cannot slip by.
-                        room => Next::Wait(Waiter::enqueue(self, &mut st, started, again), room == Room::Limited),
+                        room => Next::Wait(Waiter::enqueue(self, &mut st, started, again, me), room == Room::Limited),
                     }
                 }
             };
@@ -322,7 +323,7 @@ impl Pool {
                 Grant::Conn(conn) => {
                     // Leased before any await: the slot is freed whatever happens.
                     let now = Instant::now();
-                    let mut lease = Lease::new(self.clone(), conn, now);
+                    let mut lease = Lease::new(self.clone(), conn, now, me);
                     let fit = match self.vet(lease.conn(), &self.settings(), now) {
                         Vetted::Fit => true,
                         Vetted::Check => Box::pin(self.check(lease.conn_mut())).await,
@@ -380,8 +381,8 @@ impl Pool {
         let size = st.settings.size;
         let mut granted = 0;
         while !st.waiters.is_empty() && self.take_slot(st, size) == Room::Taken {
-            let (_, w) = st.waiters.pop_front().expect("not empty");
-            if w.send(Grant::Slot).is_ok() {
+            let q = st.waiters.pop_front().expect("not empty");
+            if q.tx.send(Grant::Slot).is_ok() {
                 granted += 1;
             } else {
                 self.give_slots(st, 1);
@@ -394,8 +395,8 @@ impl Pool {
     /// waiters and room by its size (so only a limit can hold them back).
     fn blocked_since(&self) -> Option<Instant> {
         let st = self.lock();
-        let (t, _) = st.waiters.front()?;
-        (st.total < st.settings.size).then_some(*t)
+        let q = st.waiters.front()?;
+        (st.total < st.settings.size).then_some(q.since)
     }
 
     /// For [`limit::wake`]: gives waiters the room there is.
@@ -442,13 +443,13 @@ impl Pool {
 
     /// The most recently used idle connection, if it is fit for use as it is (else
     /// it stays, for the full checkout to deal with).
-    fn take_idle_fit(self: &Arc<Self>) -> Option<Lease> {
+    fn take_idle_fit(self: &Arc<Self>, me: u16) -> Option<Lease> {
         let mut st = self.lock();
-        let conn = st.idle.pop_back()?;
+        let conn = st.pop_idle(me)?;
         let now = Instant::now();
         if self.vet(&conn, &st.settings, now) == Vetted::Fit {
             drop(st);
-            return Some(Lease::new(self.clone(), conn, now));
+            return Some(Lease::new(self.clone(), conn, now, me));
         }
         st.idle.push_back(conn);
         None
@@ -548,12 +549,12 @@ impl Pool {
             }
             let (mut left, mut idled) = (Some(conn), false);
             while let Some(c) = left.take() {
-                let Some((_, w)) = st.waiters.pop_front() else {
+                let Some(q) = st.next_waiter(c.home) else {
                     st.idle.push_back(c);
                     idled = true;
                     break;
                 };
-                match w.send(Grant::Conn(c)) {
+                match q.tx.send(Grant::Conn(c)) {
                     Ok(()) => {}
                     Err(Grant::Conn(c)) => left = Some(c),
                     Err(Grant::Slot | Grant::Expired) => unreachable!("sent a connection"),

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::ServerAddr;
+use affinity::AFFINITY_SLACK;
 use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -394,4 +395,81 @@ async fn clients_failing_to_connect_at_once_are_one_failed_attempt() {
     let down = st.down.as_ref().unwrap();
     assert_eq!(down.failures, 1);
     assert!(down.retry_at <= Instant::now() + BACKOFF_START);
+}
+
+/// Checks out on `p` as a client of worker `w` would (the worker number is
+/// per thread, and these tests run on one).
+async fn checkout_as(p: &Arc<Pool>, w: u16) -> Lease {
+    crate::worker::set(w);
+    let l = p.checkout().await.unwrap();
+    crate::worker::set(0);
+    l
+}
+
+/// A client waiting on `p` as a client of worker `w`, queued when this returns;
+/// when it gets a connection it writes `w` in `order` and gives it back.
+async fn wait_as(p: &Arc<Pool>, w: u16, order: &Arc<Mutex<Vec<u16>>>) -> tokio::task::JoinHandle<()> {
+    let before = p.status().waiting;
+    crate::worker::set(w);
+    let (p2, order) = (p.clone(), order.clone());
+    let h = tokio::spawn(async move {
+        let l = p2.checkout().await.unwrap();
+        order.lock().unwrap().push(w);
+        l.release();
+    });
+    // The task reads the worker number when it queues, on this same thread (no
+    // sleeping here: the slack between the two waiters is the test's to set).
+    for _ in 0..1000 {
+        if p.status().waiting == before + 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(p.status().waiting, before + 1, "queued");
+    crate::worker::set(0);
+    h
+}
+
+#[tokio::test]
+async fn a_client_is_lent_a_connection_of_its_own_worker_first() {
+    let f = fake(false).await;
+    let p = pool(&f.addr, "d", "a", settings(2), &[]);
+    let (one, two) = (checkout_as(&p, 1).await, checkout_as(&p, 2).await);
+    assert_eq!((one.conn().home, two.conn().home), (1, 2));
+    one.release();
+    two.release();
+    // Worker 2's is the most recently used, but worker 1's client gets its own.
+    let again = checkout_as(&p, 1).await;
+    assert_eq!(again.conn().home, 1);
+    // A worker with none idle takes another's, and its socket moves to that worker.
+    let mut other = checkout_as(&p, 3).await;
+    assert_eq!((other.conn().home, p.status().total), (3, 2));
+    other.conn_mut().run_checked("", Duration::from_secs(2), crate::server::After::Idle).await.expect("works after the move");
+    again.release();
+    other.release();
+}
+
+#[tokio::test]
+async fn a_returned_connection_goes_to_a_waiter_of_its_worker_unless_another_waited_much_longer() {
+    let f = fake(false).await;
+    let p = pool(&f.addr, "d", "a", settings(1), &[]);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let held = checkout_as(&p, 1).await;
+    let (of_2, of_1) = (wait_as(&p, 2, &order).await, wait_as(&p, 1, &order).await);
+    // Worker 1's waiter came second, but within the slack: it gets worker 1's connection.
+    held.release();
+    of_1.await.unwrap();
+    of_2.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), [1, 2]);
+    // Once the first waiter has waited past the slack, order wins.
+    order.lock().unwrap().clear();
+    let held = checkout_as(&p, 1).await;
+    let of_2 = wait_as(&p, 2, &order).await;
+    tokio::time::sleep(AFFINITY_SLACK * 3).await;
+    let of_1 = wait_as(&p, 1, &order).await;
+    held.release();
+    of_2.await.unwrap();
+    of_1.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), [2, 1], "the longest waiter first");
+    assert_eq!(p.status().waiting, 0);
 }

@@ -19,6 +19,15 @@ use tokio::sync::{oneshot, Notify};
 use super::{Grant, Pool, Room, State};
 use crate::error::ClientError;
 
+/// A waiter's entry in its pool's queue.
+pub(super) struct Queued {
+    /// When it began to wait.
+    pub since: Instant,
+    /// Its client's worker thread ([`crate::worker`]).
+    pub worker: u16,
+    pub tx: oneshot::Sender<Grant>,
+}
+
 pub(super) struct Waiter<'a> {
     pool: &'a Pool,
     rx: oneshot::Receiver<Grant>,
@@ -30,20 +39,21 @@ pub(super) struct Waiter<'a> {
 }
 
 impl<'a> Waiter<'a> {
-    /// Queues a waiter that began waiting at `started`; `st` is the pool's state,
+    /// Queues a waiter of worker thread `worker` that began waiting at `started`; `st` is the pool's state,
     /// locked. `again`: it was granted a connection that proved unusable, so it
     /// goes first (it was granted before everyone now queued, so the queue stays
     /// in order of `started`, which the expiry task relies on).
-    pub(super) fn enqueue(pool: &'a Pool, st: &mut State, started: Instant, again: bool) -> Waiter<'a> {
+    pub(super) fn enqueue(pool: &'a Pool, st: &mut State, started: Instant, again: bool, worker: u16) -> Waiter<'a> {
         let (tx, rx) = oneshot::channel();
         if st.waiters.is_empty() {
             // The expiry task sleeps without a deadline while nobody waits.
             pool.expiry.notify_one();
         }
+        let q = Queued { since: started, worker, tx };
         if again {
-            st.waiters.push_front((started, tx));
+            st.waiters.push_front(q);
         } else {
-            st.waiters.push_back((started, tx));
+            st.waiters.push_back(q);
         }
         pool.sync_waiting(st);
         let reserve_after = (st.settings.reserve_size > 0).then_some(st.settings.reserve_timeout);
@@ -105,7 +115,7 @@ impl Drop for Waiter<'_> {
         }
         if self.queued {
             let mut st = self.pool.lock();
-            st.waiters.retain(|(_, w)| !w.is_closed());
+            st.waiters.retain(|q| !q.tx.is_closed());
             self.pool.sync_waiting(&mut st);
         }
     }
@@ -141,14 +151,14 @@ impl Pool {
     fn expire_due(&self, now: Instant) -> Option<Instant> {
         let mut st = self.lock();
         let timeout = st.settings.checkout_timeout;
-        while let Some((started, _)) = st.waiters.front() {
-            let at = *started + timeout;
+        while let Some(q) = st.waiters.front() {
+            let at = q.since + timeout;
             if at > now {
                 return Some(at);
             }
-            let (_, w) = st.waiters.pop_front().expect("looked at it");
+            let q = st.waiters.pop_front().expect("looked at it");
             // A waiter gone meanwhile (its receiver closed) needs no answer.
-            let _ = w.send(Grant::Expired);
+            let _ = q.tx.send(Grant::Expired);
         }
         self.sync_waiting(&mut st);
         None

@@ -58,6 +58,29 @@ impl Listener {
         Ok(Listener { tcp, unix })
     }
 
+    /// A worker's listener (TCP only: the Unix socket stays with worker 0), on a
+    /// socket from [`Listener::reuse_port_socket`], in this thread's scheduler.
+    pub fn from_std(socket: std::net::TcpListener) -> io::Result<Listener> {
+        Ok(Listener { tcp: TcpListener::from_std(socket)?, unix: None })
+    }
+
+    /// Where the TCP socket is bound.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Another listening socket on `addr`, as [`Listener::bind`] makes its own, not
+    /// yet tied to a scheduler (for another thread's).
+    pub fn reuse_port_socket(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(4096)?;
+        sock.set_nonblocking(true)?;
+        Ok(sock.into())
+    }
+
     /// Accepts clients until shutdown begins; then takes, without waiting, those
     /// the kernel already queued (they run their first transaction, then are told
     /// 57P01 as idle clients are, rather than reset), and closes the sockets.

@@ -7,6 +7,7 @@
 pub mod http;
 pub mod listener;
 pub mod upkeep;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -18,11 +18,10 @@ pub async fn run(state: Arc<State>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_warned: HashMap<String, Instant> = HashMap::new();
-    let mut trim = crate::memory::Trim::default();
+    // This thread's share (worker 0's), as every worker thread does its own.
+    let _memory = super::Job(tokio::spawn(super::workers::give_back_memory(state.clone())));
     loop {
         tick.tick().await;
-        let freed = crate::client::buffers::after_tick();
-        trim.after_tick(state.clients.connected(), freed);
         // Folds recorded histogram samples into their buckets (bounded memory
         // even when nobody scrapes).
         state.metrics.upkeep();

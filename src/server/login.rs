@@ -163,6 +163,7 @@ async fn connect_with(target: &ServerTarget, version: i32) -> Result<ServerConn,
         params: Arc::new(params),
         created: now,
         last_used: now,
+        home: crate::worker::id(),
     })
 }
 

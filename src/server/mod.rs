@@ -55,6 +55,8 @@ pub struct ServerConn {
     pub params: Arc<Vec<(String, String)>>,
     pub created: Instant,
     pub last_used: Instant,
+    /// The worker thread whose reactor watches the socket (see [`crate::worker`]).
+    pub home: u16,
 }
 
 /// The transaction status one of pgmux's own statements must leave.
@@ -102,6 +104,15 @@ pub struct InternalResult {
 }
 
 impl ServerConn {
+    /// Makes worker thread `me` (this one) the connection's home (see
+    /// [`crate::worker`]), if its socket can move.
+    #[inline]
+    pub fn adopt(&mut self, me: u16) {
+        if self.home != me && matches!(self.stream.rehome(), Ok(true)) {
+            self.home = me;
+        }
+    }
+
     /// Returns false if the idle connection has data waiting or is closed: a server
     /// that terminated the backend sends a FATAL and closes; either way it is unusable.
     pub fn idle_is_clean(&self) -> bool {
