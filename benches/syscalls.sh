@@ -19,7 +19,8 @@
 # hottest symbols.
 #
 # Knobs (environment variables):
-#   WORKLOAD=select   select | extended | prepared | tpcb (as benches/callgrind.sh)
+#   WORKLOAD=select   select | extended | prepared | tpcb (as benches/callgrind.sh),
+#                     or connect (-C: a login per transaction, so per connection)
 #   TARGETS="pgbouncer pgmux"
 #   CLIENTS=50 JOBS=2 POOL=10 SCALE=10
 #   T_SHORT=200       transactions per client of the short run (-t)
@@ -65,6 +66,7 @@ declare -A WORKLOAD_FLAGS=(
     [extended]="-M extended -S"
     [prepared]="-M prepared -S"
     [tpcb]="-M simple"
+    [connect]="-C -M simple -S"
 )
 
 TMP=""

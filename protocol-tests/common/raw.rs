@@ -44,6 +44,16 @@ impl Raw {
 
     /// Logs in asking for protocol `version` (e.g. [`PROTOCOL_3_2`]).
     pub async fn connect_version(port: u16, user: &str, password: &str, db: &str, version: i32) -> Raw {
+        Raw::login(port, user, password, db, version, &[]).await
+    }
+
+    /// Logs in, sending `early` (a first request) in the same write as the last SCRAM
+    /// message, without waiting for the login's answer.
+    pub async fn connect_then(port: u16, user: &str, password: &str, db: &str, early: &[u8]) -> Raw {
+        Raw::login(port, user, password, db, PROTOCOL_3_0, early).await
+    }
+
+    async fn login(port: u16, user: &str, password: &str, db: &str, version: i32, early: &[u8]) -> Raw {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut r = Raw { stream, buf: BytesMut::new(), key: (0, vec![]), negotiated: None };
         let mut body = version.to_be_bytes().to_vec();
@@ -80,6 +90,7 @@ impl Raw {
                     let s = scram.as_mut().unwrap();
                     s.update(b.data()).unwrap();
                     frontend::sasl_response(s.message(), &mut out).unwrap();
+                    out.extend_from_slice(early);
                 }
                 Message::AuthenticationSaslFinal(b) => scram.as_mut().unwrap().finish(b.data()).unwrap(),
                 Message::ReadyForQuery(_) => return r,
