@@ -82,21 +82,7 @@ PGMUX_ENV=${PGMUX_ENV:-}
 VALGRIND_ARGS=${VALGRIND_ARGS:-}
 KEEP_TMP=${KEEP_TMP:-0}
 
-BENCH_USER=bench
-BENCH_PASSWORD=bench
-BENCH_DB=bench
 
-declare -A WORKLOAD_FLAGS=(
-    [select]="-M simple -S"
-    [extended]="-M extended -S"
-    [prepared]="-M prepared -S"
-    [tpcb]="-M simple"
-)
-
-TMP=""
-PRIMARY_DATA=""
-USED_PORTS=()
-AS_PG=()
 POOLER_PID=""
 PROBLEMS=0
 declare -A IR   # "target:t:rep" -> Ir
@@ -127,7 +113,7 @@ check_knobs() {
         [[ ${!k} =~ ^[0-9]+$ && ${!k} -gt 0 ]] || die "$k must be a positive integer (got '${!k}')"
     done
     (( T_LONG > T_SHORT )) || die "T_LONG ($T_LONG) must be greater than T_SHORT ($T_SHORT)"
-    [[ -n ${WORKLOAD_FLAGS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!WORKLOAD_FLAGS[*]})"
+    [[ -n ${PGBENCH_WORKLOADS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!PGBENCH_WORKLOADS[*]})"
     for t in $TARGETS; do
         [[ $t == pgmux || $t == pgbouncer ]] || die "unknown target '$t' (known: pgmux pgbouncer)"
     done
@@ -186,7 +172,7 @@ EOF
 count() {
     local name=$1 t=$2 rep=$3 status=0 ir
     start_target "$name" "$t"
-    log "$name under callgrind (pid $POOLER_PID, port $PORT): pgbench ${WORKLOAD_FLAGS[$WORKLOAD]} -c $CLIENTS -j $JOBS -t $t"
+    log "$name under callgrind (pid $POOLER_PID, port $PORT): pgbench ${PGBENCH_WORKLOADS[$WORKLOAD]} -c $CLIENTS -j $JOBS -t $t"
     if ! wait_for_sql "$name" "$PORT" "$POOLER_PID" "$TMP/$name-$t/pooler.log"; then
         PROBLEMS=$(( PROBLEMS + 1 )); stop_pid "$POOLER_PID"; POOLER_PID=""; return 0
     fi
@@ -200,7 +186,7 @@ count() {
     fi
     # shellcheck disable=SC2086  # the workload's flags are a list of options
     PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/pgbench" -h 127.0.0.1 -p "$PORT" -U "$BENCH_USER" -n \
-        ${WORKLOAD_FLAGS[$WORKLOAD]} -c "$CLIENTS" -j "$JOBS" -t "$t" "$BENCH_DB" >"$TMP/pgbench-$name-$t.log" 2>&1 || status=$?
+        ${PGBENCH_WORKLOADS[$WORKLOAD]} -c "$CLIENTS" -j "$JOBS" -t "$t" "$BENCH_DB" >"$TMP/pgbench-$name-$t.log" 2>&1 || status=$?
     if (( status != 0 )) || ! grep -q "^number of transactions actually processed: $(( CLIENTS * t ))/" "$TMP/pgbench-$name-$t.log"; then
         warn "pgbench through $name (-t $t) failed or fell short (status $status)"
         show_log "$TMP/pgbench-$name-$t.log"
@@ -246,7 +232,7 @@ main() {
     done
 
     echo
-    echo "callgrind: pgbench -n ${WORKLOAD_FLAGS[$WORKLOAD]} -c $CLIENTS -j $JOBS, -t $T_LONG minus -t $T_SHORT = $txns transactions; pool $POOL; $(date '+%F %T')$( [[ " $TARGETS " == *" pgmux "* ]] && echo "; pgmux $(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO_ROOT" && [[ -n $(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] && echo '+changes')${PGMUX_EXTRA:+ ($PGMUX_EXTRA)}")"
+    echo "callgrind: pgbench -n ${PGBENCH_WORKLOADS[$WORKLOAD]} -c $CLIENTS -j $JOBS, -t $T_LONG minus -t $T_SHORT = $txns transactions; pool $POOL; $(date '+%F %T')$( [[ " $TARGETS " == *" pgmux "* ]] && echo "; pgmux $(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$REPO_ROOT" && [[ -n $(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] && echo '+changes')${PGMUX_EXTRA:+ ($PGMUX_EXTRA)}")"
     declare -A PER
     local vals detail
     for name in $TARGETS; do

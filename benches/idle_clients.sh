@@ -141,20 +141,12 @@ PYTHON=${PYTHON:-python3}
 KEEP_TMP=${KEEP_TMP:-0}
 CLIENT_PROG=$REPO_ROOT/benches/idle_clients.py
 
-BENCH_USER=bench
-BENCH_PASSWORD=bench
-BENCH_DB=bench
-
 # Runtime state, filled in as things start (used by cleanup).
-TMP=""
-PRIMARY_DATA=""
 declare -A P_PID P_PORT P_LOG   # per pooler: pid, port, log file
 MPORT=""              # pgmux metrics port
 declare -A C_PID C_OUT          # per pooler: idle-client program pid, its stdout file
 PGBENCH_PID=""
 PROBLEMS=0
-USED_PORTS=()
-AS_PG=()              # command prefix to run something as the postgres user
 
 # Results, per pooler name.
 declare -A R_START R_LOGIN R_HEAP_START R_HEAP_LOGIN R_HEAP_IDLE R_IDLE R_LOADED R_AFTER R_HWM R_TPS R_TPS0 R_OK R_FAILED \

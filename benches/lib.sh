@@ -1,9 +1,29 @@
 # lib.sh - helpers shared by the benchmark scripts (sourced, not run).
 #
-# They read the sourcing script's globals when called: AS_PG (command prefix to run
-# as the postgres OS user), PG_BINDIR, BENCH_USER, BENCH_PASSWORD, BENCH_DB, SCALE,
-# USED_PORTS (free_port adds to it); make_tmpdir sets TMP and AS_PG, setup_primary
-# sets PG_PORT and PRIMARY_DATA.
+# It sets the globals every script shares (below); the helpers read them and the
+# sourcing script's PG_BINDIR and SCALE when called: free_port adds to USED_PORTS,
+# make_tmpdir sets TMP and AS_PG, setup_primary sets PG_PORT and PRIMARY_DATA.
+
+# State every bench script shares (set here, filled in by the functions below):
+# the bench role and database, the temp dir, the primary's data directory, the
+# ports taken, and the prefix that runs a command as `postgres` when root.
+BENCH_USER=bench
+BENCH_PASSWORD=bench
+BENCH_DB=bench
+TMP=""
+PRIMARY_DATA=""
+USED_PORTS=()
+AS_PG=()
+
+# pgbench's flags per WORKLOAD of callgrind.sh and syscalls.sh.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+declare -A PGBENCH_WORKLOADS=(
+    [select]="-M simple -S"
+    [extended]="-M extended -S"
+    [prepared]="-M prepared -S"
+    [tpcb]="-M simple"
+    [connect]="-C -M simple -S"
+)
 
 log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

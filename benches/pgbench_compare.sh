@@ -181,14 +181,10 @@ declare -A WORKLOAD_FLAGS=(
 declare -A WORKLOAD_AUTH=([connect-md5]=md5)
 
 # Runtime state, filled in as things start (used by cleanup).
-TMP=""
-PRIMARY_DATA=""
 REPLICA_DATA=()       # data dirs of started replicas
 POOLER_PIDS=()        # every pgbouncer / pgmux pid ever started
 PGBENCH_PID=""        # pgbench run in progress
 PROBLEMS=0            # failed pooler starts / pooler deaths / failed pgbench runs
-USED_PORTS=()
-AS_PG=()              # command prefix to run something as the postgres user
 POOLER_AUTH=""        # auth method the running poolers use ("" = not started)
 PIN_POOLER_CMD=()     # taskset prefixes (empty unless PIN=1)
 PIN_OTHERS_CMD=()

@@ -57,22 +57,7 @@ PGMUX_EXTRA=${PGMUX_EXTRA:-}
 PGMUX_ENV=${PGMUX_ENV:-}
 KEEP_TMP=${KEEP_TMP:-0}
 
-BENCH_USER=bench
-BENCH_PASSWORD=bench
-BENCH_DB=bench
 
-declare -A WORKLOAD_FLAGS=(
-    [select]="-M simple -S"
-    [extended]="-M extended -S"
-    [prepared]="-M prepared -S"
-    [tpcb]="-M simple"
-    [connect]="-C -M simple -S"
-)
-
-TMP=""
-PRIMARY_DATA=""
-USED_PORTS=()
-AS_PG=()
 POOLER_PIDS=()
 TRACER_PID=""
 PROBLEMS=0
@@ -105,7 +90,7 @@ check_knobs() {
         [[ ${!k} =~ ^[0-9]+$ && ${!k} -gt 0 ]] || die "$k must be a positive integer (got '${!k}')"
     done
     (( T_LONG > T_SHORT )) || die "T_LONG must be greater than T_SHORT"
-    [[ -n ${WORKLOAD_FLAGS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!WORKLOAD_FLAGS[*]})"
+    [[ -n ${PGBENCH_WORKLOADS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!PGBENCH_WORKLOADS[*]})"
     for t in $TARGETS; do [[ $t == pgmux || $t == pgbouncer ]] || die "unknown target '$t'"; done
     case $TOOL in
         perf) perf trace -s -- true >/dev/null 2>&1 || die "perf trace does not work here (root? tracefs?); try TOOL=strace" ;;
@@ -161,7 +146,7 @@ pgbench_run() {
     local out=$TMP/pgbench-$name-$(date +%s%N).log
     # shellcheck disable=SC2086  # the workload's flags are a list of options
     if ! PGPASSWORD=$BENCH_PASSWORD "$PG_BINDIR/pgbench" -h 127.0.0.1 -p "${P_PORT[$name]}" -U "$BENCH_USER" -n \
-        ${WORKLOAD_FLAGS[$WORKLOAD]} -c "$CLIENTS" -j "$JOBS" "$@" "$BENCH_DB" >"$out" 2>&1; then
+        ${PGBENCH_WORKLOADS[$WORKLOAD]} -c "$CLIENTS" -j "$JOBS" "$@" "$BENCH_DB" >"$out" 2>&1; then
         warn "pgbench through $name failed"; show_log "$out"; PROBLEMS=$(( PROBLEMS + 1 ))
     fi
     echo "$out"
@@ -251,7 +236,7 @@ main() {
     done
 
     echo
-    echo "system calls per transaction: pgbench -n ${WORKLOAD_FLAGS[$WORKLOAD]} -c $CLIENTS -j $JOBS, -t $T_LONG minus -t $T_SHORT = $txns transactions, pool $POOL, traced with $TOOL; $(date '+%F %T'), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)$( [[ " $TARGETS " == *" pgmux "* ]] && echo ", pgmux $(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')${PGMUX_EXTRA:+ ($PGMUX_EXTRA)}")"
+    echo "system calls per transaction: pgbench -n ${PGBENCH_WORKLOADS[$WORKLOAD]} -c $CLIENTS -j $JOBS, -t $T_LONG minus -t $T_SHORT = $txns transactions, pool $POOL, traced with $TOOL; $(date '+%F %T'), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)$( [[ " $TARGETS " == *" pgmux "* ]] && echo ", pgmux $(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')${PGMUX_EXTRA:+ ($PGMUX_EXTRA)}")"
     echo "(calls/txn; in brackets the failed ones, e.g. EAGAIN; CPU: pooler CPU per transaction in an untraced run of -t $T_LONG, with its kernel share)"
     local sc all=() k
     for k in "${!CALLS[@]}"; do all+=("${k##*:}"); done
