@@ -258,3 +258,22 @@ EOF
         -U "$BENCH_USER" -i -s "$SCALE" "$BENCH_DB" >"$TMP/pgbench-init.log" 2>&1 \
         || { show_log "$TMP/pgbench-init.log"; die "pgbench -i failed"; }
 }
+
+# remove_primary_and_tmp: stops the primary (if running) and removes TMP, or keeps it
+# with KEEP_TMP=1; for the scripts' EXIT traps.
+remove_primary_and_tmp() {
+    if [[ -n $PRIMARY_DATA && -f $PRIMARY_DATA/postmaster.pid ]]; then
+        as_pg "$PG_BINDIR/pg_ctl" -D "$PRIMARY_DATA" -m immediate -w stop >/dev/null 2>&1
+    fi
+    if [[ -n $TMP && -d $TMP ]]; then
+        if [[ ${KEEP_TMP:-0} == 1 ]]; then log "keeping temp dir $TMP"; else rm -rf -- "$TMP"; fi
+    fi
+}
+
+# require_positive VAR...: dies unless each named variable is a positive integer.
+require_positive() {
+    local k
+    for k in "$@"; do
+        [[ ${!k} =~ ^[0-9]+$ && ${!k} -gt 0 ]] || die "$k must be a positive integer (got '${!k}')"
+    done
+}

@@ -75,20 +75,13 @@ cleanup() {
     trap - EXIT INT TERM
     [[ -n $TRACER_PID ]] && kill -INT "$TRACER_PID" 2>/dev/null && sleep 1
     for pid in "${POOLER_PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ -n $PRIMARY_DATA && -f $PRIMARY_DATA/postmaster.pid ]]; then
-        as_pg "$PG_BINDIR/pg_ctl" -D "$PRIMARY_DATA" -m immediate -w stop >/dev/null 2>&1
-    fi
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then log "keeping temp dir $TMP"; else rm -rf -- "$TMP"; fi
-    fi
+    remove_primary_and_tmp
     exit "$status"
 }
 
 check_knobs() {
-    local k t
-    for k in CLIENTS JOBS T_SHORT T_LONG POOL SCALE DURATION; do
-        [[ ${!k} =~ ^[0-9]+$ && ${!k} -gt 0 ]] || die "$k must be a positive integer (got '${!k}')"
-    done
+    local t
+    require_positive CLIENTS JOBS T_SHORT T_LONG POOL SCALE DURATION
     (( T_LONG > T_SHORT )) || die "T_LONG must be greater than T_SHORT"
     [[ -n ${PGBENCH_WORKLOADS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!PGBENCH_WORKLOADS[*]})"
     for t in $TARGETS; do [[ $t == pgmux || $t == pgbouncer ]] || die "unknown target '$t'"; done
