@@ -103,13 +103,8 @@ cleanup() {
 }
 
 check_knobs() {
-    local t
     require_positive CLIENTS JOBS T_SHORT T_LONG POOL SCALE REPEAT
-    (( T_LONG > T_SHORT )) || die "T_LONG ($T_LONG) must be greater than T_SHORT ($T_SHORT)"
-    [[ -n ${PGBENCH_WORKLOADS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!PGBENCH_WORKLOADS[*]})"
-    for t in $TARGETS; do
-        [[ $t == pgmux || $t == pgbouncer ]] || die "unknown target '$t' (known: pgmux pgbouncer)"
-    done
+    check_pair_knobs
     command -v valgrind >/dev/null 2>&1 || {
         [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || die "valgrind is not installed"
         log "installing valgrind with apt-get"

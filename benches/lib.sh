@@ -277,3 +277,14 @@ require_positive() {
         [[ ${!k} =~ ^[0-9]+$ && ${!k} -gt 0 ]] || die "$k must be a positive integer (got '${!k}')"
     done
 }
+
+# check_pair_knobs: T_LONG above T_SHORT, a known WORKLOAD, TARGETS among pgmux and
+# pgbouncer (callgrind.sh and syscalls.sh: two runs of one workload per target).
+check_pair_knobs() {
+    local t
+    (( T_LONG > T_SHORT )) || die "T_LONG ($T_LONG) must be greater than T_SHORT ($T_SHORT)"
+    [[ -n ${PGBENCH_WORKLOADS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!PGBENCH_WORKLOADS[*]})"
+    for t in $TARGETS; do
+        [[ $t == pgmux || $t == pgbouncer ]] || die "unknown target '$t' (known: pgmux pgbouncer)"
+    done
+}

@@ -80,11 +80,8 @@ cleanup() {
 }
 
 check_knobs() {
-    local t
     require_positive CLIENTS JOBS T_SHORT T_LONG POOL SCALE DURATION
-    (( T_LONG > T_SHORT )) || die "T_LONG must be greater than T_SHORT"
-    [[ -n ${PGBENCH_WORKLOADS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!PGBENCH_WORKLOADS[*]})"
-    for t in $TARGETS; do [[ $t == pgmux || $t == pgbouncer ]] || die "unknown target '$t'"; done
+    check_pair_knobs
     case $TOOL in
         perf) perf trace -s -- true >/dev/null 2>&1 || die "perf trace does not work here (root? tracefs?); try TOOL=strace" ;;
         strace) command -v strace >/dev/null 2>&1 || die "strace is not installed" ;;
