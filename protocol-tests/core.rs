@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::raw::{self, Msg, Raw};
-use common::{app_backends, cluster, direct, message, sqlstate, Setup};
+use common::{app_backends, cluster, direct, http_get, message, sqlstate, Setup};
 use postgres_protocol::message::frontend;
 use tokio_postgres::types::Type;
 
@@ -18,8 +18,8 @@ fn five_hundred_clients_share_a_pool_of_five() {
     five_hundred_clients(None);
 }
 
-/// The same with `workers: 2`: two threads, each with its own scheduler and
-/// listening socket, sharing one pool of 5; both serve clients.
+/// The same with `workers: 2`: two threads, each with its own scheduler, sharing
+/// one pool of 5; the listener gives each half of the clients, and both serve them.
 #[test]
 fn five_hundred_clients_share_a_pool_of_five_on_two_worker_threads() {
     five_hundred_clients(Some(2));
@@ -40,10 +40,21 @@ fn thread_cpu(pid: u32) -> Vec<(String, u64)> {
     out
 }
 
+/// `pgmux_clients_accepted_total` by worker, from the metrics endpoint.
+async fn accepted_by_worker(metrics_port: u16) -> Vec<(String, u64)> {
+    let (status, body) = http_get(metrics_port, "/metrics").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .filter_map(|l| l.strip_prefix("pgmux_clients_accepted_total{worker=\""))
+        .filter_map(|l| l.split_once("\"} ").map(|(w, n)| (w.to_string(), n.trim().parse::<f64>().unwrap_or(0.0) as u64)))
+        .collect()
+}
+
 fn five_hundred_clients(workers: Option<usize>) {
     let setup = Setup { pool_size: 5, checkout_timeout: "30s", ..Default::default() };
+    let metrics_port = pgmux::cluster::free_port();
     let px = match workers {
-        Some(n) => setup.start_with(|y| format!("workers: {n}\n{y}")),
+        Some(n) => setup.start_with(|y| format!("workers: {n}\nmetrics_listen: 127.0.0.1:{metrics_port}\n{y}")),
         None => setup.start(),
     };
     // Each variant's server connections, told apart by application_name.
@@ -86,11 +97,17 @@ fn five_hundred_clients(workers: Option<usize>) {
         assert!(max >= 1);
     });
     if workers.is_some() {
-        // The second worker is a thread of its own. (Whether it served clients is
-        // not asserted: in CI's run of 818e6f3 it had used no CPU tick twice, to be
-        // looked into; see issue #17's closing note.)
+        // Both workers served clients.
+        let accepted = mt().block_on(accepted_by_worker(metrics_port));
         let threads = thread_cpu(px.pid());
         assert!(threads.iter().any(|(name, _)| name == "pgmux-worker-1"), "no worker thread: {threads:?}");
+        // 500 clients, and the harness's readiness probes.
+        assert!(accepted.iter().map(|(_, n)| n).sum::<u64>() >= 500, "{accepted:?}");
+        // The listener hands clients to each worker in turn.
+        let (least, most) = (accepted.iter().map(|a| a.1).min(), accepted.iter().map(|a| a.1).max());
+        assert!(accepted.len() == 2 && most.zip(least).is_some_and(|(m, l)| m - l <= 1), "clients per worker {accepted:?}");
+        let worker_1 = threads.iter().find(|(name, _)| name == "pgmux-worker-1").map_or(0, |t| t.1);
+        assert!(worker_1 > 0, "worker 1 used no CPU: {threads:?}");
     }
 }
 

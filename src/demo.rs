@@ -27,11 +27,13 @@ pub async fn run(port: u16, metrics_port: u16, replicas: usize) -> Result<(), St
         replica_list.join(", ")
     );
     let config = Config::parse(&yaml, Path::new("<demo>"))?;
-    let listener = Listener::bind(&config).await.map_err(StartError::listen(format!("127.0.0.1:{port}"), " (try --port)"))?;
+    let listener = Listener::bind(&config).map_err(StartError::listen(format!("127.0.0.1:{port}"), " (try --port)"))?;
     let metrics = tokio::net::TcpListener::bind(("127.0.0.1", metrics_port))
         .await
         .map_err(StartError::listen(format!("127.0.0.1:{metrics_port}"), " (try --metrics-port)"))?;
-    let proxy = Proxy::start(State::new(config), listener, Some(metrics));
+    let state = State::new(config);
+    let spread = crate::proxy::workers::Spread::here(&state);
+    let proxy = Proxy::start(state, listener, spread, Some(metrics));
 
     println!("pgmux is listening. Point your application at it:\n");
     println!("  DATABASE_URL=postgres://app:app@127.0.0.1:{port}/app\n");

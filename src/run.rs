@@ -34,7 +34,7 @@ impl StartError {
 /// Serves until a signal says stop.
 pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), StartError> {
     raise_open_files_limit(config.max_client_connections);
-    let listener = Listener::bind(&config).await.map_err(StartError::listen(&config.listen, ""))?;
+    let listener = Listener::bind(&config).map_err(StartError::listen(&config.listen, ""))?;
     tracing::info!(listen = %config.listen, mode = ?config.pool.mode, "pgmux started");
     let metrics_listener = match &config.metrics_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(StartError::listen(addr, " (metrics_listen)"))?),
@@ -42,8 +42,8 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> Result<(), StartEr
     };
     let workers = crate::worker::count(config.workers);
     let state = State::with_path(config, Some(path));
-    crate::proxy::workers::start(&state, &listener, workers).map_err(StartError::listen(&state.config.current().listen, " (workers)"))?;
-    let proxy = Proxy::start(state, listener, metrics_listener);
+    let spread = crate::proxy::workers::start(&state, workers).map_err(StartError::listen(&state.config.current().listen, " (workers)"))?;
+    let proxy = Proxy::start(state, listener, spread, metrics_listener);
     let state = proxy.state.clone();
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;

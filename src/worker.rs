@@ -1,9 +1,8 @@
 //! Which worker thread this is.
 //!
 //! With `workers: N` (N > 1), pgmux runs N threads, each with a single-threaded
-//! scheduler and a listening socket of its own (`SO_REUSEPORT`: the kernel spreads
-//! new clients across them), started by `proxy::workers`; a client never leaves the
-//! thread that accepted it. A socket is watched by the reactor of the thread that
+//! scheduler, started by `proxy::workers`; the listener gives new clients to each in
+//! turn, and a client never leaves the thread it was given. A socket is watched by the reactor of the thread that
 //! opened it, so a server connection remembers its thread (`ServerConn::home`) and a
 //! pool lends a client a connection of the client's own thread first: then a
 //! transaction's I/O wakes no other thread. The thread that runs `main` is worker 0.

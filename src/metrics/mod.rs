@@ -110,6 +110,12 @@ impl Metrics {
         Metrics { recorder, handle, rejected, config_reloads_ok, config_reloads_failed, histograms: Histograms::default() }
     }
 
+    /// `pgmux_clients_accepted_total{worker}`: connections worker `worker`'s listener
+    /// accepted (with `workers: N`, how the kernel spread clients across threads).
+    pub fn accepted_by_worker(&self, worker: u16) -> Counter {
+        self.counter("pgmux_clients_accepted_total", &[("worker", &worker.to_string())])
+    }
+
     fn counter(&self, name: &'static str, l: &[(&'static str, &str)]) -> Counter {
         self.recorder.register_counter(&Key::from_parts(name, labels(l)), &METADATA)
     }

@@ -1,23 +1,24 @@
 //! Accepting clients: the listening sockets (`listen`, with `SO_REUSEPORT`, and the
-//! Unix socket `<unix_socket_dir>/.s.PGSQL.<port>`), and the loop that hands each
-//! accepted connection to a task of its own ([`crate::client::serve`]) until
-//! shutdown begins.
+//! Unix socket `<unix_socket_dir>/.s.PGSQL.<port>`), and the loop that accepts
+//! connections until shutdown begins and hands each to a worker thread
+//! ([`Spread`](super::workers::Spread): with `workers: 1`, a task on this thread).
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::io::unix::AsyncFd;
 
+use super::workers::{Accepted, Spread};
 use crate::config::Config;
-use crate::net::Stream;
 use crate::state::State;
 
 /// Where clients connect.
 pub struct Listener {
-    tcp: TcpListener,
-    unix: Option<(UnixListener, SocketFile)>,
+    tcp: AsyncFd<std::net::TcpListener>,
+    unix: Option<(AsyncFd<std::os::unix::net::UnixListener>, SocketFile)>,
 }
 
 /// The Unix socket's file, removed when the listener goes (at exit, or when its task
@@ -41,13 +42,15 @@ impl Listener {
     /// Binds `listen`, with `SO_REUSEPORT`: a new pgmux process started on the same
     /// address takes new clients while an old one drains. With `unix_socket_dir`,
     /// also the Unix socket there, named as PostgreSQL names its own.
-    pub async fn bind(config: &Config) -> io::Result<Listener> {
+    pub fn bind(config: &Config) -> io::Result<Listener> {
         let addr = config.listen_addr();
-        let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        sock.set_reuseaddr(true)?;
-        sock.set_reuseport(true)?;
-        sock.bind(addr)?;
-        let tcp = sock.listen(4096)?;
+        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(4096)?;
+        sock.set_nonblocking(true)?;
+        let tcp = watch(std::net::TcpListener::from(sock))?;
         let unix = match &config.unix_socket_dir {
             Some(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", addr.port()));
@@ -58,45 +61,20 @@ impl Listener {
         Ok(Listener { tcp, unix })
     }
 
-    /// A worker's listener (TCP only: the Unix socket stays with worker 0), on a
-    /// socket from [`Listener::reuse_port_socket`], in this thread's scheduler.
-    pub fn from_std(socket: std::net::TcpListener) -> io::Result<Listener> {
-        Ok(Listener { tcp: TcpListener::from_std(socket)?, unix: None })
-    }
-
-    /// Where the TCP socket is bound.
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp.local_addr()
-    }
-
-    /// Another listening socket on `addr`, as [`Listener::bind`] makes its own, not
-    /// yet tied to a scheduler (for another thread's).
-    pub fn reuse_port_socket(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
-        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-        sock.set_reuse_address(true)?;
-        sock.set_reuse_port(true)?;
-        sock.bind(&addr.into())?;
-        sock.listen(4096)?;
-        sock.set_nonblocking(true)?;
-        Ok(sock.into())
-    }
-
-    /// Accepts clients until shutdown begins; then takes, without waiting, those
-    /// the kernel already queued (they run their first transaction, then are told
-    /// 57P01 as idle clients are, rather than reset), and closes the sockets.
-    pub async fn serve(self, state: Arc<State>) {
+    /// Accepts clients until shutdown begins and gives each to `spread`; then
+    /// takes, without waiting, those the kernel already queued (they run their
+    /// first transaction, then are told 57P01 as idle clients are, rather than
+    /// reset), and closes the sockets.
+    pub async fn serve(self, state: Arc<State>, mut spread: Spread) {
         let Listener { tcp, unix } = self;
         loop {
             let accepted = tokio::select! {
-                r = tcp.accept() => r.map(|(s, _)| {
-                    let _ = s.set_nodelay(true);
-                    Stream::Plain(s)
-                }),
-                r = accept_unix(unix.as_ref().map(|u| &u.0)) => r.map(Stream::Unix),
+                r = accept(&tcp) => r.map(tcp_client),
+                r = accept_unix(unix.as_ref().map(|u| &u.0)) => r.map(|fd| Accepted::Unix(fd.into())),
                 _ = state.shutdown.wait() => break,
             };
             match accepted {
-                Ok(s) => start(s, &state),
+                Ok(a) => spread.place(a, &state),
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::error!(error = %e, "accept failed");
@@ -105,23 +83,55 @@ impl Listener {
             }
         }
         // Straight from the socket: the reactor may not have seen the last arrivals.
-        if let Ok(std) = tcp.into_std() {
-            while let Ok((s, _)) = std.accept() {
-                let s = s.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(s));
-                if let Ok(s) = s {
-                    let _ = s.set_nodelay(true);
-                    start(Stream::Plain(s), &state);
-                }
-            }
+        while let Ok(fd) = accept_now(tcp.get_ref()) {
+            spread.place(tcp_client(fd), &state);
         }
         drop(unix);
+    }
+}
+
+/// A listening socket (non-blocking), watched by this thread's reactor for arrivals.
+fn watch<T: AsRawFd>(l: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `l` owns its descriptor, which stays open and the same until the
+    // `AsyncFd` (which owns `l`) is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }?)
+}
+
+/// A TCP client, with Nagle's algorithm off (pgmux batches its own writes).
+fn tcp_client(fd: OwnedFd) -> Accepted {
+    let s = std::net::TcpStream::from(fd);
+    let _ = s.set_nodelay(true);
+    Accepted::Tcp(s)
+}
+
+/// `accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: a socket ready for any thread's
+/// reactor, registered with none yet (the worker it goes to registers it).
+fn accept_now(l: &impl AsRawFd) -> io::Result<OwnedFd> {
+    // SAFETY: accept4 on a listening socket this process owns; null address
+    // pointers are allowed (the peer's address is asked for later if needed).
+    let fd = unsafe { libc::accept4(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The next connection on `l`, waiting for one.
+async fn accept<T: AsRawFd>(l: &AsyncFd<T>) -> io::Result<OwnedFd> {
+    loop {
+        let mut ready = l.readable().await?;
+        match ready.try_io(|l| accept_now(l.get_ref())) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
     }
 }
 
 /// Binds a Unix socket at `path`, in place of a file already there: a stale one, or
 /// the socket of a pgmux this one takes over from (which keeps serving the clients
 /// it has, and leaves the new file alone when it exits).
-fn bind_unix(path: PathBuf) -> io::Result<(UnixListener, SocketFile)> {
+fn bind_unix(path: PathBuf) -> io::Result<(AsyncFd<std::os::unix::net::UnixListener>, SocketFile)> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
@@ -129,22 +139,17 @@ fn bind_unix(path: PathBuf) -> io::Result<(UnixListener, SocketFile)> {
         }
         std::fs::remove_file(&path)?;
     }
-    let l = UnixListener::bind(&path)?;
+    let l = std::os::unix::net::UnixListener::bind(&path)?;
+    l.set_nonblocking(true)?;
     // Any local user may connect, as to PostgreSQL's own socket (passwords decide).
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
     let inode = std::fs::symlink_metadata(&path)?.ino();
-    Ok((l, SocketFile { path, inode }))
+    Ok((watch(l)?, SocketFile { path, inode }))
 }
 
-async fn accept_unix(l: Option<&UnixListener>) -> io::Result<tokio::net::UnixStream> {
+async fn accept_unix(l: Option<&AsyncFd<std::os::unix::net::UnixListener>>) -> io::Result<OwnedFd> {
     match l {
-        Some(l) => l.accept().await.map(|(s, _)| s),
+        Some(l) => accept(l).await,
         None => std::future::pending().await,
     }
-}
-
-fn start(stream: Stream, state: &Arc<State>) {
-    // Counted now: a drain that begins before the task runs waits for it.
-    let arrival = state.clients.arriving();
-    tokio::spawn(crate::client::serve(stream, state.clone(), arrival));
 }

@@ -34,11 +34,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts serving clients on `listener`, with the upkeep and the replica monitor
+    /// Starts serving clients on `listener`, spread over the worker threads by
+    /// `spread` ([`workers`]), with the upkeep and the replica monitor
     /// (both stop when shutdown begins, with the accept loop), and the metrics
     /// endpoint on `metrics` (until [`Proxy::stop`]).
-    pub fn start(state: Arc<State>, listener: Listener, metrics: Option<TcpListener>) -> Proxy {
-        let mut jobs = vec![Job(tokio::spawn(serve(state.clone(), listener)))];
+    pub fn start(state: Arc<State>, listener: Listener, spread: workers::Spread, metrics: Option<TcpListener>) -> Proxy {
+        let mut jobs = vec![Job(tokio::spawn(serve(state.clone(), listener, spread)))];
         if let Some(l) = metrics {
             jobs.push(Job(tokio::spawn(http::serve(l, state.clone()))));
         }
@@ -100,14 +101,14 @@ async fn follow_shares(state: Arc<State>, mut shares: tokio::sync::watch::Receiv
 
 /// Accepts clients until shutdown begins, with the upkeep, the monitor and the
 /// listening connections alongside.
-async fn serve(state: Arc<State>, listener: Listener) {
+async fn serve(state: Arc<State>, listener: Listener, spread: workers::Spread) {
     let sources =
         crate::monitor::Sources { config: state.config.clone(), users: state.users.clone(), topologies: state.topologies.clone() };
     let _upkeep = Job(tokio::spawn(upkeep::run(state.clone())));
     let _monitor = Job(tokio::spawn(crate::monitor::run(sources)));
     let primaries = Primaries { config: state.config.clone(), users: state.users.clone(), topologies: state.topologies.clone() };
     let _notify = Job(tokio::spawn(crate::notify::listener::run(state.notify.clone(), Arc::new(primaries))));
-    listener.serve(state).await;
+    listener.serve(state, spread).await;
 }
 
 /// Where each database's listening connection goes: its current primary (it follows
