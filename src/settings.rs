@@ -32,6 +32,8 @@ impl SessionParams {
             }
         }
         items.sort();
+        // Kept as long as the client stays: no spare capacity.
+        items.shrink_to_fit();
         SessionParams { items }
     }
 
@@ -57,26 +59,41 @@ impl SessionParams {
 
 /// Startup settings shared by the clients that have the same (most come from a few
 /// drivers and applications): an idle client then holds a pointer, not a copy.
+/// The set holds the shared copies themselves (no second copy as a key); those no
+/// client holds any more are swept when the set has doubled since the last sweep.
 #[derive(Default)]
 pub struct ParamsInterner {
-    known: std::sync::Mutex<std::collections::HashMap<SessionParams, std::sync::Weak<SessionParams>>>,
+    known: std::sync::Mutex<Known>,
+}
+
+#[derive(Default)]
+struct Known {
+    set: std::collections::HashSet<std::sync::Arc<SessionParams>>,
+    sweep_at: usize,
 }
 
 impl ParamsInterner {
-    /// Entries kept before the ones no client uses any more are swept.
+    /// The fewest entries at which a sweep is worth it.
     const SWEEP_AT: usize = 4096;
 
     pub fn intern(&self, p: SessionParams) -> std::sync::Arc<SessionParams> {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = known.get(&p).and_then(std::sync::Weak::upgrade) {
-            return shared;
+        if let Some(shared) = known.set.get(&p) {
+            return shared.clone();
         }
-        if known.len() >= Self::SWEEP_AT {
-            known.retain(|_, w| w.strong_count() > 0);
+        if known.set.len() >= known.sweep_at.max(Self::SWEEP_AT) {
+            known.set.retain(|a| std::sync::Arc::strong_count(a) > 1);
+            known.sweep_at = 2 * known.set.len();
         }
-        let shared = std::sync::Arc::new(p.clone());
-        known.insert(p, std::sync::Arc::downgrade(&shared));
+        let shared = std::sync::Arc::new(p);
+        known.set.insert(shared.clone());
         shared
+    }
+
+    /// Entries kept (shared settings, and those not yet swept).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).set.len()
     }
 }
 
@@ -181,12 +198,15 @@ mod interner_tests {
         let c = i.intern(p("batch"));
         assert!(!std::sync::Arc::ptr_eq(&a, &c));
         drop((a, b));
-        // Once nobody holds it, an equal set is built afresh.
         let d = i.intern(p("web"));
         assert_eq!(d.get("application_name"), Some("web"));
+        // Those nobody holds are swept; those held stay shared.
+        let held: Vec<_> = (0..100).map(|n| i.intern(p(&format!("held-{n}")))).collect();
         for n in 0..ParamsInterner::SWEEP_AT + 10 {
             drop(i.intern(p(&n.to_string())));
         }
-        assert!(i.known.lock().unwrap().len() < ParamsInterner::SWEEP_AT);
+        assert!(i.len() < 300, "{} kept", i.len());
+        assert!(std::sync::Arc::ptr_eq(&held[7], &i.intern(p("held-7"))));
+        assert!(std::sync::Arc::ptr_eq(&c, &i.intern(p("batch"))));
     }
 }

@@ -24,7 +24,7 @@ fn busy_servers(state: &State, db: Option<&str>) -> usize {
 /// Like PgBouncer: the database is paused, its clients and idle servers dropped now.
 pub(super) fn kill_database(state: &State, db: &str) {
     state.pause.pause(Some(db));
-    state.clients.kill(|c| c.info.get().is_some_and(|i| i.database == db));
+    state.clients.kill(|c| c.info.get().is_some_and(|i| *i.database == *db));
     state.pools.close_idle(Some(db));
 }
 

@@ -171,7 +171,7 @@ impl Session<'_> {
 
     /// The client's place in the hub, made at its first LISTEN.
     fn listening(&mut self) -> &mut Listening {
-        let (hubs, database, cap) = (self.shared.hubs, &self.login.database, self.config.load().pool.notify_queue_size);
+        let (hubs, database, cap) = (self.shared.hubs, &self.login.pools.database, self.config.load().pool.notify_queue_size);
         let entry = self.client.clone();
         let id = u64::from(entry.pid as u32);
         self.listening.get_or_insert_with(|| {

@@ -26,8 +26,7 @@ const MAX_AUTH_MESSAGE: usize = 8192;
 
 /// A logged-in client.
 pub struct LoggedIn {
-    pub user: String,
-    pub database: String,
+    /// The pool set of the user and database logged in to (their names too).
     pub pools: Arc<DbPools>,
     /// The settings the client expects now (startup settings plus its SETs).
     pub params: Arc<SessionParams>,
@@ -105,9 +104,9 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
         }
         Err(e) => return Err(e),
     }
-    let info = |application_name: &str| ClientInfo {
-        user: user.clone(),
-        database: database.clone(),
+    let info = |user: Arc<str>, database: Arc<str>, application_name: &str| ClientInfo {
+        user,
+        database,
         addr,
         connected: std::time::SystemTime::now(),
         application_name: application_name.to_string(),
@@ -116,7 +115,7 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
         if !state.users.get(&user).is_some_and(|u| u.admin) {
             return Err(ClientError::NotAdmin(user).into());
         }
-        let _ = key.info.set(info("admin console"));
+        let _ = key.info.set(info(user.as_str().into(), database.as_str().into(), "admin console"));
         stream.write_all(&out).await?;
         return Ok(Login::Admin { user });
     }
@@ -147,9 +146,9 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     backend::ready(&mut out, codes::TXN_IDLE);
     stream.write_all(&out).await?;
     let session_features = state.config.current().databases.get(&database).map(|d| d.session_features).unwrap_or_default();
-    let _ = key.info.set(info(params.get("application_name").unwrap_or("")));
+    let _ = key.info.set(info(pools.user.clone(), pools.database.clone(), params.get("application_name").unwrap_or("")));
     key.set_state(ClientState::Idle);
-    Ok(Login::Pooled(LoggedIn { user, database, pools, startup: params.clone(), params, session_features }))
+    Ok(Login::Pooled(LoggedIn { pools, startup: params.clone(), params, session_features }))
 }
 
 /// Whether the client gets protocol 3.2 (it asked for 3.2 or newer): a 32-byte key.

@@ -116,8 +116,8 @@ async fn welcome<'a>(socket: Stream, state: &'a Arc<State>, entry: &Arc<crate::c
             return None;
         }
     };
-    tracing::info!(client = id, %peer, user = %logged_in.user, database = %logged_in.database, "logged in");
-    let route = state.config.current().user(&logged_in.user).map(|u| u.route).unwrap_or_default();
+    tracing::info!(client = id, %peer, user = %logged_in.pools.user, database = %logged_in.pools.database, "logged in");
+    let route = state.config.current().user(&logged_in.pools.user).map(|u| u.route).unwrap_or_default();
     Some(Session {
         shared: Shared::of(state),
         config: state.config.cache(),
@@ -140,8 +140,8 @@ mod tests {
     /// future of [`super::serve`] (the session and its idle wait). A feature that
     /// needs more per idle client raises these on purpose.
     /// (LISTEN/NOTIFY took 8 bytes: `Session::listening`, a pointer.)
-    const IDLE_CLIENT_FUTURE: usize = 648;
-    const SESSION: usize = 408;
+    const IDLE_CLIENT_FUTURE: usize = 600;
+    const SESSION: usize = 360;
     /// The login's future is boxed and gone once the client is in; still bounded.
     const LOGIN_FUTURE: usize = 1536;
 

@@ -454,11 +454,11 @@ impl<'a> Relay<'a> {
                 // Like statement_timeout: cancel it; the server's 57014 reaches the client.
                 run.clock.query_cancelled = Some(Instant::now());
                 self.server.cancel_target().send_later();
-                tracing::info!(server = %self.server.peer, "query_timeout: query cancelled");
+                tracing::info!(server = %self.server.cancel.addr, "query_timeout: query cancelled");
                 Next::Go
             }
             Timeout::Silent => {
-                tracing::warn!(server = %self.server.peer, "query_timeout: no answer from the server after the cancel; connection closed");
+                tracing::warn!(server = %self.server.cancel.addr, "query_timeout: no answer from the server after the cancel; connection closed");
                 Next::End(RelayEnd::ServerFailed(ServerFailure::Silent))
             }
         }

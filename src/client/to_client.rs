@@ -54,7 +54,7 @@ impl Relay<'_> {
             return Next::End(RelayEnd::ServerFailed(ServerFailure::Protocol(e)));
         }
         if run.retry.due() {
-            tracing::info!(server = %self.server.peer, "stale cached plan: statements prepared again, request retried");
+            tracing::info!(server = %self.server.cancel.addr, "stale cached plan: statements prepared again, request retried");
             self.counters.stale_plan_retries.fetch_add(1, Ordering::Relaxed);
             if let Err(end) = self.replay(&mut run.retry) {
                 return Next::End(end);
@@ -79,7 +79,7 @@ impl Relay<'_> {
             statements: &mut server.statements,
             pool: self.pool,
             slow: self.timeouts.slow_query,
-            peer: server.peer,
+            peer: server.cancel.addr,
             partial_hidden: false,
             keep_notes: self.statements.as_ref().is_some_and(|t| t.effects.listen),
             notes: self.notifications.as_deref_mut(),

@@ -111,7 +111,7 @@ impl Session<'_> {
             }
         }
         self.client.set_state(ClientState::Waiting);
-        self.shared.pause.wait_unpaused(&self.login.database).await;
+        self.shared.pause.wait_unpaused(&self.login.pools.database).await;
         let checkout = match (routing.as_mut(), &topo) {
             (Some(r), Some(topo)) => self.checkout_routed(topo, r).await,
             // The primary now (it moves on failover).

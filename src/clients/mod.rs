@@ -27,8 +27,9 @@ pub use kill::{Kill, KillWatch};
 /// What the admin console shows about a client (set once it has logged in).
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
-    pub user: String,
-    pub database: String,
+    /// The pool set's names (one copy for all its clients).
+    pub user: Arc<str>,
+    pub database: Arc<str>,
     pub addr: SocketAddr,
     pub connected: std::time::SystemTime,
     pub application_name: String,
@@ -71,7 +72,7 @@ pub struct ClientEntry {
     /// logs; the secret is issued at the greeting, once the protocol version is known).
     pub pid: i32,
     secret: OnceLock<Secret>,
-    server: Mutex<Option<CancelTarget>>,
+    server: Mutex<Option<Arc<CancelTarget>>>,
     pub info: OnceLock<ClientInfo>,
     state: AtomicU8,
     /// KILL_CLIENT, KILL db, and a shutdown's wake-up.
@@ -80,7 +81,7 @@ pub struct ClientEntry {
 
 impl ClientEntry {
     /// The client now uses this server connection (cancel requests go to it).
-    pub fn attach(&self, t: CancelTarget) {
+    pub fn attach(&self, t: Arc<CancelTarget>) {
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
     }
 
@@ -90,7 +91,7 @@ impl ClientEntry {
     }
 
     /// The server this client is using, if any.
-    pub fn server(&self) -> Option<CancelTarget> {
+    pub fn server(&self) -> Option<Arc<CancelTarget>> {
         self.server.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -210,7 +211,7 @@ impl ClientRegistry {
 
     /// The server to cancel for a client's key, if the key is right and the client busy.
     #[cfg(test)]
-    pub fn resolve(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+    pub fn resolve(&self, pid: i32, secret: &[u8]) -> Option<Arc<CancelTarget>> {
         self.owner(pid, secret)?.server()
     }
 
@@ -257,7 +258,11 @@ mod tests {
         let secret = reg.issue_secret(&g.entry, false).as_bytes().to_vec();
         assert_eq!(secret.len(), 4);
         assert_eq!(reg.resolve(pid, &secret), None, "idle client: nothing to cancel");
-        let t = CancelTarget { addr: "127.0.0.1:5432".parse().unwrap(), pid: 42, secret: crate::server::ServerSecret::Short([0, 0, 0, 7]) };
+        let t = Arc::new(CancelTarget {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            pid: 42,
+            secret: crate::server::ServerSecret::Short([0, 0, 0, 7]),
+        });
         g.entry.attach(t.clone());
         assert_eq!(reg.resolve(pid, &secret), Some(t));
         let mut wrong = secret.clone();

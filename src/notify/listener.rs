@@ -85,8 +85,8 @@ async fn serve(db: String, hub: Arc<Hub>, up: Arc<dyn Upstream>) {
         };
         let end = match login::connect(&target, up.timeout()).await {
             Ok(conn) => {
-                tracing::info!(database = %db, server = %target.addr, pid = conn.pid, "listening connection open");
-                hub.server_pid.store(conn.pid, Relaxed);
+                tracing::info!(database = %db, server = %target.addr, pid = conn.pid(), "listening connection open");
+                hub.server_pid.store(conn.pid(), Relaxed);
                 listen(&hub, conn, &target.addr, &db, &*up).await
             }
             Err(e) => End::Lost(format!("cannot connect: {e}")),

@@ -61,7 +61,11 @@ impl Pool {
 
     /// (pid, created, last used, protocol 3.2) of each idle connection, for SHOW SERVERS.
     pub fn idle_servers(&self) -> Vec<(i32, Instant, Instant, bool)> {
-        self.lock().idle.iter().map(|c| (c.pid, c.created, c.last_used, matches!(c.secret, crate::server::ServerSecret::Long(_)))).collect()
+        self.lock()
+            .idle
+            .iter()
+            .map(|c| (c.cancel.pid, c.created, c.last_used, matches!(c.cancel.secret, crate::server::ServerSecret::Long(_))))
+            .collect()
     }
 
     /// Closes every idle connection (shutdown, RECONNECT).

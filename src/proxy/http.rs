@@ -69,7 +69,7 @@ fn snapshot<'a>(state: &State, sets: &'a [Arc<DbPools>]) -> Snapshot<'a> {
         pools.extend(set.all().map(|p| p.sample()));
         let busy: usize = pools[start..].iter().map(|p| p.total - p.idle + p.waiting).sum();
         let idle = set.clients.load(Ordering::Relaxed).saturating_sub(busy);
-        idle_clients.push(IdleClients { database: set.database.clone(), user: set.user.clone(), idle });
+        idle_clients.push(IdleClients { database: set.database.to_string(), user: set.user.to_string(), idle });
     }
     let c = &state.counters;
     Snapshot {

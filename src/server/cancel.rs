@@ -43,7 +43,7 @@ pub struct CancelTarget {
 
 impl CancelTarget {
     /// Sends a CancelRequest (a new connection, as the protocol requires).
-    pub async fn send(self) -> std::io::Result<()> {
+    pub async fn send(&self) -> std::io::Result<()> {
         let pkt = crate::protocol::frontend::cancel_request(self.pid, self.secret.as_bytes());
         let mut s = tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(self.addr)).await??;
         s.write_all(&pkt).await?;
@@ -52,7 +52,7 @@ impl CancelTarget {
     }
 
     /// Sends it from a task of its own: the caller goes on at once.
-    pub fn send_later(self) {
+    pub fn send_later(self: Arc<Self>) {
         tokio::spawn(async move {
             let addr = self.addr;
             if let Err(e) = self.send().await {

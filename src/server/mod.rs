@@ -11,7 +11,6 @@ pub mod login;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,11 +43,10 @@ pub struct ServerConn {
     pub expect: VecDeque<Expect>,
     /// The current request's client bytes, kept for a stale-plan retry.
     pub replay: BytesMut,
-    /// Where to send a CancelRequest for this connection.
-    pub peer: SocketAddr,
-    pub pid: i32,
-    /// 4 bytes when the server speaks protocol 3.0, longer in 3.2 (PostgreSQL 18).
-    pub secret: ServerSecret,
+    /// Where to send a CancelRequest for this connection: its address and
+    /// BackendKeyData (the secret is 4 bytes in protocol 3.0, longer in 3.2). Shared
+    /// with the client it is lent to (its registry entry), not copied.
+    pub cancel: Arc<CancelTarget>,
     /// Settings pgmux applied on top of the server's defaults.
     pub session: Arc<SessionParams>,
     /// ParameterStatus values the server reported at login.
@@ -210,8 +208,13 @@ impl ServerConn {
     }
 
     /// Where to send a CancelRequest for what this connection runs.
-    pub fn cancel_target(&self) -> CancelTarget {
-        CancelTarget { addr: self.peer, pid: self.pid, secret: self.secret.clone() }
+    pub fn cancel_target(&self) -> Arc<CancelTarget> {
+        self.cancel.clone()
+    }
+
+    /// The server process's pid (its BackendKeyData).
+    pub fn pid(&self) -> i32 {
+        self.cancel.pid
     }
 
     /// Closes politely: Terminate if the socket takes it now, then drop.

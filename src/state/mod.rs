@@ -142,8 +142,8 @@ impl State {
             Pool::new(target, settings.clone(), metrics, role, limits)
         };
         Some(self.pools.insert(DbPools {
-            database: database.to_string(),
-            user: user.to_string(),
+            database: database.into(),
+            user: user.into(),
             primary: make(db.primary_addr(), "primary"),
             replicas: db.replica_addrs().into_iter().map(|a| make(a, "replica")).collect(),
             topology,
@@ -158,7 +158,7 @@ impl State {
             LookedUp::Unknown => None,
             LookedUp::Same(u) => Some(u),
             LookedUp::Changed(u) => {
-                self.pools.retain(|p| p.user != name);
+                self.pools.retain(|p| &*p.user != name);
                 Some(u)
             }
         }
@@ -193,7 +193,7 @@ impl State {
         // Pool sets whose database or user changed are dropped from the registry:
         // their clients drain, new logins build new pools.
         self.pools.retain(|pools| {
-            let (db, user) = (&pools.database, &pools.user);
+            let (db, user) = (&*pools.database, &*pools.user);
             let same_db = old.databases.get(db).map(|d| (&d.primary, &d.replicas, &d.dbname))
                 == new.databases.get(db).map(|d| (&d.primary, &d.replicas, &d.dbname));
             let old_user = old.user(user).map(|u| &u.password);

@@ -12,8 +12,9 @@ use crate::router::topology::Topology;
 
 /// The pools of one (database, user): the primary's and each replica's.
 pub struct DbPools {
-    pub database: String,
-    pub user: String,
+    /// Shared with the clients' registry entries (`ClientInfo`), not copied.
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     pub primary: Arc<Pool>,
     pub replicas: Vec<Arc<Pool>>,
     /// The database's servers as the router sees them (node `i` is [`DbPools::node`]`(i)`).
@@ -61,7 +62,7 @@ impl PoolRegistry {
     /// Keeps `pools` as the set of its (database, user), unless another was kept
     /// meanwhile; returns the one kept.
     pub fn insert(&self, pools: DbPools) -> Arc<DbPools> {
-        let key = (pools.database.clone(), pools.user.clone());
+        let key = (pools.database.to_string(), pools.user.to_string());
         self.sets.entry(key).or_insert_with(|| Arc::new(pools)).clone()
     }
 

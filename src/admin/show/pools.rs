@@ -91,7 +91,7 @@ pub(super) fn stats(state: &State) -> ResultSet {
     let mut per_db: std::collections::BTreeMap<String, [u64; 7]> =
         state.config.current().databases.keys().chain(std::iter::once(&ADMIN_DB.to_string())).map(|db| (db.clone(), [0; 7])).collect();
     for p in state.pools.sets() {
-        let t = per_db.entry(p.database.clone()).or_default();
+        let t = per_db.entry(p.database.to_string()).or_default();
         for pool in p.all() {
             let c = &pool.counters;
             for (i, v) in
