@@ -58,12 +58,25 @@ fn bad_startup_packets() {
     });
 }
 
-/// A client that sends its first query right behind its last login message,
-/// without waiting for ReadyForQuery, is answered after the login.
+/// Bytes sent in the clear right behind an SSLRequest (before the answer to it)
+/// are refused as PostgreSQL refuses them (a man in the middle could have put them
+/// there); a client that sends its first query right behind its last login message
+/// is answered.
 #[test]
-fn a_query_sent_behind_the_last_login_message_is_answered() {
+fn data_behind_an_ssl_request_is_refused_and_a_query_behind_the_login_is_answered() {
     let px = Setup::default().start();
     mt().block_on(async {
+        let mut s = TcpStream::connect(("127.0.0.1", px.port)).await.unwrap();
+        let mut both = vec![0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let startup = b"\0\x03\0\0user\0app\0database\0app\0\0";
+        both.extend_from_slice(&((startup.len() + 4) as i32).to_be_bytes());
+        both.extend_from_slice(startup);
+        s.write_all(&both).await.unwrap();
+        let reply = read_to_close(&mut s).await;
+        assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
+        assert_eq!(sqlstate_in(&reply).as_deref(), Some("08P01"), "{reply:?}");
+        assert!(String::from_utf8_lossy(&reply).contains("received unencrypted data after SSL request"), "{reply:?}");
+
         let mut query = bytes::BytesMut::new();
         postgres_protocol::message::frontend::query("select 41 + 1", &mut query).unwrap();
         let mut r = Raw::connect_then(px.port, "app", "app", "app", &query).await;

@@ -117,6 +117,8 @@ pub enum ProtocolError {
     TooManyNegotiationPackets,
     #[error("SSLRequest on a connection already using TLS")]
     SslRequestOverTls,
+    #[error("received unencrypted data after SSL request")]
+    DataAfterSslRequest,
     #[error("received direct SSL connection request without ALPN protocol negotiation extension")]
     DirectTlsWithoutAlpn,
     /// Between a stale-plan error and its ReadyForQuery only small messages come.

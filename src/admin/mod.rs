@@ -11,9 +11,8 @@ mod show;
 
 use std::sync::Arc;
 
-use crate::net::Stream;
+use crate::net::{Inbound, Stream};
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 
 use crate::error::{PgError, SqlState};
 use crate::protocol::{backend, codes};
@@ -51,7 +50,7 @@ pub enum Outcome {
 }
 
 /// Greets an admin and serves commands until the client leaves.
-pub async fn serve(mut stream: Stream, state: Arc<State>, key: Arc<crate::clients::ClientEntry>) {
+pub async fn serve(mut stream: Stream, mut inbound: Inbound, state: Arc<State>, key: Arc<crate::clients::ClientEntry>) {
     let mut out = BytesMut::new();
     backend::auth_ok(&mut out);
     for (k, v) in [
@@ -70,18 +69,16 @@ pub async fn serve(mut stream: Stream, state: Arc<State>, key: Arc<crate::client
         return;
     }
     loop {
-        let Ok(tag) = stream.read_u8().await else { return };
-        let Ok(len) = stream.read_i32().await else { return };
+        let Ok(tag) = inbound.peek_u8(&mut stream).await else { return };
+        let Ok(len) = inbound.peek_i32(&mut stream, 1).await else { return };
         if !(4..=1 << 20).contains(&len) {
             let mut out = BytesMut::new();
             backend::error(&mut out, &PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("invalid message length {len}")));
             let _ = stream.write_all(&out).await;
             return;
         }
-        let mut body = vec![0u8; len as usize - 4];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
+        inbound.skip(5);
+        let Ok(body) = inbound.take(&mut stream, len as usize - 4).await else { return };
         let mut out = BytesMut::new();
         match tag {
             codes::TERMINATE => return,

@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use rand::RngCore;
-use tokio::io::AsyncReadExt;
 
 use crate::auth::md5;
 use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::clients::{ClientEntry, ClientInfo, ClientState};
 use crate::config::AuthType;
 use crate::error::{ClientError, ProtocolError};
-use crate::net::Stream;
+use crate::net::{Inbound, Stream};
 use crate::protocol::backend;
 use crate::protocol::codes;
 use crate::protocol::frame::cstr;
@@ -71,7 +70,15 @@ impl From<std::io::Error> for Refusal {
 }
 
 /// Runs the whole login. On success the client has been greeted.
-pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startup: Startup) -> Result<Login, Refusal> {
+/// `peer`: the client's address (none on the Unix socket).
+pub async fn login(
+    stream: &mut Stream,
+    inbound: &mut Inbound,
+    peer: Option<std::net::SocketAddr>,
+    state: &State,
+    key: &ClientEntry,
+    startup: Startup,
+) -> Result<Login, Refusal> {
     let user = startup.get("user").filter(|u| !u.is_empty()).ok_or(ClientError::NoUserName)?.to_string();
     let database = startup.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
     if startup.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
@@ -80,7 +87,7 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     // A client on the Unix socket counts as 127.0.0.1 (hba rules, failed logins).
     let addr = match stream {
         Stream::Unix(_) => ([127, 0, 0, 1], 0).into(),
-        _ => stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+        _ => peer.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
     };
     // Before any authentication exchange, as PostgreSQL checks pg_hba.conf.
     super::access::check(&state.config.current(), &state.auth_failures, addr.ip(), &user, &database)?;
@@ -90,7 +97,7 @@ pub async fn login(stream: &mut Stream, state: &State, key: &ClientEntry, startu
     let mut out = BytesMut::with_capacity(512);
     negotiate(&startup, &mut out);
     state.clients.issue_secret(key, speaks_3_2(&startup));
-    match authenticate(stream, state, &user, &database, &mut out).await {
+    match authenticate(stream, inbound, state, &user, &database, &mut out).await {
         Ok(()) => state.auth_failures.succeeded(addr.ip()),
         Err(Refusal::Error(e @ ClientError::AuthFailed(_))) => {
             let (limit, window) = {
@@ -168,21 +175,27 @@ fn negotiate(startup: &Startup, out: &mut BytesMut) {
 }
 
 /// Reads one typed message that must be a password/SASL message ('p').
-async fn read_password_message(stream: &mut Stream) -> Result<Vec<u8>, Refusal> {
-    let tag = stream.read_u8().await?;
-    let len = stream.read_i32().await?;
+async fn read_password_message(stream: &mut Stream, inbound: &mut Inbound) -> Result<BytesMut, Refusal> {
+    let tag = inbound.peek_u8(stream).await?;
     if tag != codes::PASSWORD {
         return Err(ProtocolError::NotPassword(tag).into());
     }
+    let len = inbound.peek_i32(stream, 1).await?;
     if !(4..=MAX_AUTH_MESSAGE as i32).contains(&len) {
         return Err(ProtocolError::Length(len.into()).into());
     }
-    let mut body = vec![0u8; len as usize - 4];
-    stream.read_exact(&mut body).await?;
-    Ok(body)
+    inbound.skip(5);
+    Ok(inbound.take(stream, len as usize - 4).await?)
 }
 
-async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: &str, out: &mut BytesMut) -> Result<(), Refusal> {
+async fn authenticate(
+    stream: &mut Stream,
+    inbound: &mut Inbound,
+    state: &State,
+    user: &str,
+    database: &str,
+    out: &mut BytesMut,
+) -> Result<(), Refusal> {
     let failed = || Refusal::from(ClientError::AuthFailed(user.to_string()));
     let known = match state.users.configured(user) {
         Some(u) => Some(u),
@@ -209,7 +222,7 @@ async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: 
             }
             stream.write_all(out).await?;
             out.clear();
-            let initial = read_password_message(stream).await?;
+            let initial = read_password_message(stream, inbound).await?;
             let (mech, rest) = cstr(&initial).ok_or_else(|| Refusal::from(ProtocolError::Malformed("malformed SASLInitialResponse")))?;
             let plus = cbind.is_some() && mech == MECHANISM_PLUS.as_bytes();
             if !(plus || mech == MECHANISM.as_bytes()) || rest.len() < 4 {
@@ -228,7 +241,7 @@ async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: 
             backend::auth_sasl_continue(out, first.as_bytes());
             stream.write_all(out).await?;
             out.clear();
-            let fin = read_password_message(stream).await?;
+            let fin = read_password_message(stream, inbound).await?;
             let (server_final, client_key) = server.client_final(&fin).map_err(|_| failed())?;
             let Some(known) = known else {
                 return Err(failed());
@@ -245,7 +258,7 @@ async fn authenticate(stream: &mut Stream, state: &State, user: &str, database: 
             backend::auth_md5(out, salt);
             stream.write_all(out).await?;
             out.clear();
-            let resp = read_password_message(stream).await?;
+            let resp = read_password_message(stream, inbound).await?;
             let resp = resp.strip_suffix(&[0]).unwrap_or(&resp);
             let ok = known.as_ref().and_then(|u| u.plaintext.as_deref()).is_some_and(|pw| md5::verify(user, pw, salt, resp));
             if !ok {

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::error::{ClientError, ErrorKind, Severity};
-use crate::net::Stream;
+use crate::net::{Inbound, Stream};
 use crate::prepared::ClientStatements;
 use crate::protocol::backend;
 use crate::protocol::frame::Framer;
@@ -48,17 +48,36 @@ use login::Refusal;
 use session::{Session, SessionEnd, Shared};
 
 /// First packets and login; on failure, the stream to tell the client on (if any).
-async fn start(socket: Stream, state: &State, key: &crate::clients::ClientEntry) -> Result<(Stream, login::Login), negotiate::Failed> {
-    let (mut stream, startup) = negotiate::first_packets(socket, state).await?;
-    match login::login(&mut stream, state, key, startup).await {
-        Ok(l) => Ok((stream, l)),
+async fn start(
+    socket: Stream,
+    peer: Peer,
+    state: &State,
+    key: &crate::clients::ClientEntry,
+) -> Result<(Stream, Inbound, login::Login), negotiate::Failed> {
+    let mut inbound = Inbound::default();
+    let (mut stream, startup) = negotiate::first_packets(socket, state, &mut inbound).await?;
+    match login::login(&mut stream, &mut inbound, peer.0, state, key, startup).await {
+        Ok(l) => Ok((stream, inbound, l)),
         Err(r) => Err((Some(stream), r)),
+    }
+}
+
+/// A client's address, for logs (read once, at its arrival; formatted only if logged).
+#[derive(Clone, Copy)]
+struct Peer(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("unix socket"),
+        }
     }
 }
 
 /// Tells a refused client why (FATAL: a refusal at login closes the connection),
 /// counts it by kind, and closes.
-async fn refuse(state: &State, mut stream: Stream, e: ClientError, id: i32, peer: &str) {
+async fn refuse(state: &State, mut stream: Stream, e: ClientError, id: i32, peer: Peer) {
     let mut pg = e.to_pg();
     pg.severity = Severity::Fatal;
     let kind = e.kind();
@@ -96,17 +115,17 @@ pub async fn serve(socket: Stream, state: Arc<State>, arrival: crate::clients::A
 /// counted, an admin console served. `Some`: a pooled client's session, greeted.
 async fn welcome<'a>(socket: Stream, state: &'a Arc<State>, entry: &Arc<crate::clients::ClientEntry>) -> Option<Session<'a>> {
     let id = entry.pid;
-    let peer = socket.peer_addr().map_or_else(|_| "unix socket".to_string(), |a| a.to_string());
+    let peer = Peer(socket.peer_addr().ok());
     let timeout = state.config.current().startup_timeout.0;
-    let (stream, logged_in) = match tokio::time::timeout(timeout, start(socket, state, entry)).await {
-        Ok(Ok((stream, login::Login::Pooled(l)))) => (stream, l),
-        Ok(Ok((stream, login::Login::Admin { user }))) => {
+    let (stream, inbound, logged_in) = match tokio::time::timeout(timeout, start(socket, peer, state, entry)).await {
+        Ok(Ok((stream, inbound, login::Login::Pooled(l)))) => (stream, inbound, l),
+        Ok(Ok((stream, inbound, login::Login::Admin { user }))) => {
             tracing::info!(client = id, %peer, %user, "admin console");
-            crate::admin::serve(stream, state.clone(), entry.clone()).await;
+            crate::admin::serve(stream, inbound, state.clone(), entry.clone()).await;
             return None;
         }
         Ok(Err((Some(stream), Refusal::Error(e)))) => {
-            refuse(state, stream, e, id, &peer).await;
+            refuse(state, stream, e, id, peer).await;
             return None;
         }
         Ok(Err(_)) => return None,
@@ -124,7 +143,8 @@ async fn welcome<'a>(socket: Stream, state: &'a Arc<State>, entry: &Arc<crate::c
         stream,
         login: logged_in,
         client: entry.clone(),
-        from_client: BytesMut::new(),
+        // A first request sent before the greeting was read.
+        from_client: inbound.into_rest(),
         framer: Framer::default(),
         statements: ClientStatements::new(state.statements.client_uid()),
         route: route::RouteState::new(route),
@@ -156,7 +176,8 @@ mod tests {
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
             let key = state.clients.register();
             let mut s2 = crate::net::Stream::Plain(tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
-            let login = std::mem::size_of_val(&super::login::login(&mut s2, &state, &key.entry, Default::default()));
+            let login =
+                std::mem::size_of_val(&super::login::login(&mut s2, &mut Default::default(), None, &state, &key.entry, Default::default()));
             let serve = std::mem::size_of_val(&super::serve(crate::net::Stream::Plain(s), state.clone(), state.clients.arriving()));
             let session = std::mem::size_of::<super::session::Session<'static>>();
             let sizes = format!(

@@ -2,16 +2,17 @@
 //! ClientHello sent at once with PostgreSQL 17's `sslnegotiation=direct`), GSSENC
 //! refusal, and CancelRequest.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::login::Refusal;
 use crate::clients::Cancel;
 use crate::error::{ClientError, ProtocolError};
 use crate::fleet::Received;
-use crate::net::Stream;
+use crate::net::{Inbound, Stream};
 use crate::protocol::startup::{self, FirstPacket, Startup};
 use crate::state::State;
 use crate::tls::{Acceptor, ClientTlsMode};
+use bytes::BytesMut;
 
 /// First byte of a TLS handshake record: a client starting TLS without asking.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -22,8 +23,8 @@ pub type Failed = (Option<Stream>, Refusal);
 
 /// Reads packets until the StartupMessage, starting TLS on the way if asked (over
 /// TCP; a Unix-socket client is answered `N`, as PostgreSQL answers it).
-pub async fn first_packets(mut stream: Stream, state: &State) -> Result<(Stream, Startup), Failed> {
-    let first = match stream.read_u8().await {
+pub async fn first_packets(mut stream: Stream, state: &State, inbound: &mut Inbound) -> Result<(Stream, Startup), Failed> {
+    let first = match inbound.peek_u8(&mut stream).await {
         Ok(b) => b,
         Err(_) => return Err((None, Refusal::Silent)),
     };
@@ -31,15 +32,16 @@ pub async fn first_packets(mut stream: Stream, state: &State) -> Result<(Stream,
         let tls = state.config.client_tls();
         // Nothing to say that a TLS client could read without an acceptor.
         let (Some(acceptor), Stream::Plain(tcp)) = (&tls.acceptor, stream) else { return Err((None, Refusal::Silent)) };
-        let s = Box::pin(acceptor.accept(tcp, &[TLS_HANDSHAKE])).await.map_err(|_| (None, Refusal::Silent))?;
+        // What was read of the ClientHello goes to the handshake.
+        let early = std::mem::take(inbound).into_rest();
+        let s = Box::pin(acceptor.accept(tcp, &early)).await.map_err(|_| (None, Refusal::Silent))?;
         if !Acceptor::alpn_ok(&s) {
             return Err((Some(s), ProtocolError::DirectTlsWithoutAlpn.into()));
         }
         stream = s;
     }
-    let mut pending = (first != TLS_HANDSHAKE).then_some(first);
     for _ in 0..3 {
-        let body = match read_packet(&mut stream, pending.take()).await {
+        let body = match read_packet(&mut stream, inbound).await {
             Ok(b) => b,
             Err(r) => return Err((Some(stream), r)),
         };
@@ -48,6 +50,8 @@ pub async fn first_packets(mut stream: Stream, state: &State) -> Result<(Stream,
             Err(e) => return Err((Some(stream), ProtocolError::from(e).into())),
         };
         match packet {
+            // Sent in the clear after asking for TLS: refused, as PostgreSQL does.
+            FirstPacket::Ssl if !inbound.is_empty() => return Err((Some(stream), ProtocolError::DataAfterSslRequest.into())),
             FirstPacket::Ssl => stream = Box::pin(start_tls(stream, state)).await?,
             FirstPacket::GssEnc => {
                 if stream.write_all(b"N").await.is_err() {
@@ -131,19 +135,10 @@ async fn start_tls(stream: Stream, state: &State) -> Result<Stream, Failed> {
     }
 }
 
-/// Reads one untyped packet (length, then body); `first`: its first byte, already read.
-async fn read_packet(stream: &mut Stream, first: Option<u8>) -> Result<Vec<u8>, Refusal> {
-    let mut len = [0u8; 4];
-    let from = match first {
-        Some(b) => {
-            len[0] = b;
-            1
-        }
-        None => 0,
-    };
-    stream.read_exact(&mut len[from..]).await?;
-    let len = startup::check_length(i32::from_be_bytes(len)).map_err(ProtocolError::from)?;
-    let mut body = vec![0u8; len - 4];
-    stream.read_exact(&mut body).await?;
-    Ok(body)
+/// Reads one untyped packet (length, then body).
+async fn read_packet(stream: &mut Stream, inbound: &mut Inbound) -> Result<BytesMut, Refusal> {
+    let len = inbound.peek_i32(stream, 0).await?;
+    let len = startup::check_length(len).map_err(ProtocolError::from)?;
+    inbound.skip(4);
+    Ok(inbound.take(stream, len - 4).await?)
 }

@@ -7,9 +7,11 @@
 //! once (safe: tokio's readiness ticks keep an event that arrived meanwhile). On the
 //! hot path that saves a system call per direction per transaction.
 
+pub mod inbound;
 pub mod stream;
 pub mod tls;
 
+pub use inbound::Inbound;
 pub use stream::Stream;
 
 use std::io;

@@ -56,9 +56,14 @@ impl TlsStream {
     /// already read from it (a ClientHello sent without SSLRequest).
     pub fn new(tcp: TcpStream, conn: rustls::Connection, early: &[u8], channel_binding: Option<Arc<[u8]>>) -> io::Result<TlsStream> {
         let mut conn = conn;
-        let mut early = early;
-        while !early.is_empty() {
-            conn.read_tls(&mut early)?;
+        let mut fed = early;
+        while !fed.is_empty() {
+            conn.read_tls(&mut fed)?;
+        }
+        // Whole records among them (a ClientHello read ahead) are processed now:
+        // the handshake would otherwise wait for bytes the client already sent.
+        if !early.is_empty() {
+            conn.process_new_packets().map_err(tls_error)?;
         }
         Ok(TlsStream { tcp, conn: Mutex::new(conn), channel_binding })
     }
