@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   quiet after a burst of clients would keep the burst's pages; purge at once.
 /// - `arena_eager_commit` 0: commit an arena's memory as it is used, not its first
 ///   chunk at once (RSS at start 12.6 MB eagerly, 9.5 MB so; glibc: 8.7 MB).
-#[cfg(feature = "mimalloc")]
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
 #[used]
 #[link_section = ".init_array.00099"]
 static TUNE_MIMALLOC_EARLY: extern "C" fn() = {
@@ -48,13 +48,13 @@ static TUNE_MIMALLOC_EARLY: extern "C" fn() = {
 /// No transparent huge pages: mimalloc asks for them on its arenas
 /// (MADV_HUGEPAGE), and khugepaged then fills 2 MiB pages around a few live
 /// objects (10,000 idle clients: RSS +13 MB in 30 s).
-#[cfg(feature = "mimalloc")]
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
 fn tune_allocator() {
     // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
-#[cfg(not(feature = "mimalloc"))]
+#[cfg(not(all(feature = "mimalloc", target_os = "linux")))]
 fn tune_allocator() {}
 
 #[derive(Parser)]
