@@ -285,8 +285,9 @@ fn a_rolling_restart_loses_nothing() {
 
 /// SO_REUSEPORT: a new pgmux process starts on the port of a running one, then the
 /// old one gets SIGTERM; clients connecting all the while (a new connection and one
-/// query each) are never refused, and every query fails only with the old process's
-/// 57P01 (a reconnect signal).
+/// query each) are not refused (but for the kernel's window at the old listener's
+/// close, below), and every query fails only with the old process's 57P01 (a
+/// reconnect signal).
 #[test]
 fn a_new_process_on_the_same_port_takes_over_with_no_refused_connection() {
     let _s = serial();
@@ -345,7 +346,15 @@ fn a_new_process_on_the_same_port_takes_over_with_no_refused_connection() {
             told.load(Ordering::Relaxed),
             failed.len()
         );
-        assert!(failed.is_empty(), "connections failed during the takeover: {failed:?}");
+        // The kernel resets a connection whose handshake completes in the
+        // microseconds between the old process's last accept and its close, unless
+        // net.ipv4.tcp_migrate_req moves it to the new listener (README, the fleet).
+        let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1");
+        let allowed = if migrates { 0 } else { 1 };
+        assert!(
+            failed.len() <= allowed && failed.iter().all(|f| f.starts_with("connect: ")),
+            "connections failed during the takeover: {failed:?}"
+        );
         drop(new);
     });
 }

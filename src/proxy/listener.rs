@@ -82,10 +82,19 @@ impl Listener {
                 }
             }
         }
-        // Straight from the socket: the reactor may not have seen the last arrivals.
-        while let Ok(fd) = accept_now(tcp.get_ref()) {
+        // Straight from the socket (the reactor may not have seen the last arrivals),
+        // then closed at once: a connection the kernel queues here between the last
+        // accept and the close is reset. The backlog goes to 0 first, so that the
+        // kernel drops new SYNs here rather than queueing them (the client sends its
+        // SYN again a second later, to a process still listening: see README, the
+        // fleet) and the window holds at most one.
+        let tcp = tcp.into_inner();
+        // SAFETY: listen() on a socket this process owns; it only lowers the backlog.
+        unsafe { libc::listen(tcp.as_raw_fd(), 0) };
+        while let Ok(fd) = accept_now(&tcp) {
             spread.place(tcp_client(fd), &state);
         }
+        drop(tcp);
         drop(unix);
     }
 }
