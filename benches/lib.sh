@@ -278,13 +278,15 @@ require_positive() {
     done
 }
 
-# check_pair_knobs: T_LONG above T_SHORT, a known WORKLOAD, TARGETS among pgmux and
-# pgbouncer (callgrind.sh and syscalls.sh: two runs of one workload per target).
+# check_pair_knobs [KNOWN...]: T_LONG above T_SHORT, a known WORKLOAD, TARGETS among
+# KNOWN (default pgmux pgbouncer) (callgrind.sh and syscalls.sh: two runs of one
+# workload per target).
 check_pair_knobs() {
-    local t
+    local t known=("$@")
+    (( ${#known[@]} )) || known=(pgmux pgbouncer)
     (( T_LONG > T_SHORT )) || die "T_LONG ($T_LONG) must be greater than T_SHORT ($T_SHORT)"
     [[ -n ${PGBENCH_WORKLOADS[$WORKLOAD]+x} ]] || die "unknown WORKLOAD '$WORKLOAD' (known: ${!PGBENCH_WORKLOADS[*]})"
     for t in $TARGETS; do
-        [[ $t == pgmux || $t == pgbouncer ]] || die "unknown target '$t' (known: pgmux pgbouncer)"
+        [[ " ${known[*]} " == *" $t "* ]] || die "unknown target '$t' (known: ${known[*]})"
     done
 }

@@ -18,10 +18,24 @@
 # -p PID` during pgbench -T $DURATION): the kernel's share of its samples, and its
 # hottest symbols.
 #
+# Targets `relay-epoll` and `relay-uring` are examples/relay_floor.rs: a relay
+# that gives each client its own upstream connection and copies bytes, nothing
+# else, with readiness I/O (epoll: what pgmux and PgBouncer do) or with io_uring
+# (every socket's recv always queued, all submissions of a loop in one
+# io_uring_enter). They are the floor under any pooler's kernel work, and what
+# batching submissions across connections changes in it. They are built if
+# missing (cargo build --release --example relay_floor).
+#
+# CPU per transaction comes from $CPU_ROUNDS untraced runs of -t $T_LONG per
+# target, interleaved (target 1, target 2, ..., target 1, ...): the median, and
+# each target's median over rounds of its ratio to the first target's CPU in the
+# same round, with the lowest and highest.
+#
 # Knobs (environment variables):
 #   WORKLOAD=select   select | extended | prepared | tpcb (as benches/callgrind.sh),
 #                     or connect (-C: a login per transaction, so per connection)
-#   TARGETS="pgbouncer pgmux"
+#   TARGETS="pgbouncer pgmux"   also relay-epoll, relay-uring
+#   CPU_ROUNDS=1      interleaved untraced runs per target for CPU per transaction
 #   CLIENTS=50 JOBS=2 POOL=10 SCALE=10
 #   T_SHORT=200       transactions per client of the short run (-t)
 #   T_LONG=1000       transactions per client of the long run (-t)
@@ -29,9 +43,11 @@
 #   PROFILE=0         1 = also perf record each pooler for $DURATION s
 #   DURATION=10
 #   PGMUX_BIN=target/release/pgmux   PGMUX_EXTRA=""   PGMUX_ENV=""
+#   RELAY_BIN=target/release/examples/relay_floor
 #   PG_BINDIR=$(pg_config --bindir)  PGBOUNCER_BIN=pgbouncer   KEEP_TMP=0
 #
 # Example: benches/syscalls.sh
+#          TARGETS="pgbouncer pgmux relay-epoll relay-uring" CPU_ROUNDS=5 benches/syscalls.sh
 #          PROFILE=1 PGMUX_EXTRA="workers: 2" benches/syscalls.sh
 #
 # Needs perf with tracepoints (perf trace; as root) or strace. Exit status: 0 =
@@ -51,18 +67,21 @@ T_SHORT=${T_SHORT:-200}
 T_LONG=${T_LONG:-1000}
 TOOL=${TOOL:-perf}
 PROFILE=${PROFILE:-0}
+CPU_ROUNDS=${CPU_ROUNDS:-1}
 DURATION=${DURATION:-10}
 PGMUX_BIN=${PGMUX_BIN:-$REPO_ROOT/target/release/pgmux}
 PGMUX_EXTRA=${PGMUX_EXTRA:-}
 PGMUX_ENV=${PGMUX_ENV:-}
+RELAY_BIN=${RELAY_BIN:-$REPO_ROOT/target/release/examples/relay_floor}
 KEEP_TMP=${KEEP_TMP:-0}
 
 
 POOLER_PIDS=()
 TRACER_PID=""
 PROBLEMS=0
-declare -A P_PID P_PORT CPU_US SYS_SHARE
+declare -A P_PID P_PORT CPU_US SYS_SHARE CPU_RUNS
 declare -A CALLS ERRS   # "target:t:syscall" -> count
+declare -A RATIO RANGE  # target -> CPU ratio to the first target, its range
 
 # log, warn, die, as_pg, show_log, is_port_in_use, free_port, wait_for_sql,
 # stop_pid, find_pg_bindir, ensure_pgbouncer, make_tmpdir, setup_primary
@@ -80,8 +99,8 @@ cleanup() {
 }
 
 check_knobs() {
-    require_positive CLIENTS JOBS T_SHORT T_LONG POOL SCALE DURATION
-    check_pair_knobs
+    require_positive CLIENTS JOBS T_SHORT T_LONG POOL SCALE DURATION CPU_ROUNDS
+    check_pair_knobs pgbouncer pgmux relay-epoll relay-uring
     case $TOOL in
         perf) perf trace -s -- true >/dev/null 2>&1 || die "perf trace does not work here (root? tracefs?); try TOOL=strace" ;;
         strace) command -v strace >/dev/null 2>&1 || die "strace is not installed" ;;
@@ -129,6 +148,24 @@ EOF
     wait_for_sql pgmux "$port" "$pid" "$dir/pgmux.log" || die "pgmux failed to start"
     P_PID[pgmux]=$pid; P_PORT[pgmux]=$port
 }
+
+# start_relay MODE: examples/relay_floor.rs in MODE (epoll, uring), target relay-MODE.
+start_relay() {
+    local mode=$1 name=relay-$1 dir=$TMP/relay-$1 port pid
+    if [[ ! -x $RELAY_BIN ]]; then
+        log "building examples/relay_floor.rs"
+        (cd "$REPO_ROOT" && cargo build --release --quiet --example relay_floor) || die "cannot build the relay"
+    fi
+    free_port port
+    mkdir -p "$dir"
+    "$RELAY_BIN" "$mode" "$port" "$PG_PORT" >"$dir/relay.log" 2>&1 &
+    pid=$!
+    POOLER_PIDS+=("$pid")
+    wait_for_sql "$name" "$port" "$pid" "$dir/relay.log" || die "the $mode relay failed to start"
+    P_PID[$name]=$pid; P_PORT[$name]=$port
+}
+start_relay-epoll() { start_relay epoll; }
+start_relay-uring() { start_relay uring; }
 
 # pgbench_run NAME ARGS...: pgbench through the pooler, output to $TMP/pgbench-NAME-*.log
 pgbench_run() {
@@ -184,9 +221,25 @@ cpu_run() {
     out=$(pgbench_run "$name" -t "$T_LONG")
     b=$(awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12], f[13] }' "/proc/$pid/stat")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-    CPU_US[$name]=$(awk -v a="$a" -v b="$b" -v n="${txns:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); if (n > 0) printf "%.1f", (y[1] + y[2] - x[1] - x[2]) / hz * 1e6 / n }')
-    SYS_SHARE[$name]=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[1] + y[2] - x[1] - x[2]; if (t > 0) printf "%.0f%%", 100 * (y[2] - x[2]) / t }')
+    CPU_RUNS[$name]+="$(awk -v a="$a" -v b="$b" -v n="${txns:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); if (n > 0) printf "%.1f", (y[1] + y[2] - x[1] - x[2]) / hz * 1e6 / n }') "
+    SYS_SHARE[$name]+="$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[1] + y[2] - x[1] - x[2]; if (t > 0) printf "%.3f", (y[2] - x[2]) / t }') "
+}
+
+# cpu_summary: CPU_US (median µs and kernel share) per target, and the ratio row
+# against the first target (median of per-round ratios [lowest-highest]).
+cpu_summary() {
+    local name first=${TARGETS%% *} share
+    for name in $TARGETS; do
+        CPU_US[$name]=$(tr ' ' '\n' <<<"${CPU_RUNS[$name]}" | median)
+        share=$(tr ' ' '\n' <<<"${SYS_SHARE[$name]}" | median)
+        SYS_SHARE[$name]=$(awk -v s="$share" 'BEGIN { printf "%.0f%%", 100 * s }')
+        RATIO[$name]=$(paste -d' ' <(tr ' ' '\n' <<<"${CPU_RUNS[$name]}") <(tr ' ' '\n' <<<"${CPU_RUNS[$first]}") \
+            | awk 'NF == 2 && $2 > 0 { print $1 / $2 }' | median)
+        RANGE[$name]=$(paste -d' ' <(tr ' ' '\n' <<<"${CPU_RUNS[$name]}") <(tr ' ' '\n' <<<"${CPU_RUNS[$first]}") \
+            | awk 'NF == 2 && $2 > 0 { r = $1 / $2; if (!n++ || r < lo) lo = r; if (r > hi) hi = r }
+                   END { if (n) printf "%.2f-%.2f", lo, hi }')
+    done
 }
 
 profile() {
@@ -222,12 +275,16 @@ main() {
         pgbench_run "$name" -t 10 >/dev/null    # fills the pool
         trace "$name" "$T_SHORT"
         trace "$name" "$T_LONG"
-        cpu_run "$name"
     done
+    local round
+    for (( round = 1; round <= CPU_ROUNDS; round++ )); do
+        for name in $TARGETS; do cpu_run "$name"; done
+    done
+    cpu_summary
 
     echo
     echo "system calls per transaction: pgbench -n ${PGBENCH_WORKLOADS[$WORKLOAD]} -c $CLIENTS -j $JOBS, -t $T_LONG minus -t $T_SHORT = $txns transactions, pool $POOL, traced with $TOOL; $(date '+%F %T'), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)$( [[ " $TARGETS " == *" pgmux "* ]] && echo ", pgmux $(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')${PGMUX_EXTRA:+ ($PGMUX_EXTRA)}")"
-    echo "(calls/txn; in brackets the failed ones, e.g. EAGAIN; CPU: pooler CPU per transaction in an untraced run of -t $T_LONG, with its kernel share)"
+    echo "(calls/txn; in brackets the failed ones, e.g. EAGAIN; CPU: pooler CPU per transaction, median of $CPU_ROUNDS interleaved untraced runs of -t $T_LONG, with its kernel share; then its ratio to the first target's, median of the rounds' [lowest-highest])"
     local sc all=() k
     for k in "${!CALLS[@]}"; do all+=("${k##*:}"); done
     mapfile -t all < <(printf '%s\n' "${all[@]}" | sort -u)
@@ -251,6 +308,7 @@ main() {
     done
     echo
     printf '%-18s' "CPU us/txn (sys)"; for name in $TARGETS; do printf ' %20s' "${CPU_US[$name]:-?} (${SYS_SHARE[$name]:-?})"; done; echo
+    printf '%-18s' "CPU / ${TARGETS%% *}"; for name in $TARGETS; do printf ' %20s' "$(printf '%.3f' "${RATIO[$name]:-0}") [${RANGE[$name]:-?}]"; done; echo
 
     if (( PROFILE )); then
         for name in $TARGETS; do profile "$name"; done
