@@ -4,8 +4,9 @@
 //! malloc keeps most of it: after 10,000 idle clients disconnect, RSS stays at
 //! its peak (PgBouncer, PgCat and PgDog behave the same). The upkeep task calls
 //! [`Trim::after_tick`] once a second; when the number of clients has fallen well
-//! below the peak since the last trim, it asks glibc to return free pages
-//! (`malloc_trim`), which costs a few milliseconds and happens only after such a drop.
+//! below the peak since the last trim, or a burst's spare read buffers were just
+//! freed, it asks the allocator to return free pages (mimalloc: `mi_collect`, glibc:
+//! `malloc_trim`), which costs a few milliseconds and happens only after such a drop.
 
 /// When to trim: tracks the peak client count since the last trim.
 #[derive(Debug, Default)]
@@ -39,9 +40,22 @@ impl Trim {
     }
 }
 
-/// Returns free heap pages to the operating system (glibc only; elsewhere a no-op).
+/// Returns free heap pages to the operating system: mimalloc's `mi_collect(true)` for
+/// this thread's heap (the default allocator: a burst of queries leaves freed buffer
+/// pages committed otherwise), glibc's `malloc_trim` without it; elsewhere a no-op.
 fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(feature = "mimalloc")]
+    {
+        // The allocator's crate, so that its library (which has mi_collect) is linked.
+        use mimalloc as _;
+        extern "C" {
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: mi_collect has no preconditions; it frees what this thread's heap
+        // no longer uses.
+        unsafe { mi_collect(true) };
+    }
+    #[cfg(all(not(feature = "mimalloc"), target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only walks the allocator's own arenas.
     unsafe {
         libc::malloc_trim(0);

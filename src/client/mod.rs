@@ -19,7 +19,6 @@
 
 pub mod access;
 pub mod auth_query;
-pub mod buffers;
 pub mod listen;
 pub mod login;
 pub mod negotiate;

@@ -27,6 +27,7 @@ use super::retry::Retry;
 use super::txn::TxnTracker;
 use crate::clients::{Kill, KillWatch};
 use crate::error::{ProtocolError, ServerFailure};
+use crate::net::buffers::Buffers;
 use crate::net::Stream;
 use crate::pool::Pool;
 use crate::prepared::{ClientStatements, Registry};
@@ -39,7 +40,7 @@ use crate::sql::SessionEffects;
 use crate::state::Counters;
 
 /// Size the client read buffer grows by.
-pub const CLIENT_READ_BUF: usize = 8 * 1024;
+pub const CLIENT_READ_BUF: usize = Buffers::Client.size();
 
 /// Why the relay stopped.
 #[derive(Debug)]

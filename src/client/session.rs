@@ -18,6 +18,7 @@ use super::route::RouteState;
 use crate::clients::{ClientEntry, ClientState, KillWatch};
 use crate::config::PoolMode;
 use crate::error::{ClientError, PgError, ProtocolError};
+use crate::net::buffers::Buffers;
 use crate::net::Stream;
 use crate::pool::{Lease, Pool};
 use crate::prepared::{ClientStatements, Registry};
@@ -127,7 +128,7 @@ impl Session<'_> {
             self.late = false;
             self.client.set_state(ClientState::Idle);
             if self.from_client.is_empty() {
-                super::buffers::give_back(std::mem::take(&mut self.from_client));
+                Buffers::Client.give_back(std::mem::take(&mut self.from_client));
             }
         }
     }
@@ -159,7 +160,7 @@ impl Session<'_> {
             Wake::Notified => return Box::pin(self.deliver()).await,
         }
         if self.from_client.capacity() == 0 {
-            self.from_client = super::buffers::take();
+            self.from_client = Buffers::Client.take();
         }
         match self.stream.read_some(&mut self.from_client) {
             Ok(0) => Some(SessionEnd::ClientLeft),
@@ -170,7 +171,7 @@ impl Session<'_> {
                 // WouldBlock), so every client that logs in and waits would otherwise
                 // hold a read buffer (8 KiB) until its first query.
                 if self.from_client.is_empty() {
-                    super::buffers::give_back(std::mem::take(&mut self.from_client));
+                    Buffers::Client.give_back(std::mem::take(&mut self.from_client));
                 }
                 None
             }

@@ -19,7 +19,6 @@ use crate::pool::Pool;
 use crate::prepared::{Expect, ServerStatements};
 use crate::protocol::codes;
 use crate::protocol::frame::{Frame, Step, HEADER_LEN};
-use crate::server::READ_BUF;
 
 #[inline]
 fn server_inspect(tag: u8) -> usize {
@@ -39,11 +38,8 @@ impl Relay<'_> {
     /// hidden, and whether a stale-plan retry is due.
     #[inline]
     pub(super) fn on_server_readable(&mut self, run: &mut Run) -> Next {
-        let buf = &mut self.server.to_client;
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUF);
-        }
-        match self.server.stream.read_some(buf) {
+        self.server.make_room();
+        match self.server.stream.read_some(&mut self.server.to_client) {
             Ok(0) => return Next::End(RelayEnd::ServerFailed(ServerFailure::Closed)),
             Ok(_) if run.clock.query_cancelled.is_some() => run.clock.last_heard = Instant::now(),
             Ok(_) => {}

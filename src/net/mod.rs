@@ -7,6 +7,7 @@
 //! once (safe: tokio's readiness ticks keep an event that arrived meanwhile). On the
 //! hot path that saves a system call per direction per transaction.
 
+pub mod buffers;
 pub mod inbound;
 pub mod stream;
 pub mod tls;

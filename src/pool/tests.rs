@@ -473,3 +473,24 @@ async fn a_returned_connection_goes_to_a_waiter_of_its_worker_unless_another_wai
     assert_eq!(*order.lock().unwrap(), [2, 1], "the longest waiter first");
     assert_eq!(p.status().waiting, 0);
 }
+
+#[tokio::test]
+async fn a_connection_idle_for_a_second_frees_its_read_buffer_and_reads_again_when_lent() {
+    let f = fake(false).await;
+    let p = pool(&f.addr, "d", "a", settings(2), &[]);
+    let lease = p.checkout().await.unwrap();
+    lease.release_at(Instant::now() - Duration::from_secs(5));
+    let read_buffers = || p.lock().idle.iter().map(|c| c.to_client.capacity()).collect::<Vec<_>>();
+    assert!(read_buffers()[0] > 0, "a fresh connection has its login's read buffer");
+    p.reap();
+    assert_eq!(read_buffers(), [0], "idle for 5 s: the buffer is freed");
+    let mut lease = p.checkout().await.unwrap();
+    let conn = lease.conn_mut();
+    conn.make_room();
+    assert_eq!(conn.to_client.capacity(), crate::net::buffers::Buffers::Server.size(), "a spare buffer when it reads again");
+    let done = conn.run_internal("", Duration::from_secs(2)).await;
+    assert!(done.is_ok(), "the connection still answers: {:?}", done.err());
+    lease.release();
+    p.reap();
+    assert!(read_buffers()[0] > 0, "just used: the buffer stays");
+}

@@ -119,7 +119,7 @@ pub(super) async fn give_back_memory(state: Arc<State>) {
     let mut trim = crate::memory::Trim::default();
     loop {
         tick.tick().await;
-        let freed = crate::client::buffers::after_tick();
+        let freed = crate::net::buffers::after_tick();
         trim.after_tick(state.clients.connected(), freed);
     }
 }

@@ -14,6 +14,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::net::buffers::Buffers;
 use crate::net::Stream;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::{backend, frontend};
@@ -27,7 +28,7 @@ pub use cancel::{CancelTarget, ServerSecret};
 pub use login::ServerTarget;
 
 /// Size the server read buffer starts at.
-pub const READ_BUF: usize = 16 * 1024;
+pub const READ_BUF: usize = Buffers::Server.size();
 
 /// An open, logged-in server connection.
 pub struct ServerConn {
@@ -233,6 +234,28 @@ impl ServerConn {
         self.expect.clear();
         if self.replay.capacity() > 4 * READ_BUF {
             self.replay = BytesMut::new();
+        }
+    }
+
+    /// Frees the read buffer, if nothing is left in it: the pool's upkeep does this
+    /// for a connection idle for a while (an idle pool of 20 held 320 KiB), not every
+    /// time one goes idle between transactions. The next read after it is lent takes
+    /// a spare one ([`ServerConn::make_room`]).
+    pub fn free_read_buffer(&mut self) {
+        if self.to_client.is_empty() && self.to_client.capacity() > 0 {
+            self.to_client = BytesMut::new();
+        }
+    }
+
+    /// Makes room in the read buffer for a read: a spare buffer if the connection
+    /// gave its own back while idle.
+    #[inline]
+    pub fn make_room(&mut self) {
+        let buf = &mut self.to_client;
+        if buf.capacity() == 0 {
+            *buf = Buffers::Server.take();
+        } else if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUF);
         }
     }
 }
