@@ -23,7 +23,9 @@
 # else, with readiness I/O (epoll: what pgmux and PgBouncer do) or with io_uring
 # (every socket's recv always queued, all submissions of a loop in one
 # io_uring_enter). They are the floor under any pooler's kernel work, and what
-# batching submissions across connections changes in it. They are built if
+# batching submissions across connections changes in it. `relay-hybrid` has the
+# uring relay's operations with an epoll loop that waits (the ring's descriptor in
+# the epoll set): io_uring beside an epoll event loop such as tokio's. They are built if
 # missing (cargo build --release --example relay_floor).
 #
 # CPU per transaction comes from $CPU_ROUNDS untraced runs of -t $T_LONG per
@@ -34,7 +36,7 @@
 # Knobs (environment variables):
 #   WORKLOAD=select   select | extended | prepared | tpcb (as benches/callgrind.sh),
 #                     or connect (-C: a login per transaction, so per connection)
-#   TARGETS="pgbouncer pgmux"   also relay-epoll, relay-uring
+#   TARGETS="pgbouncer pgmux"   also relay-epoll, relay-uring, relay-hybrid
 #   CPU_ROUNDS=1      interleaved untraced runs per target for CPU per transaction
 #   CLIENTS=50 JOBS=2 POOL=10 SCALE=10
 #   T_SHORT=200       transactions per client of the short run (-t)
@@ -100,7 +102,7 @@ cleanup() {
 
 check_knobs() {
     require_positive CLIENTS JOBS T_SHORT T_LONG POOL SCALE DURATION CPU_ROUNDS
-    check_pair_knobs pgbouncer pgmux relay-epoll relay-uring
+    check_pair_knobs pgbouncer pgmux relay-epoll relay-uring relay-hybrid
     case $TOOL in
         perf) perf trace -s -- true >/dev/null 2>&1 || die "perf trace does not work here (root? tracefs?); try TOOL=strace" ;;
         strace) command -v strace >/dev/null 2>&1 || die "strace is not installed" ;;
@@ -149,7 +151,7 @@ EOF
     P_PID[pgmux]=$pid; P_PORT[pgmux]=$port
 }
 
-# start_relay MODE: examples/relay_floor.rs in MODE (epoll, uring), target relay-MODE.
+# start_relay MODE: examples/relay_floor.rs in MODE (epoll, uring, hybrid), target relay-MODE.
 start_relay() {
     local mode=$1 name=relay-$1 dir=$TMP/relay-$1 port pid
     if [[ ! -x $RELAY_BIN ]]; then
@@ -166,6 +168,7 @@ start_relay() {
 }
 start_relay-epoll() { start_relay epoll; }
 start_relay-uring() { start_relay uring; }
+start_relay-hybrid() { start_relay hybrid; }
 
 # pgbench_run NAME ARGS...: pgbench through the pooler, output to $TMP/pgbench-NAME-*.log
 pgbench_run() {

@@ -11,18 +11,22 @@
 //!   `recv` queues a `send` to the peer, a completed `send` the next `recv`. All
 //!   queued work goes to the kernel in one `io_uring_enter`, which also waits:
 //!   submissions are batched across connections.
+//! - `hybrid`: the `uring` relay's operations, with an epoll loop that waits (the
+//!   ring's descriptor is in the epoll set): what io_uring would be beside tokio's
+//!   epoll driver. Each loop submits what it queued in one `io_uring_enter`, then
+//!   waits in `epoll_wait`.
 //!
 //! `benches/syscalls.sh` runs both (targets `relay-epoll`, `relay-uring`) beside
 //! PgBouncer and pgmux. This is a measuring instrument, not a pooler: each client
 //! gets its own upstream connection, authentication passes through untouched,
 //! and a send the kernel cannot take at once is finished by blocking.
 //!
-//! Usage: `relay_floor epoll|uring LISTEN_PORT UPSTREAM_PORT` (both on 127.0.0.1).
+//! Usage: `relay_floor epoll|uring|hybrid LISTEN_PORT UPSTREAM_PORT` (both on 127.0.0.1).
 
 #[cfg(target_os = "linux")]
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = || std::io::Error::other("usage: relay_floor epoll|uring LISTEN_PORT UPSTREAM_PORT");
+    let usage = || std::io::Error::other("usage: relay_floor epoll|uring|hybrid LISTEN_PORT UPSTREAM_PORT");
     let [_, mode, listen, upstream] = &args[..] else { return Err(usage()) };
     let listen: u16 = listen.parse().map_err(|_| usage())?;
     let upstream: u16 = upstream.parse().map_err(|_| usage())?;
@@ -31,6 +35,7 @@ fn main() -> std::io::Result<()> {
     match mode.as_str() {
         "epoll" => linux::epoll::run(listener, upstream),
         "uring" => linux::uring::run(listener, upstream),
+        "hybrid" => linux::uring::run_hybrid(listener, upstream),
         _ => Err(usage()),
     }
 }
@@ -94,9 +99,9 @@ mod linux {
         use super::*;
 
         /// The token of the listening socket; the others are `fd << 32 | peer`.
-        const LISTENER: u64 = u64::MAX;
+        pub(super) const LISTENER: u64 = u64::MAX;
 
-        fn add(ep: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
+        pub(super) fn add(ep: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
             let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data };
             // SAFETY: a valid epoll fd and event.
             check(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } as isize).map(drop)
@@ -197,7 +202,7 @@ mod linux {
 
         pub fn run(listener: std::net::TcpListener, upstream: SocketAddr) -> io::Result<()> {
             let ring = IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(4096)?;
-            let mut r = Relay { ring, pairs: Vec::new(), free: Vec::new() };
+            let mut r = Relay::new(ring);
             r.push(
                 opcode::Accept::new(types::Fd(listener.as_raw_fd()), std::ptr::null_mut(), std::ptr::null_mut()).build().user_data(ACCEPT),
             )?;
@@ -223,7 +228,53 @@ mod linux {
             }
         }
 
+        /// The epoll token of the ring's descriptor (readable: completions are due).
+        const RING: u64 = u64::MAX - 1;
+
+        pub fn run_hybrid(listener: std::net::TcpListener, upstream: SocketAddr) -> io::Result<()> {
+            use super::epoll::{add, LISTENER};
+            listener.set_nonblocking(true)?;
+            // No DEFER_TASKRUN: nothing here waits in io_uring_enter. COOP_TASKRUN:
+            // completions' task work runs when the thread next enters the kernel
+            // rather than interrupting it (without it this relay kept almost none
+            // of the saving, see README).
+            let mut r = Relay::new(IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(4096)?);
+            // SAFETY: plain system call.
+            let ep = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } as isize)? as RawFd;
+            add(ep, listener.as_raw_fd(), LISTENER)?;
+            add(ep, r.ring.as_raw_fd(), RING)?;
+            let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+            loop {
+                if !r.ring.submission().is_empty() {
+                    r.ring.submit()?;
+                }
+                // SAFETY: `events` has room for 64 entries.
+                let n = match check(unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 64, -1) } as isize) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                for ev in &events[..n] {
+                    if ev.u64 == LISTENER {
+                        while let Ok((client, _)) = listener.accept() {
+                            client.set_nonblocking(false)?;
+                            r.accepted(client.into_raw_fd(), upstream)?;
+                        }
+                        continue;
+                    }
+                    let done: Vec<(u64, i32)> = r.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+                    for (data, res) in done {
+                        r.completed(data, res)?;
+                    }
+                }
+            }
+        }
+
         impl Relay {
+            fn new(ring: IoUring) -> Self {
+                Relay { ring, pairs: Vec::new(), free: Vec::new() }
+            }
+
             /// Queues `sqe`, submitting first if the queue is full.
             fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
                 // SAFETY: every buffer an entry points to is owned by a pair that is
