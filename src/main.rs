@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   allocates or frees again after `purge_delay` (10 ms), so a pooler that goes
 ///   quiet after a burst of clients would keep the burst's pages; purge at once.
 /// - `arena_eager_commit` 0: commit an arena's memory as it is used, not its first
-///   chunk at once (RSS at start 12.6 MB eagerly, 9.5 MB so; glibc: 8.7 MB).
+///   chunk at once (RSS at start 12.6 MB eagerly, about 9 MB so, as with glibc).
 #[cfg(all(feature = "mimalloc", target_os = "linux"))]
 #[used]
 #[link_section = ".init_array.00099"]
