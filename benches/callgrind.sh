@@ -45,6 +45,11 @@
 #   T_SHORT=40        transactions per client of the short run (-t)
 #   T_LONG=120        transactions per client of the long run (-t)
 #   REPEAT=1          pairs of runs per target; the median is printed, with the range
+#   AUTH=scram        scram | md5: how clients log in (md5: both poolers get the
+#                     plaintext password and auth_type md5, and PostgreSQL trusts
+#                     their own logins from 127.0.0.1, so that neither runs PBKDF2
+#                     for a server connection, whose number varies between runs;
+#                     for WORKLOAD=connect)
 #   POOL=10           server connections per pool
 #   SCALE=10          pgbench -i scale factor
 #   PGMUX_BIN=target/release/pgmux (relative to the repo root; a release build
@@ -87,6 +92,7 @@ POOLER_PID=""
 PROBLEMS=0
 declare -A IR   # "target:t:rep" -> Ir
 VERIFIER=""
+AUTH=${AUTH:-scram}
 
 # log, warn, die, as_pg, show_log, is_port_in_use, free_port, wait_for_sql,
 # stop_pid, find_pg_bindir, ensure_pgbouncer, make_tmpdir, setup_primary
@@ -104,6 +110,7 @@ cleanup() {
 
 check_knobs() {
     require_positive CLIENTS JOBS T_SHORT T_LONG POOL SCALE REPEAT
+    [[ $AUTH == scram || $AUTH == md5 ]] || die "AUTH must be scram or md5"
     check_pair_knobs
     command -v valgrind >/dev/null 2>&1 || {
         [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || die "valgrind is not installed"
@@ -139,7 +146,8 @@ pool:
   size: $POOL
 users:
   - name: $BENCH_USER
-    password: '$VERIFIER'
+    password: '$(secret)'
+$( [[ $AUTH == md5 ]] && echo "auth_type: md5" )
 databases:
   $BENCH_DB:
     primary: 127.0.0.1:$PG_PORT
@@ -148,12 +156,22 @@ EOF
             env PGMUX_LOG=warn $PGMUX_ENV "${vg[@]}" "$PGMUX_BIN" --config "$dir/pgmux.yaml" >"$dir/pooler.log" 2>&1 &
             ;;
         pgbouncer)
-            write_pgbouncer_ini "$dir" "$PORT" "$VERIFIER" scram-sha-256 1000
+            write_pgbouncer_ini "$dir" "$PORT" "$(secret)" "$( [[ $AUTH == md5 ]] && echo md5 || echo scram-sha-256 )" 1000
             if [[ $EUID -eq 0 ]]; then chown -R postgres: "$dir"; touch "$out"; chown postgres: "$out"; fi
             ${AS_PG[@]+"${AS_PG[@]}"} "${vg[@]}" "$PGBOUNCER_BIN" "$dir/pgbouncer.ini" >"$dir/pooler.log" 2>&1 &
             ;;
     esac
     POOLER_PID=$!
+}
+
+# trust_pooler_logins: PostgreSQL trusts $BENCH_USER from 127.0.0.1 (AUTH=md5).
+trust_pooler_logins() {
+    prepend_hba "host    all          $BENCH_USER  127.0.0.1/32     trust"
+}
+
+# secret: the password both poolers are given (the verifier, or md5's plaintext).
+secret() {
+    if [[ $AUTH == md5 ]]; then echo "$BENCH_PASSWORD"; else echo "$VERIFIER"; fi
 }
 
 # count NAME T REP: one pooler process under callgrind serving pgbench -t T; sets IR[NAME:T:REP].
@@ -209,6 +227,7 @@ main() {
     VERIFIER=$("$PG_BINDIR/psql" -h "$TMP/run" -p "$PG_PORT" -U postgres -d postgres -Atc \
         "select rolpassword from pg_authid where rolname = '$BENCH_USER'")
     [[ $VERIFIER == SCRAM-SHA-256\$* ]] || die "no SCRAM verifier for $BENCH_USER in pg_authid"
+    if [[ $AUTH == md5 ]]; then trust_pooler_logins; fi
 
     local name per=() txns=$(( CLIENTS * (T_LONG - T_SHORT) ))
     local rep

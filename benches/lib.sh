@@ -278,6 +278,16 @@ require_positive() {
     done
 }
 
+# prepend_hba LINE: LINE first in the primary's pg_hba.conf, then a reload.
+prepend_hba() {
+    local hba=$PRIMARY_DATA/pg_hba.conf
+    { echo "$1"; cat "$hba"; } >"$hba.new"
+    mv "$hba.new" "$hba"
+    if [[ $EUID -eq 0 ]]; then chown postgres: "$hba"; fi
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PRIMARY_DATA" reload >/dev/null
+    sleep 0.5
+}
+
 # check_pair_knobs [KNOWN...]: T_LONG above T_SHORT, a known WORKLOAD, TARGETS among
 # KNOWN (default pgmux pgbouncer) (callgrind.sh and syscalls.sh: two runs of one
 # workload per target).

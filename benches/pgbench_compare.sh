@@ -309,12 +309,7 @@ setup_md5_role() {
 SET password_encryption = 'md5';
 CREATE ROLE $MD5_USER LOGIN SUPERUSER PASSWORD '$BENCH_PASSWORD';
 EOF
-    local hba=$PRIMARY_DATA/pg_hba.conf
-    { echo "host    all          $MD5_USER  127.0.0.1/32     md5"; cat "$hba"; } >"$hba.new"
-    mv "$hba.new" "$hba"
-    if [[ $EUID -eq 0 ]]; then chown postgres: "$hba"; fi
-    as_pg "$PG_BINDIR/pg_ctl" -D "$PRIMARY_DATA" reload >/dev/null
-    sleep 0.5
+    prepend_hba "host    all          $MD5_USER  127.0.0.1/32     md5"
 }
 
 # Create $REPLICAS streaming replicas; their ports go to REPLICA_PORTS.

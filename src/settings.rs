@@ -37,9 +37,9 @@ impl SessionParams {
         SessionParams { items }
     }
 
+    /// A setting's value; `key` in any case (the names are kept lowercase).
     pub fn get(&self, key: &str) -> Option<&str> {
-        let key = key.to_ascii_lowercase();
-        self.items.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        self.items.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
     /// A copy with some settings replaced (`Some`) or removed (`None`).
@@ -200,6 +200,7 @@ mod interner_tests {
         drop((a, b));
         let d = i.intern(p("web"));
         assert_eq!(d.get("application_name"), Some("web"));
+        assert_eq!(d.get("Application_Name"), Some("web"), "any case");
         // Those nobody holds are swept; those held stay shared.
         let held: Vec<_> = (0..100).map(|n| i.intern(p(&format!("held-{n}")))).collect();
         for n in 0..ParamsInterner::SWEEP_AT + 10 {

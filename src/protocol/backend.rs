@@ -5,7 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
-use pgwire::messages::startup::{Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey};
+use pgwire::messages::startup::{Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey};
 use pgwire::messages::Message;
 
 use super::PgError;
@@ -83,8 +83,17 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
     put(Authentication::SASLFinal(Bytes::copy_from_slice(data)), buf);
 }
 
+/// ParameterStatus, written in place (a login sends a dozen: no copies of the strings).
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    put(ParameterStatus::new(name.to_string(), value.to_string()), buf);
+    use bytes::BufMut;
+    let len = 4 + name.len() + 1 + value.len() + 1;
+    buf.reserve(1 + len);
+    buf.put_u8(b'S');
+    buf.put_i32(len as i32);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(0);
 }
 
 /// BackendKeyData: a 4-byte secret (protocol 3.0) or a longer one (3.2).
@@ -175,6 +184,19 @@ mod tests {
         backend_key(&mut b, 7, &[9; 32]);
         assert_eq!(i32::from_be_bytes(b[1..5].try_into().unwrap()), 4 + 4 + 32);
         assert_eq!(&b[9..], &[9; 32]);
+    }
+
+    #[test]
+    fn parameter_status_is_what_pgwire_encodes() {
+        for (k, v) in [("client_encoding", "UTF8"), ("application_name", ""), ("TimeZone", "Europe/Zürich")] {
+            let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
+            parameter_status(&mut ours, k, v);
+            put(pgwire::messages::startup::ParameterStatus::new(k.to_string(), v.to_string()), &mut theirs);
+            assert_eq!(ours, theirs, "{k}={v}");
+        }
+        let mut b = BytesMut::new();
+        parameter_status(&mut b, "a", "b");
+        assert_eq!(&b[..], b"S\0\0\0\x08a\0b\0");
     }
 
     #[test]
