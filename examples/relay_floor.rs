@@ -125,12 +125,16 @@ mod linux {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
+                // Descriptors closed in this batch: a later event of the batch may
+                // name one (or a new socket that took its number); skipped, as level
+                // triggering reports a live one again.
+                let mut closed: Vec<RawFd> = Vec::new();
                 for ev in &events[..n] {
                     let data = ev.u64;
                     if data == LISTENER {
                         accept(ep, &listener, upstream)?;
-                    } else {
-                        relay(data, &mut buf);
+                    } else if !closed.contains(&((data >> 32) as RawFd)) {
+                        closed.extend(relay(data, &mut buf).into_iter().flatten());
                     }
                 }
             }
@@ -150,8 +154,8 @@ mod linux {
         }
 
         /// One `recv` on the ready socket, its bytes sent on; end of stream or an
-        /// error closes both (closing removes them from the epoll set).
-        fn relay(data: u64, buf: &mut [u8]) {
+        /// error closes both (closing removes them from the epoll set), and says so.
+        fn relay(data: u64, buf: &mut [u8]) -> Option<[RawFd; 2]> {
             let (fd, peer) = ((data >> 32) as RawFd, data as u32 as RawFd);
             // SAFETY: `buf` is valid for its length.
             let got = check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) });
@@ -161,10 +165,11 @@ mod linux {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
                 Err(e) => Err(e),
             };
-            if sent.is_err() {
+            sent.is_err().then(|| {
                 close(fd);
                 close(peer);
-            }
+                [fd, peer]
+            })
         }
     }
 
