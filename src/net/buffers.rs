@@ -1,7 +1,7 @@
 //! Read buffers held only while in use: a client holds one only while it is active
 //! and gives it back when it goes idle; a server connection idle in its pool for a
-//! second frees its own (the pool's upkeep), and takes one of these when it reads
-//! again. An idle client or connection holds no buffer. The buffers given back are kept, a few per
+//! second gives its own back (the pool's upkeep), and takes one of these when it
+//! reads again. An idle client or connection holds no buffer. The buffers given back are kept, a few per
 //! thread and size, for the next one to become active, so that a busy client does
 //! not allocate and free 8 KiB at every transaction; the ones nobody took for a
 //! second are freed by the upkeep tick ([`after_tick`]), so that a quiet pooler

@@ -483,7 +483,7 @@ async fn a_connection_idle_for_a_second_frees_its_read_buffer_and_reads_again_wh
     let read_buffers = || p.lock().idle.iter().map(|c| c.to_client.capacity()).collect::<Vec<_>>();
     assert!(read_buffers()[0] > 0, "a fresh connection has its login's read buffer");
     p.reap();
-    assert_eq!(read_buffers(), [0], "idle for 5 s: the buffer is freed");
+    assert_eq!(read_buffers(), [0], "idle for 5 s: the buffer is given back");
     let mut lease = p.checkout().await.unwrap();
     let conn = lease.conn_mut();
     conn.make_room();

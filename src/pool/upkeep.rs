@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{limit, Pool, Room, Slot};
 use crate::server::ServerConn;
 
-/// How long a connection stays idle before it frees its read buffer: long enough
+/// How long a connection stays idle before it gives its read buffer back: long enough
 /// that a busy pool's connections, idle between transactions, never do.
 const BUFFER_IDLE: Duration = Duration::from_secs(1);
 
@@ -37,7 +37,7 @@ impl Pool {
     }
 
     /// Closes idle connections past `server_idle_timeout` or `server_lifetime`; the
-    /// others idle for [`BUFFER_IDLE`] free their read buffers.
+    /// others idle for [`BUFFER_IDLE`] give their read buffers back.
     pub fn reap(&self) {
         let now = Instant::now();
         let settings = self.settings();
@@ -55,7 +55,7 @@ impl Pool {
                 !go
             });
             st.idle = keep;
-            st.idle.iter_mut().filter(|c| now.duration_since(c.last_used) >= BUFFER_IDLE).for_each(|c| c.free_read_buffer());
+            st.idle.iter_mut().filter(|c| now.duration_since(c.last_used) >= BUFFER_IDLE).for_each(|c| c.release_read_buffer());
             self.give_slots(&mut st, gone.len());
             gone.into_iter().collect()
         };

@@ -237,13 +237,14 @@ impl ServerConn {
         }
     }
 
-    /// Frees the read buffer, if nothing is left in it: the pool's upkeep does this
-    /// for a connection idle for a while (an idle pool of 20 held 320 KiB), not every
-    /// time one goes idle between transactions. The next read after it is lent takes
-    /// a spare one ([`ServerConn::make_room`]).
-    pub fn free_read_buffer(&mut self) {
+    /// Gives the read buffer back to the spare ones ([`Buffers`]), if nothing is left
+    /// in it: the pool's upkeep does this for a connection idle for a while (an idle
+    /// pool of 20 held 320 KiB), not every time one goes idle between transactions.
+    /// The next read after it is lent takes a spare one ([`ServerConn::make_room`]);
+    /// those nobody takes are freed within two upkeep ticks.
+    pub fn release_read_buffer(&mut self) {
         if self.to_client.is_empty() && self.to_client.capacity() > 0 {
-            self.to_client = BytesMut::new();
+            Buffers::Server.give_back(std::mem::take(&mut self.to_client));
         }
     }
 
